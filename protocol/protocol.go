@@ -1,0 +1,234 @@
+package protocol
+
+import (
+	"encoding/hex"
+	"time"
+)
+
+// Subprotocol is the WebSocket subprotocol both peers must negotiate. A peer
+// that does not offer it is refused with [CloseUnsupported].
+const Subprotocol = "wsreliable.v1"
+
+// Version is the codec version written as the first byte of every WebSocket
+// message. A message with another first byte is refused with [ErrVersion].
+const Version byte = 1
+
+// MessageID is a message's 16-byte identifier, a UUID (version 7 by default,
+// so IDs sort by creation time). The zero value means "no ID".
+type MessageID [16]byte
+
+// String returns id in the canonical 8-4-4-4-12 hexadecimal UUID form.
+func (id MessageID) String() string { return uuidString(id) }
+
+// StreamID identifies one direction of one client's traffic. It is created
+// randomly with the sending queue and never reused, so a receiver that sees
+// a new StreamID starts its watermark at zero.
+type StreamID [16]byte
+
+// String returns s in the canonical 8-4-4-4-12 hexadecimal UUID form.
+func (s StreamID) String() string { return uuidString(s) }
+
+// IsZero reports whether s is the zero StreamID.
+func (s StreamID) IsZero() bool { return s == StreamID{} }
+
+func uuidString(b [16]byte) string {
+	var buf [36]byte
+	hex.Encode(buf[0:8], b[0:4])
+	buf[8] = '-'
+	hex.Encode(buf[9:13], b[4:6])
+	buf[13] = '-'
+	hex.Encode(buf[14:18], b[6:8])
+	buf[18] = '-'
+	hex.Encode(buf[19:23], b[8:10])
+	buf[23] = '-'
+	hex.Encode(buf[24:], b[10:])
+	return string(buf[:])
+}
+
+// Header is one application header carried by a [Data] frame.
+type Header struct {
+	Key   string
+	Value string
+}
+
+// FrameType identifies the kind of a frame on the wire.
+type FrameType uint8
+
+// Frame types. Their values are part of the wire format and never change.
+const (
+	TypeHello   FrameType = 1 // client to server, first frame of a session
+	TypeWelcome FrameType = 2 // server to client, answer to Hello
+	TypeData    FrameType = 3 // one message of a stream
+	TypeAck     FrameType = 4 // cumulative acknowledgement of a stream
+	TypeReject  FrameType = 5 // the receiver refused one message
+)
+
+// String returns the frame type's name.
+func (t FrameType) String() string {
+	switch t {
+	case TypeHello:
+		return "hello"
+	case TypeWelcome:
+		return "welcome"
+	case TypeData:
+		return "data"
+	case TypeAck:
+		return "ack"
+	case TypeReject:
+		return "reject"
+	}
+	return "unknown(" + itoa(uint64(t)) + ")"
+}
+
+// Frame is one decoded frame: *[Hello], *[Welcome], *[Data], *[Ack] or
+// *[Reject]. The set is closed; other packages cannot add frame types.
+type Frame interface {
+	Type() FrameType
+	bodySize() int
+	appendBody(b []byte) []byte
+}
+
+// Hello opens a session. The client sends it first on a new connection.
+type Hello struct {
+	// ClientID names the client; the server binds it to the authenticated
+	// identity.
+	ClientID string
+	// Stream is the client's outgoing stream.
+	Stream StreamID
+	// InStream is the stream the client receives from the server (zero if
+	// it has never received anything).
+	InStream StreamID
+	// InWatermark is the highest sequence of InStream the client has
+	// delivered contiguously.
+	InWatermark uint64
+}
+
+// Welcome answers a [Hello].
+type Welcome struct {
+	// Watermark is the highest sequence of the client's stream the server
+	// has delivered contiguously; the client drops everything up to it and
+	// replays the rest.
+	Watermark uint64
+	// HeartbeatInterval is how often the server pings.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long after an expected frame the server
+	// declares the link dead.
+	HeartbeatTimeout time.Duration
+	// MaxMessageSize is the largest WebSocket message the server reads.
+	MaxMessageSize uint32
+	// MaxInFlight is the most unacknowledged data frames the server
+	// accepts from this client.
+	MaxInFlight uint32
+}
+
+// Data carries one message of a stream.
+type Data struct {
+	Stream  StreamID
+	Seq     uint64
+	ID      MessageID
+	Headers []Header
+	// Payload aliases the decoded buffer: copy it to keep it beyond the
+	// buffer's life.
+	Payload []byte
+}
+
+// Ack acknowledges every message of Stream up to and including Seq.
+type Ack struct {
+	Stream StreamID
+	Seq    uint64
+}
+
+// Reject tells the sender that the receiver refused message Seq of Stream
+// for good. The sequence is still covered by the following [Ack].
+type Reject struct {
+	Stream StreamID
+	Seq    uint64
+	Code   uint16
+	Reason string
+}
+
+// Type returns [TypeHello].
+func (*Hello) Type() FrameType { return TypeHello }
+
+// Type returns [TypeWelcome].
+func (*Welcome) Type() FrameType { return TypeWelcome }
+
+// Type returns [TypeData].
+func (*Data) Type() FrameType { return TypeData }
+
+// Type returns [TypeAck].
+func (*Ack) Type() FrameType { return TypeAck }
+
+// Type returns [TypeReject].
+func (*Reject) Type() FrameType { return TypeReject }
+
+// CloseCode is a WebSocket close status code as used by wsreliable.
+type CloseCode uint16
+
+// Close codes. The standard codes keep their RFC 6455 meaning; 4000-4099
+// are wsreliable's own. Clients reconnect after [CloseNormal],
+// [CloseGoingAway], [CloseInternal], [CloseTryAgainLater] (waiting at least
+// the hint in the close reason) and [CloseSuperseded]; they stop and report
+// an error after [ClosePolicy], [CloseUnsupported] and [CloseIdentity].
+// [CloseProtocolError], [CloseTooBig], [CloseSequenceGap] and
+// [CloseHelloTimeout] mean a bug or a hostile peer; clients reconnect with
+// backoff.
+const (
+	CloseNormal        CloseCode = 1000 // orderly end of a session
+	CloseGoingAway     CloseCode = 1001 // server shutting down; reconnect
+	CloseProtocolError CloseCode = 1002 // malformed or unexpected frame
+	ClosePolicy        CloseCode = 1008 // refused by policy; do not retry
+	CloseTooBig        CloseCode = 1009 // message larger than the limit
+	CloseInternal      CloseCode = 1011 // the peer failed (store error)
+	CloseTryAgainLater CloseCode = 1013 // overloaded; reason holds a hint such as "retry-after=2s"
+
+	CloseSuperseded   CloseCode = 4001 // a newer connection took over this client ID
+	CloseUnsupported  CloseCode = 4002 // subprotocol or codec version not supported
+	CloseHelloTimeout CloseCode = 4003 // no Hello within the deadline
+	CloseIdentity     CloseCode = 4004 // client ID belongs to another identity
+	CloseSequenceGap  CloseCode = 4005 // data frame beyond watermark+1
+)
+
+// String returns a short name for c.
+func (c CloseCode) String() string {
+	switch c {
+	case CloseNormal:
+		return "normal"
+	case CloseGoingAway:
+		return "going away"
+	case CloseProtocolError:
+		return "protocol error"
+	case ClosePolicy:
+		return "policy violation"
+	case CloseTooBig:
+		return "message too big"
+	case CloseInternal:
+		return "internal error"
+	case CloseTryAgainLater:
+		return "try again later"
+	case CloseSuperseded:
+		return "superseded"
+	case CloseUnsupported:
+		return "unsupported protocol"
+	case CloseHelloTimeout:
+		return "hello timeout"
+	case CloseIdentity:
+		return "identity mismatch"
+	case CloseSequenceGap:
+		return "sequence gap"
+	}
+	return "close code " + itoa(uint64(c))
+}
+
+func itoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package queue
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/wsreliable/wsreliable/protocol"
+)
+
+// Entry is one queued message.
+type Entry struct {
+	// Seq is the entry's sequence number in the store's stream, assigned by
+	// [Store.Append] (1, 2, 3 … never reused).
+	Seq uint64
+	// ID is the message ID.
+	ID protocol.MessageID
+	// Headers are the application headers; nil when there are none.
+	Headers []protocol.Header
+	// Payload is the message body.
+	Payload []byte
+}
+
+// Meta is the identity a store was created with. Both fields are generated
+// once, when the file is created, and never change.
+type Meta struct {
+	// ClientID is a random UUID string generated for this store.
+	ClientID string
+	// Stream is the store's outgoing stream ID.
+	Stream protocol.StreamID
+}
+
+// Stats is a snapshot of a store's outbox.
+type Stats struct {
+	Messages int    // entries queued (appended and not yet acked)
+	Bytes    int64  // payload and header bytes of those entries
+	FirstSeq uint64 // lowest queued sequence, 0 when empty
+	LastSeq  uint64 // highest sequence ever assigned, 0 when none
+	Acked    uint64 // highest sequence acknowledged
+	FileSize int64  // size of the backing file, 0 for memory stores
+}
+
+// Store is a durable outbox for one outgoing stream plus the receive-side
+// state of the streams a peer receives (watermarks and identity bindings).
+// Implementations are safe for concurrent use.
+//
+// Writes (Append, Ack, SetWatermark, Bind) from many goroutines are group
+// committed: each call returns once the transaction holding it has been
+// committed (and synced, unless the store was opened without sync).
+type Store interface {
+	// Meta returns the store's client ID and stream ID.
+	Meta() Meta
+
+	// Append assigns the next sequence to e and commits it. It returns the
+	// assigned sequence. When the store is at its limits it waits for space
+	// until ctx ends (returning an error wrapping ErrFull and ctx's error),
+	// or fails at once with ErrFull if the store was opened with
+	// FailWhenFull. A full disk returns an error wrapping ErrDiskFull.
+	Append(ctx context.Context, e Entry) (uint64, error)
+
+	// Read returns up to max entries with Seq >= from in ascending order,
+	// stopping before the total payload would exceed maxBytes (at least one
+	// entry is returned if any exists). The returned entries own their
+	// memory.
+	Read(from uint64, max int, maxBytes int) ([]Entry, error)
+
+	// Ack deletes every entry with Seq <= upTo and records upTo as acked.
+	// Acking an already acked sequence is a no-op.
+	Ack(ctx context.Context, upTo uint64) error
+
+	// Watermark returns the highest sequence of (peer, stream) delivered
+	// contiguously, 0 if the stream is unknown.
+	Watermark(peer string, stream protocol.StreamID) (uint64, error)
+
+	// SetWatermark durably records seq as the watermark of (peer, stream).
+	SetWatermark(ctx context.Context, peer string, stream protocol.StreamID, seq uint64) error
+
+	// Binding returns the identity peer is bound to, "" if none.
+	Binding(peer string) (string, error)
+
+	// Bind durably binds peer to identity.
+	Bind(ctx context.Context, peer, identity string) error
+
+	// Stats returns a snapshot of the outbox.
+	Stats() Stats
+
+	// Close waits for pending commits and releases the store. Calls after
+	// Close return ErrClosed. Close is idempotent.
+	Close() error
+}
+
+// Options configure a store. The zero value (or a nil *Options) is a safe
+// default: fsync on every commit, generous limits, blocking when full.
+type Options struct {
+	// NoSync skips fsync on commit. Committed entries then survive a
+	// process crash (they are in the kernel's page cache) but not a power
+	// cut or kernel crash. Zero: fsync every commit.
+	NoSync bool
+	// MaxMessages limits queued entries. Zero: 1,000,000. Negative: no limit.
+	MaxMessages int
+	// MaxBytes limits the payload and header bytes of queued entries.
+	// Zero: 1 GiB. Negative: no limit.
+	MaxBytes int64
+	// FailWhenFull makes Append fail at once with ErrFull instead of
+	// waiting for space until its context ends. Zero: wait.
+	FailWhenFull bool
+	// LockTimeout bounds the wait for the file lock held by another
+	// process; then Open fails with ErrLocked. Zero: 1 s.
+	LockTimeout time.Duration
+	// MaxBatch limits the writes committed in one transaction. Zero: 1024.
+	MaxBatch int
+	// MaxBatchBytes limits the payload bytes committed in one transaction.
+	// Zero: 4 MiB.
+	MaxBatchBytes int
+	// CompactSize is the file size above which a store is compacted once
+	// its outbox has drained. Zero: 1 MiB. Negative: never compact.
+	CompactSize int64
+	// Logger receives state changes (open, compaction, disk full). Nil:
+	// discard.
+	Logger *slog.Logger
+}
