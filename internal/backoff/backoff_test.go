@@ -1,0 +1,219 @@
+package backoff_test
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/wsreliable/wsreliable/internal/backoff"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func seeded() func() float64 {
+	return rand.New(rand.NewPCG(1, 2)).Float64
+}
+
+func TestNextBounds(t *testing.T) {
+	const (
+		lo = 100 * time.Millisecond
+		hi = 30 * time.Second
+	)
+	r := seeded()
+	for attempt := range 20 {
+		ceiling := min(hi, lo<<attempt)
+		var maxSeen time.Duration
+		for range 1000 {
+			b := backoff.New(backoff.Policy{Min: lo, Max: hi, Rand: r})
+			for range attempt {
+				b.Next()
+			}
+			d := b.Next()
+			if d < 0 || d > ceiling {
+				t.Fatalf("attempt %d: delay %v outside [0, %v]", attempt, d, ceiling)
+			}
+			maxSeen = max(maxSeen, d)
+		}
+		// With 1000 uniform draws the largest is above 90% of the
+		// ceiling with probability 1-0.9^1000; anything less means the
+		// window is not growing as it should.
+		if maxSeen < ceiling*9/10 {
+			t.Errorf("attempt %d: largest of 1000 delays %v, want near %v", attempt, maxSeen, ceiling)
+		}
+	}
+}
+
+func TestCapAfterManyAttempts(t *testing.T) {
+	const hi = 5 * time.Second
+	b := backoff.New(backoff.Policy{Min: time.Millisecond, Max: hi, Rand: seeded()})
+	for range 100 {
+		b.Next()
+	}
+	var maxSeen time.Duration
+	for i := range 1000 {
+		d := b.Next()
+		if d < 0 || d > hi {
+			t.Fatalf("draw %d after %d attempts: %v outside [0, %v]", i, b.Attempts(), d, hi)
+		}
+		maxSeen = max(maxSeen, d)
+	}
+	if maxSeen < hi*9/10 {
+		t.Errorf("largest delay at the cap %v, want near %v", maxSeen, hi)
+	}
+	if got := b.Attempts(); got != 1100 {
+		t.Errorf("Attempts() = %d, want 1100", got)
+	}
+}
+
+func TestExtremeRand(t *testing.T) {
+	tests := []struct {
+		name string
+		r    float64
+		want time.Duration
+	}{
+		{"zero", 0, 0},
+		{"negative", -1, 0},
+		{"one", 1, time.Second},
+		{"above one", 7, time.Second},
+		{"almost one", 0.9999999999, time.Second - 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := backoff.New(backoff.Policy{Min: time.Second, Max: time.Minute, Rand: func() float64 { return tt.r }})
+			if got := b.Next(); got != tt.want {
+				t.Errorf("Next() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	one := func() float64 { return 1 }
+	tests := []struct {
+		name string
+		p    backoff.Policy
+		want []time.Duration // ceilings of successive attempts
+	}{
+		{"zero policy", backoff.Policy{Rand: one}, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}},
+		{"negative fields", backoff.Policy{Min: -1, Max: -1, Rand: one}, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}},
+		{"min above max", backoff.Policy{Min: time.Minute, Max: time.Second, Rand: one}, []time.Duration{time.Second, time.Second}},
+		{"default max", backoff.Policy{Min: 20 * time.Second, Rand: one}, []time.Duration{20 * time.Second, 30 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := backoff.New(tt.p)
+			for i, want := range tt.want {
+				if got := b.Next(); got != want {
+					t.Errorf("attempt %d: Next() = %v, want %v", i, got, want)
+				}
+			}
+		})
+	}
+
+	// Nil Rand uses the global source and stays in bounds.
+	b := backoff.New(backoff.Policy{Min: time.Second, Max: time.Second})
+	for range 100 {
+		if d := b.Next(); d < 0 || d > time.Second {
+			t.Fatalf("Next() = %v outside [0, 1s]", d)
+		}
+	}
+}
+
+func TestResetOnlyAfterHealthyPeriod(t *testing.T) {
+	const healthy = 10 * time.Second
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := backoff.New(backoff.Policy{Healthy: healthy, Rand: seeded()})
+
+	for range 3 {
+		b.Next()
+	}
+	// Accepted and dropped at once: the server is not healthy.
+	b.Connected(t0)
+	b.Disconnected(t0.Add(healthy - 1))
+	if got := b.Attempts(); got != 3 {
+		t.Fatalf("after a short connection Attempts() = %d, want 3", got)
+	}
+	b.Next()
+	if got := b.Attempts(); got != 4 {
+		t.Fatalf("Attempts() = %d, want 4", got)
+	}
+
+	// Disconnected without Connected changes nothing.
+	b.Disconnected(t0.Add(time.Hour))
+	if got := b.Attempts(); got != 4 {
+		t.Fatalf("Disconnected without Connected: Attempts() = %d, want 4", got)
+	}
+
+	// Connecting alone does not reset.
+	t1 := t0.Add(time.Minute)
+	b.Connected(t1)
+	if got := b.Attempts(); got != 4 {
+		t.Fatalf("after Connected Attempts() = %d, want 4", got)
+	}
+	// Up for exactly Healthy: reset.
+	b.Disconnected(t1.Add(healthy))
+	if got := b.Attempts(); got != 0 {
+		t.Fatalf("after a healthy connection Attempts() = %d, want 0", got)
+	}
+
+	// A second Disconnected for the same connection does not reset again.
+	b.Next()
+	b.Disconnected(t1.Add(2 * healthy))
+	if got := b.Attempts(); got != 1 {
+		t.Fatalf("repeated Disconnected: Attempts() = %d, want 1", got)
+	}
+}
+
+func TestDefaultHealthy(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := backoff.New(backoff.Policy{Rand: seeded()})
+	b.Next()
+	b.Connected(t0)
+	b.Disconnected(t0.Add(backoff.DefaultHealthy - time.Nanosecond))
+	if got := b.Attempts(); got != 1 {
+		t.Fatalf("Attempts() = %d, want 1", got)
+	}
+	b.Connected(t0)
+	b.Disconnected(t0.Add(backoff.DefaultHealthy))
+	if got := b.Attempts(); got != 0 {
+		t.Fatalf("Attempts() = %d, want 0", got)
+	}
+}
+
+func TestNextAtLeast(t *testing.T) {
+	half := func() float64 { return 0.5 }
+	tests := []struct {
+		name string
+		hint time.Duration
+		want time.Duration // first attempt, Min 1s, Rand 0.5
+	}{
+		{"hint above jitter", 5 * time.Second, 5 * time.Second},
+		{"hint above max", time.Hour, time.Hour},
+		{"hint below jitter", 100 * time.Millisecond, 500 * time.Millisecond},
+		{"zero hint", 0, 500 * time.Millisecond},
+		{"negative hint", -time.Second, 500 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := backoff.New(backoff.Policy{Min: time.Second, Max: 10 * time.Second, Rand: half})
+			if got := b.NextAtLeast(tt.hint); got != tt.want {
+				t.Errorf("NextAtLeast(%v) = %v, want %v", tt.hint, got, tt.want)
+			}
+			if got := b.Attempts(); got != 1 {
+				t.Errorf("Attempts() = %d, want 1", got)
+			}
+		})
+	}
+}
+
+func TestPolicyNotMutated(t *testing.T) {
+	p := backoff.Policy{Min: time.Minute, Max: time.Second}
+	backoff.New(p)
+	if p.Min != time.Minute || p.Max != time.Second || p.Healthy != 0 || p.Rand != nil {
+		t.Fatalf("New modified its argument: %+v", p)
+	}
+}

@@ -1,0 +1,253 @@
+// Package wsconn wraps a gorilla WebSocket connection with the rules every
+// wsreliable session follows: one reader goroutine (the caller's), one
+// writer goroutine (owned here), a deadline on every write, a read deadline
+// pushed forward by every frame received (data, ping or pong), and pings at
+// a fixed interval, so a half-open link is found within interval + timeout.
+package wsconn
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsreliable/wsreliable/protocol"
+)
+
+// ErrClosed is returned by Write after the connection closed.
+var ErrClosed = errors.New("wsconn: connection closed")
+
+// Config sets the heartbeat of a connection.
+type Config struct {
+	// PingInterval is how often a ping is sent. Zero: 5 s.
+	PingInterval time.Duration
+	// Timeout bounds every write and is added to PingInterval to form
+	// the read deadline. Zero: 5 s.
+	Timeout time.Duration
+	// ReadLimit is the largest message accepted; a larger one closes the
+	// connection with 1009. Zero: no limit beyond gorilla's.
+	ReadLimit int64
+	// QueueLen is the number of outgoing messages that may wait for the
+	// writer. Zero: 16.
+	QueueLen int
+}
+
+// Conn is a WebSocket connection with heartbeats. ReadMessage must be
+// called from a single goroutine; Write and Close are safe for concurrent
+// use.
+type Conn struct {
+	ws    *websocket.Conn
+	cfg   Config
+	out   chan []byte
+	done  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+	mu    sync.Mutex
+	err   error
+	rtt     atomic.Int64
+	closing atomic.Bool
+	linger  *time.Timer
+	epoch   time.Time
+}
+
+// New takes over ws and starts its writer goroutine. The caller must not
+// use ws afterwards except through the returned Conn.
+func New(ws *websocket.Conn, cfg Config) *Conn {
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 5 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 16
+	}
+	c := &Conn{
+		ws:    ws,
+		cfg:   cfg,
+		out:   make(chan []byte, cfg.QueueLen),
+		done:  make(chan struct{}),
+		epoch: time.Now(),
+	}
+	if cfg.ReadLimit > 0 {
+		ws.SetReadLimit(cfg.ReadLimit)
+	}
+	ws.SetPingHandler(func(data string) error {
+		c.extendRead()
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.cfg.Timeout))
+		if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
+			return err
+		}
+		return nil
+	})
+	ws.SetPongHandler(func(data string) error {
+		c.extendRead()
+		if len(data) == 8 {
+			sent := time.Duration(binary.BigEndian.Uint64([]byte(data)))
+			if d := time.Since(c.epoch) - sent; d >= 0 {
+				c.rtt.Store(int64(d))
+			}
+		}
+		return nil
+	})
+	c.wg.Go(c.writeLoop)
+	return c
+}
+
+// RTT returns the round trip of the last answered ping, 0 before any.
+func (c *Conn) RTT() time.Duration { return time.Duration(c.rtt.Load()) }
+
+// Subprotocol returns the negotiated subprotocol.
+func (c *Conn) Subprotocol() string { return c.ws.Subprotocol() }
+
+// RemoteAddr returns the peer's network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+
+func (c *Conn) extendRead() {
+	if c.closing.Load() {
+		return
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PingInterval + c.cfg.Timeout))
+}
+
+// ReadMessage returns the next binary message. Any frame received extends
+// the read deadline. Text messages are an error (the protocol is binary).
+// After an error the connection is unusable; close it.
+func (c *Conn) ReadMessage() ([]byte, error) {
+	c.extendRead()
+	for {
+		typ, msg, err := c.ws.ReadMessage()
+		if err != nil {
+			return nil, err
+		}
+		c.extendRead()
+		if typ != websocket.BinaryMessage {
+			return nil, ErrTextMessage
+		}
+		return msg, nil
+	}
+}
+
+// ErrTextMessage reports a text message on a binary-only connection.
+var ErrTextMessage = errors.New("wsconn: text message on a binary protocol")
+
+// Write queues msg for the writer goroutine, blocking while the queue is
+// full. The connection owns msg afterwards. It returns ErrClosed once the
+// connection is closing.
+func (c *Conn) Write(msg []byte) error {
+	select {
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	select {
+	case c.out <- msg:
+		return nil
+	case <-c.done:
+		return ErrClosed
+	}
+}
+
+// Done is closed when the connection starts closing, for whatever reason.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns the error that closed the connection, nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *Conn) writeLoop() {
+	ping := time.NewTicker(c.cfg.PingInterval)
+	defer ping.Stop()
+	var stamp [8]byte
+	for {
+		select {
+		case msg := <-c.out:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.cfg.Timeout))
+			if err := c.ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+				c.fail(err)
+				return
+			}
+		case <-ping.C:
+			binary.BigEndian.PutUint64(stamp[:], uint64(time.Since(c.epoch)))
+			if err := c.ws.WriteControl(websocket.PingMessage, stamp[:], time.Now().Add(c.cfg.Timeout)); err != nil {
+				c.fail(err)
+				return
+			}
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// fail records err as the reason the connection ends and starts closing it
+// without a close frame (the link is broken).
+func (c *Conn) fail(err error) {
+	c.shutdown(err, nil)
+}
+
+func (c *Conn) shutdown(err error, closeFrame []byte) {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.done)
+		if closeFrame == nil {
+			_ = c.ws.Close()
+			return
+		}
+		// Closing handshake: send our close frame, then give the peer
+		// up to Timeout to answer (its answer ends the reader's loop)
+		// before the socket is torn down. Closing at once could turn
+		// into an RST that discards the close frame at the peer.
+		c.closing.Store(true)
+		deadline := time.Now().Add(c.cfg.Timeout)
+		if err := c.ws.WriteControl(websocket.CloseMessage, closeFrame, deadline); err != nil {
+			_ = c.ws.Close()
+			return
+		}
+		_ = c.ws.SetReadDeadline(deadline)
+		c.mu.Lock()
+		c.linger = time.AfterFunc(c.cfg.Timeout, func() { _ = c.ws.Close() })
+		c.mu.Unlock()
+	})
+}
+
+// Close sends a close frame with code and reason and waits for the writer
+// goroutine. The socket is closed when the peer answers (the reader then
+// sees the close) or after the timeout, whichever is first; call Abort once
+// the reader is done to release it at once. Messages still queued are
+// dropped. Close is idempotent.
+func (c *Conn) Close(code protocol.CloseCode, reason string) {
+	if len(reason) > 120 {
+		reason = reason[:120]
+	}
+	c.shutdown(&websocket.CloseError{Code: int(code), Text: reason},
+		websocket.FormatCloseMessage(int(code), reason))
+	c.wg.Wait()
+}
+
+// Abort closes the socket (without a close frame if none was sent yet) and
+// waits for the writer. It is safe after Close.
+func (c *Conn) Abort(err error) {
+	c.shutdown(err, nil)
+	c.wg.Wait()
+	c.mu.Lock()
+	t := c.linger
+	c.mu.Unlock()
+	if t != nil {
+		t.Stop()
+	}
+	_ = c.ws.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

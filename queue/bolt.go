@@ -1,0 +1,654 @@
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/wsreliable/wsreliable/protocol"
+)
+
+// formatVersion is the version of the file layout, stored in the meta
+// bucket. Open refuses files with a greater version (ErrVersion).
+const formatVersion uint64 = 1
+
+// Bucket names and meta keys. They are part of the file format.
+var (
+	bucketMeta       = []byte("meta")
+	bucketOutbox     = []byte("outbox")
+	bucketWatermarks = []byte("watermarks")
+	bucketBindings   = []byte("bindings")
+
+	keyVersion  = []byte("version")      // uint64, formatVersion
+	keyClientID = []byte("client_id")    // UUID string
+	keyStream   = []byte("stream_id")    // 16 bytes
+	keyLastSeq  = []byte("last_seq")     // uint64, highest sequence assigned
+	keyAcked    = []byte("acked_seq")    // uint64, highest sequence acked
+	keyBytes    = []byte("queued_bytes") // uint64, entrySize sum of the outbox
+)
+
+// Bolt is a [Store] kept in one bbolt file. Create one with [Open]. It is
+// safe for concurrent use. Writes go through one writer goroutine owned by
+// the store, which group commits them; reads run in parallel with it in
+// bbolt read transactions.
+type Bolt struct {
+	path string
+	opts Options
+	log  *slog.Logger
+	meta Meta
+
+	// dbMu guards db: readers hold it shared; compaction swaps the file
+	// under the exclusive lock and Close sets db to nil. The writer
+	// goroutine, the only one that swaps db while running, reads it
+	// without the lock.
+	dbMu sync.RWMutex
+	db   *bolt.DB
+
+	limit   *limiter
+	reqs    chan *request // unbuffered: see run
+	closing chan struct{} // closed by Close
+	done    chan struct{} // closed when the writer goroutine has exited
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// stMu guards the committed outbox state, written by the writer after
+	// each commit and read by Stats.
+	stMu  sync.Mutex
+	state state
+
+	// Writer goroutine only.
+	compactedSize int64 // file size after the last compaction
+	diskFull      bool  // the last commit failed for lack of space
+
+	commits atomic.Int64 // successful write transactions, for tests
+
+	// testFailCommit, when set by a test before any write, is called at
+	// the end of each write transaction; an error aborts it, as a failing
+	// fsync would.
+	testFailCommit func() error
+}
+
+// state is the outbox state kept in the meta bucket.
+type state struct {
+	last  uint64 // highest sequence assigned
+	acked uint64 // highest sequence acknowledged; entries acked+1..last are queued
+	bytes int64  // entrySize sum of the queued entries
+}
+
+func (s state) messages() int { return int(s.last - s.acked) }
+
+// Open opens the store file at path, creating it (and a new client ID and
+// stream ID) if it does not exist. The parent directory must exist. opts
+// may be nil for defaults.
+//
+// Open waits up to opts.LockTimeout for the file lock; a file held by
+// another process, or by another open Bolt in this process, yields an
+// error wrapping [ErrLocked]. A file that is damaged or not a wsreliable
+// store yields [ErrCorrupt]; one written by a newer format version yields
+// [ErrVersion]. Open never panics on a bad file.
+func Open(path string, opts *Options) (*Bolt, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if path == "" {
+		return nil, errors.New("queue: open: empty path")
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("queue: open %s: parent directory: %w", path, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("queue: open %s: parent %s is not a directory", path, dir)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("queue: open %s: is a directory", path)
+	}
+
+	db, err := openDB(path, &o, false)
+	if err != nil {
+		return nil, err
+	}
+	meta, st, err := loadOrCreate(db, path)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	removeStaleTemps(path, o.Logger)
+
+	b := &Bolt{
+		path:    path,
+		opts:    o,
+		log:     o.Logger,
+		meta:    meta,
+		db:      db,
+		reqs:    make(chan *request),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+		state:   st,
+	}
+	b.limit = newLimiter(&o, b.closing, st.messages(), st.bytes)
+	go b.run()
+	b.log.Info("queue: opened", "path", path, "client_id", meta.ClientID,
+		"stream", meta.Stream.String(), "messages", st.messages(), "last_seq", st.last)
+	return b, nil
+}
+
+// openDB opens the bbolt file with our settings and maps its errors.
+func openDB(path string, o *Options, readOnly bool) (db *bolt.DB, err error) {
+	defer recoverCorrupt(path, &err)
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:  o.LockTimeout,
+		NoSync:   o.NoSync,
+		ReadOnly: readOnly,
+		// The hashmap freelist allocates in O(1) where the array one scans;
+		// it is an in-memory representation only, the file is the same.
+		// NoFreelistSync stays off: it would save one page write per
+		// commit but make every Open, and every rollback after a failed
+		// commit (a full disk), rebuild the freelist by walking the whole
+		// file, and bbolt panics if that walk meets a bad page.
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, openError(path, o.LockTimeout.String(), err)
+	}
+	return db, nil
+}
+
+func openError(path, timeout string, err error) error {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("%w: %s (lock not acquired within %s)", ErrLocked, path, timeout)
+	case errors.Is(err, berrors.ErrInvalid),
+		errors.Is(err, berrors.ErrChecksum),
+		errors.Is(err, berrors.ErrVersionMismatch):
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	case isNoSpace(err):
+		return &diskFullError{path: path, err: err}
+	case errors.As(err, &errno), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("queue: open %s: %w", path, err)
+	}
+	// What is left are bbolt's own complaints about the file's shape,
+	// such as "file size too small".
+	return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+}
+
+// loadOrCreate reads the store's identity and state, creating them (and
+// the buckets) in an empty file.
+func loadOrCreate(db *bolt.DB, path string) (meta Meta, st state, err error) {
+	defer recoverCorrupt(path, &err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	found := false
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		meta, st, found, err = readState(tx)
+		return err
+	})
+	if err == nil && !found {
+		err = db.Update(func(tx *bolt.Tx) error {
+			var err error
+			meta, err = create(tx)
+			return err
+		})
+	}
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrVersion) {
+			return meta, st, fmt.Errorf("%w (file %s)", err, path)
+		}
+		if isNoSpace(err) {
+			return meta, st, &diskFullError{path: path, err: err}
+		}
+		return meta, st, fmt.Errorf("queue: open %s: %w", path, err)
+	}
+	return meta, st, nil
+}
+
+// readState reads the meta bucket. found is false for a file without any
+// bucket (a new file); a file with other buckets but not ours is corrupt.
+func readState(tx *bolt.Tx) (meta Meta, st state, found bool, err error) {
+	mb := tx.Bucket(bucketMeta)
+	if mb == nil {
+		var names []string
+		_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			names = append(names, fmt.Sprintf("%q", name))
+			return nil
+		})
+		if len(names) > 0 {
+			return meta, st, false, fmt.Errorf("%w: no %q bucket, found %s", ErrCorrupt, bucketMeta, strings.Join(names, ", "))
+		}
+		return meta, st, false, nil
+	}
+	version, err := getU64(mb, keyVersion)
+	if err != nil {
+		return meta, st, true, err
+	}
+	if version > formatVersion {
+		return meta, st, true, fmt.Errorf("%w: format version %d, this program reads up to %d", ErrVersion, version, formatVersion)
+	}
+	if version == 0 {
+		return meta, st, true, fmt.Errorf("%w: format version 0", ErrCorrupt)
+	}
+	for _, name := range [][]byte{bucketOutbox, bucketWatermarks, bucketBindings} {
+		if tx.Bucket(name) == nil {
+			return meta, st, true, fmt.Errorf("%w: missing bucket %q", ErrCorrupt, name)
+		}
+	}
+	id := mb.Get(keyClientID)
+	if len(id) == 0 {
+		return meta, st, true, fmt.Errorf("%w: missing client ID", ErrCorrupt)
+	}
+	meta.ClientID = string(id)
+	stream := mb.Get(keyStream)
+	if len(stream) != len(meta.Stream) {
+		return meta, st, true, fmt.Errorf("%w: stream ID of %d bytes", ErrCorrupt, len(stream))
+	}
+	copy(meta.Stream[:], stream)
+	if st.last, err = getU64(mb, keyLastSeq); err != nil {
+		return meta, st, true, err
+	}
+	if st.acked, err = getU64(mb, keyAcked); err != nil {
+		return meta, st, true, err
+	}
+	bytes, err := getU64(mb, keyBytes)
+	if err != nil {
+		return meta, st, true, err
+	}
+	st.bytes = int64(bytes)
+	if st.acked > st.last || st.bytes < 0 {
+		return meta, st, true, fmt.Errorf("%w: acked %d, last %d, bytes %d", ErrCorrupt, st.acked, st.last, st.bytes)
+	}
+	// The outbox must hold exactly acked+1..last; checking both ends is
+	// cheap, Check walks the rest.
+	c := tx.Bucket(bucketOutbox).Cursor()
+	if k, _ := c.First(); k != nil && (len(k) != 8 || binary.BigEndian.Uint64(k) <= st.acked) {
+		return meta, st, true, fmt.Errorf("%w: outbox starts at key %x, acked %d", ErrCorrupt, k, st.acked)
+	}
+	if k, _ := c.Last(); k != nil && (len(k) != 8 || binary.BigEndian.Uint64(k) > st.last) {
+		return meta, st, true, fmt.Errorf("%w: outbox ends at key %x, last %d", ErrCorrupt, k, st.last)
+	}
+	return meta, st, true, nil
+}
+
+func getU64(b *bolt.Bucket, key []byte) (uint64, error) {
+	v := b.Get(key)
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: meta %q has %d bytes, want 8", ErrCorrupt, key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// create makes the buckets and a new identity in an empty file.
+func create(tx *bolt.Tx) (Meta, error) {
+	var meta Meta
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return meta, err
+	}
+	stream, err := uuid.NewRandom()
+	if err != nil {
+		return meta, err
+	}
+	meta.ClientID = id.String()
+	meta.Stream = protocol.StreamID(stream)
+	mb, err := tx.CreateBucket(bucketMeta)
+	if err != nil {
+		return meta, err
+	}
+	for _, name := range [][]byte{bucketOutbox, bucketWatermarks, bucketBindings} {
+		if _, err := tx.CreateBucket(name); err != nil {
+			return meta, err
+		}
+	}
+	for _, kv := range []struct{ k, v []byte }{
+		{keyVersion, u64(formatVersion)},
+		{keyClientID, []byte(meta.ClientID)},
+		{keyStream, meta.Stream[:]},
+		{keyLastSeq, u64(0)},
+		{keyAcked, u64(0)},
+		{keyBytes, u64(0)},
+	} {
+		if err := mb.Put(kv.k, kv.v); err != nil {
+			return meta, err
+		}
+	}
+	return meta, nil
+}
+
+// tempPrefix starts the names of compaction temp files next to path.
+func tempPrefix(path string) string { return filepath.Base(path) + ".compact-" }
+
+// removeStaleTemps deletes compaction temp files left by a crash. The
+// caller holds the file lock, so no compaction of path is running.
+func removeStaleTemps(path string, log *slog.Logger) {
+	dir := filepath.Dir(path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), tempPrefix(path)) {
+			p := filepath.Join(dir, e.Name())
+			if err := os.Remove(p); err == nil {
+				log.Info("queue: removed stale compaction file", "path", p)
+			}
+		}
+	}
+}
+
+// recoverCorrupt turns a panic inside bbolt (which it raises on some
+// damaged pages) into an error wrapping ErrCorrupt. Use it directly in a
+// defer statement.
+func recoverCorrupt(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %s: bbolt: %v", ErrCorrupt, path, r)
+	}
+}
+
+// view runs fn in a read transaction on the current file.
+func (b *Bolt) view(fn func(*bolt.Tx) error) (err error) {
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if b.db == nil {
+		return ErrClosed
+	}
+	defer recoverCorrupt(b.path, &err)
+	// A torn file can leave pages beyond its end inside the mmap; with
+	// this, touching them panics (and is recovered) instead of crashing.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return b.db.View(fn)
+}
+
+// Meta returns the store's client ID and stream ID. It never fails, even
+// after Close.
+func (b *Bolt) Meta() Meta { return b.meta }
+
+// Path returns the file the store was opened with.
+func (b *Bolt) Path() string { return b.path }
+
+// Append assigns the next sequence to e, commits it in the writer's next
+// batch and returns the sequence. It blocks until the batch is committed
+// (and synced unless NoSync). See [Store.Append] for the full-queue
+// behaviour. The store copies e; the caller may reuse its buffers.
+//
+// Errors: ErrClosed; ErrTooLarge; ErrFull (with ctx's error when waiting
+// ended); ctx's error while waiting for the writer; ErrDiskFull. Once the
+// writer has taken the entry the call completes regardless of ctx.
+func (b *Bolt) Append(ctx context.Context, e Entry) (uint64, error) {
+	if b.isClosed() {
+		return 0, ErrClosed
+	}
+	size := entrySize(&e)
+	if n := encodedLen(&e); n > bolt.MaxValueSize {
+		return 0, fmt.Errorf("%w: encoded entry of %d bytes exceeds bbolt's value limit", ErrTooLarge, n)
+	}
+	if err := b.limit.reserve(ctx, size); err != nil {
+		return 0, err
+	}
+	r := &request{
+		kind:  reqAppend,
+		value: encodeEntry(make([]byte, 0, encodedLen(&e)), &e),
+		size:  size,
+		done:  make(chan struct{}),
+	}
+	if err := b.submit(ctx, "append", r); err != nil {
+		b.limit.release(1, size)
+		return 0, err
+	}
+	return r.seq, nil
+}
+
+// Read returns up to max entries with Seq >= from in ascending order,
+// stopping before their total size (payload plus header bytes) would
+// exceed maxBytes; at least one entry is returned if any exists. max <= 0
+// or maxBytes <= 0 means no limit of that kind. Read does not wait for the
+// writer.
+func (b *Bolt) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
+	var out []Entry
+	err := b.view(func(tx *bolt.Tx) error {
+		ob := tx.Bucket(bucketOutbox)
+		if ob == nil {
+			return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketOutbox)
+		}
+		c := ob.Cursor()
+		var total int64
+		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+			if max > 0 && len(out) >= max {
+				break
+			}
+			if len(k) != 8 {
+				return fmt.Errorf("%w: outbox key %x", ErrCorrupt, k)
+			}
+			seq := binary.BigEndian.Uint64(k)
+			size, err := storedSize(v)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", seq, err)
+			}
+			if maxBytes > 0 && len(out) > 0 && total+size > int64(maxBytes) {
+				break
+			}
+			e := Entry{Seq: seq}
+			if err := decodeEntry(v, &e); err != nil {
+				return fmt.Errorf("entry %d: %w", seq, err)
+			}
+			out = append(out, e)
+			total += size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, b.wrap("read", err)
+	}
+	return out, nil
+}
+
+// Ack deletes every entry with Seq <= upTo and records upTo as acked, in
+// the writer's next batch. Acking an already acked sequence is a no-op; an
+// upTo beyond the last assigned sequence acks up to the last assigned one,
+// so entries appended later are never taken as acked. When the outbox is
+// empty afterwards and the file is larger than CompactSize, the writer
+// compacts the file after answering.
+func (b *Bolt) Ack(ctx context.Context, upTo uint64) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	b.stMu.Lock()
+	acked := b.state.acked
+	b.stMu.Unlock()
+	if upTo <= acked {
+		return nil
+	}
+	return b.submit(ctx, "ack", &request{kind: reqAck, seq: upTo, done: make(chan struct{})})
+}
+
+// Watermark returns the highest sequence of (peer, stream) delivered
+// contiguously, 0 if the stream is unknown.
+func (b *Bolt) Watermark(peer string, stream protocol.StreamID) (uint64, error) {
+	var seq uint64
+	err := b.view(func(tx *bolt.Tx) error {
+		wb := tx.Bucket(bucketWatermarks)
+		if wb == nil {
+			return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketWatermarks)
+		}
+		v := wb.Get(watermarkKey(peer, stream))
+		switch len(v) {
+		case 0:
+		case 8:
+			seq = binary.BigEndian.Uint64(v)
+		default:
+			return fmt.Errorf("%w: watermark of %d bytes", ErrCorrupt, len(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, b.wrap("watermark", err)
+	}
+	return seq, nil
+}
+
+// SetWatermark durably records seq as the watermark of (peer, stream), in
+// the writer's next batch. It sets the value given, even if lower. peer
+// must not be empty.
+func (b *Bolt) SetWatermark(ctx context.Context, peer string, stream protocol.StreamID, seq uint64) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	if peer == "" {
+		return errEmptyPeer
+	}
+	if len(peer)+len(stream) > bolt.MaxKeySize {
+		return fmt.Errorf("queue: peer name of %d bytes is too long", len(peer))
+	}
+	return b.submit(ctx, "set watermark", &request{
+		kind: reqWatermark, key: watermarkKey(peer, stream), seq: seq, done: make(chan struct{}),
+	})
+}
+
+// Binding returns the identity peer is bound to, "" if none.
+func (b *Bolt) Binding(peer string) (string, error) {
+	var id string
+	err := b.view(func(tx *bolt.Tx) error {
+		bb := tx.Bucket(bucketBindings)
+		if bb == nil {
+			return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketBindings)
+		}
+		if peer != "" && len(peer) <= bolt.MaxKeySize {
+			id = string(bb.Get([]byte(peer)))
+		}
+		return nil
+	})
+	if err != nil {
+		return "", b.wrap("binding", err)
+	}
+	return id, nil
+}
+
+// Bind durably binds peer to identity, in the writer's next batch. peer
+// must not be empty.
+func (b *Bolt) Bind(ctx context.Context, peer, identity string) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	if peer == "" {
+		return errEmptyPeer
+	}
+	if len(peer) > bolt.MaxKeySize || len(identity) > bolt.MaxValueSize {
+		return fmt.Errorf("queue: peer name or identity too long (%d, %d bytes)", len(peer), len(identity))
+	}
+	return b.submit(ctx, "bind", &request{
+		kind: reqBind, key: []byte(peer), value: []byte(identity), done: make(chan struct{}),
+	})
+}
+
+// Stats returns a snapshot of the outbox as last committed. It never
+// blocks on the writer.
+func (b *Bolt) Stats() Stats {
+	b.stMu.Lock()
+	st := b.state
+	b.stMu.Unlock()
+	s := Stats{Messages: st.messages(), Bytes: st.bytes, LastSeq: st.last, Acked: st.acked}
+	if s.Messages > 0 {
+		s.FirstSeq = st.acked + 1
+	}
+	if fi, err := os.Stat(b.path); err == nil {
+		s.FileSize = fi.Size()
+	}
+	return s
+}
+
+// Compact rewrites the file without its free pages, whatever the size of
+// the outbox, and waits for it. The writer does it between batches, so
+// writes wait meanwhile; reads wait only for the final swap. The original
+// file stays intact until the compacted copy, synced, is renamed over it.
+func (b *Bolt) Compact(ctx context.Context) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	return b.submit(ctx, "compact", &request{kind: reqCompact, done: make(chan struct{})})
+}
+
+// Close waits for the batch being committed, stops the writer goroutine
+// and closes the file. Calls blocked waiting for space or for the writer
+// return ErrClosed. Close is safe to call concurrently; every call waits
+// until the store is closed, the first returns the result and later ones
+// return ErrClosed.
+func (b *Bolt) Close() error {
+	first := false
+	b.closeOnce.Do(func() {
+		first = true
+		close(b.closing)
+		<-b.done
+		b.dbMu.Lock()
+		db := b.db
+		b.db = nil
+		b.dbMu.Unlock()
+		if err := db.Close(); err != nil {
+			b.closeErr = fmt.Errorf("queue: close %s: %w", b.path, err)
+		}
+		b.log.Info("queue: closed", "path", b.path)
+	})
+	if !first {
+		return ErrClosed
+	}
+	return b.closeErr
+}
+
+func (b *Bolt) isClosed() bool {
+	select {
+	case <-b.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// wrap adds the operation to an error that does not already carry one of
+// our sentinels' context.
+func (b *Bolt) wrap(op string, err error) error {
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("queue: %s %s: %w", op, b.path, err)
+}
+
+// diskFullError reports a write that failed because the disk is full. It
+// matches both ErrDiskFull and syscall.ENOSPC with errors.Is, even when the
+// cause lost the errno on its way through bbolt.
+type diskFullError struct {
+	path string
+	err  error
+}
+
+func (e *diskFullError) Error() string {
+	return fmt.Sprintf("%v: %s: %v", ErrDiskFull, e.path, e.err)
+}
+
+func (e *diskFullError) Unwrap() error { return e.err }
+
+func (e *diskFullError) Is(target error) bool {
+	return target == ErrDiskFull || target == syscall.ENOSPC
+}
+
+// isNoSpace reports whether err says the disk is full. bbolt formats some
+// causes with %s (growing the file: "file resize error: ..."), which drops
+// the errno, so the text is checked as a last resort.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) ||
+		strings.Contains(err.Error(), syscall.ENOSPC.Error())
+}
+
+var _ Store = (*Bolt)(nil)

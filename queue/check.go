@@ -1,0 +1,169 @@
+package queue
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxCheckErrors bounds the problems one Check reports.
+const maxCheckErrors = 20
+
+// Check verifies the store file at path without changing it: bbolt's own
+// consistency check (every page reachable or free, no page used twice)
+// plus ours (meta readable, every outbox key 8 bytes and in acked+1..last
+// without gaps, every entry decodes, the byte count matches, watermarks
+// well formed). It returns nil for a sound file and otherwise an error
+// wrapping [ErrCorrupt] (or [ErrVersion]) that lists up to 20 problems.
+//
+// Check opens the file read-only with a shared lock, so it waits up to 1 s
+// and then fails with [ErrLocked] while a [Bolt] has the file open.
+func Check(path string) error {
+	db, err := openReadOnly(path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var problems []error
+	err = func() (err error) {
+		defer recoverCorrupt(path, &err)
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		return db.View(func(tx *bolt.Tx) error {
+			for e := range tx.Check() {
+				if len(problems) < maxCheckErrors {
+					problems = append(problems, e)
+				}
+			}
+			if len(problems) > 0 {
+				return nil // our checks would only trip over the same damage
+			}
+			problems = checkStore(tx, problems)
+			return nil
+		})
+	}()
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		if errors.Is(problems[0], ErrVersion) {
+			return fmt.Errorf("queue: check %s: %w", path, problems[0])
+		}
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, errors.Join(problems...))
+	}
+	return nil
+}
+
+func checkStore(tx *bolt.Tx, problems []error) []error {
+	add := func(format string, args ...any) bool {
+		problems = append(problems, fmt.Errorf(format, args...))
+		return len(problems) < maxCheckErrors
+	}
+	_, st, found, err := readState(tx)
+	if err != nil {
+		return append(problems, err)
+	}
+	if !found {
+		return append(problems, errors.New("no meta bucket (not a wsreliable store)"))
+	}
+	var (
+		n     uint64
+		bytes int64
+		want  = st.acked + 1
+	)
+	c := tx.Bucket(bucketOutbox).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != 8 {
+			if !add("outbox key %x is not 8 bytes", k) {
+				return problems
+			}
+			continue
+		}
+		seq := binary.BigEndian.Uint64(k)
+		if seq != want && !add("outbox holds %d where %d was expected", seq, want) {
+			return problems
+		}
+		want = seq + 1
+		if seq > st.last && !add("outbox holds %d beyond the last sequence %d", seq, st.last) {
+			return problems
+		}
+		var e Entry
+		if err := decodeEntry(v, &e); err != nil {
+			if !add("entry %d: %w", seq, err) {
+				return problems
+			}
+			continue
+		}
+		n++
+		bytes += entrySize(&e)
+	}
+	if n != st.last-st.acked {
+		add("outbox holds %d entries, meta says %d (acked %d, last %d)", n, st.last-st.acked, st.acked, st.last)
+	}
+	if bytes != st.bytes {
+		add("outbox holds %d bytes, meta says %d", bytes, st.bytes)
+	}
+	_ = tx.Bucket(bucketWatermarks).ForEach(func(k, v []byte) error {
+		if len(k) <= 16 || len(v) != 8 {
+			add("watermark key %x value %x malformed", k, v)
+		}
+		return nil
+	})
+	return problems
+}
+
+// Inspect reads the identity and outbox statistics of the store file at
+// path without changing it, for tools. Like [Check] it fails with
+// [ErrLocked] while a [Bolt] has the file open.
+func Inspect(path string) (Meta, Stats, error) {
+	var (
+		meta Meta
+		st   state
+	)
+	db, err := openReadOnly(path)
+	if err != nil {
+		return meta, Stats{}, err
+	}
+	defer db.Close()
+	err = func() (err error) {
+		defer recoverCorrupt(path, &err)
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		return db.View(func(tx *bolt.Tx) error {
+			var found bool
+			meta, st, found, err = readState(tx)
+			if err == nil && !found {
+				err = fmt.Errorf("%w: no meta bucket", ErrCorrupt)
+			}
+			return err
+		})
+	}()
+	if err != nil {
+		return meta, Stats{}, fmt.Errorf("queue: inspect %s: %w", path, err)
+	}
+	s := Stats{Messages: st.messages(), Bytes: st.bytes, LastSeq: st.last, Acked: st.acked}
+	if s.Messages > 0 {
+		s.FirstSeq = st.acked + 1
+	}
+	if fi, err := os.Stat(path); err == nil {
+		s.FileSize = fi.Size()
+	}
+	return meta, s, nil
+}
+
+func openReadOnly(path string) (*bolt.DB, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("queue: open %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("queue: open %s: not a regular file", path)
+	}
+	if fi.Size() == 0 {
+		return nil, fmt.Errorf("%w: %s: empty file", ErrCorrupt, path)
+	}
+	o, _ := (*Options)(nil).withDefaults()
+	return openDB(path, &o, true)
+}

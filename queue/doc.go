@@ -1,0 +1,77 @@
+// Package queue keeps an endpoint's durable state: the outbox of one
+// outgoing stream (entries with sequence numbers waiting for the peer's
+// acknowledgement) and the receive side's watermarks and identity
+// bindings. [Store] is the interface; [Bolt] keeps it in one bbolt file
+// and [Memory] keeps it in memory for tests.
+//
+// # Guarantees
+//
+// Once [Store.Append] returns a sequence the entry is committed: a later
+// [Open] of the same file returns it from [Store.Read] until [Store.Ack]
+// covers it. Sequences start at 1, increase by one per entry and are never
+// reused, not even after every entry was acknowledged. The store's
+// [Meta] (client ID and stream ID) is created with the file and never
+// changes. A watermark or binding is durable once its call returns.
+//
+// A damaged file, a foreign bbolt file or a truncated one is reported as
+// [ErrCorrupt] and a file from a newer program as [ErrVersion]; the store
+// never panics on what it reads from disk. [Check] verifies a file
+// completely (bbolt's page check plus the outbox invariants) and is meant
+// for tests and tools after a crash; [Inspect] reads a file's identity and
+// statistics.
+//
+// # Group commit
+//
+// A [Bolt] owns one writer goroutine. Append, Ack, SetWatermark and Bind
+// hand their write to it and wait. The writer takes one write, then every
+// write already waiting, up to Options.MaxBatch writes and
+// Options.MaxBatchBytes entry bytes, and commits them in one bbolt
+// transaction, which is one fsync. Under load many callers therefore share
+// an fsync, without any timer delaying a lone caller. A call honours its
+// context until the writer has taken it; from then on it completes.
+//
+// When a transaction fails, every write of that batch fails with the same
+// error and none of it is visible; the store stays usable and later
+// batches may succeed. A full disk yields an error matching both
+// [ErrDiskFull] and syscall.ENOSPC.
+//
+// # Durability settings
+//
+// By default every batch is fsynced before its callers return, so a
+// returned Append survives a power cut. With Options.NoSync the commit
+// skips fsync: a returned Append then survives a crash of the process (the
+// data is in the kernel's page cache) but not a power cut or kernel crash,
+// where the last commits may be lost (bbolt's meta pages keep the file
+// itself consistent).
+//
+// # Limits
+//
+// Options.MaxMessages and Options.MaxBytes bound the outbox; bytes are
+// payload plus header keys and values. An Append that would exceed them
+// waits until acks make room or its context ends (an error wrapping
+// [ErrFull] and the context's error), or fails at once with [ErrFull] when
+// Options.FailWhenFull is set. An entry larger than MaxBytes fails with
+// [ErrTooLarge]. Appends waiting for the writer already hold their room,
+// so concurrent appends cannot overshoot the limits together.
+//
+// # Compaction
+//
+// bbolt reuses freed pages but never shrinks its file. When an ack leaves
+// the outbox empty and the file is larger than Options.CompactSize (and
+// has at least doubled since the last compaction), the writer copies the
+// live data into a temp file in the same directory, syncs it and renames it
+// over the store; [Bolt.Compact] forces this. The original stays intact
+// until the rename, which is atomic, so a crash at any point leaves one
+// complete store (and perhaps a temp file, removed by the next Open).
+//
+// # Concurrency
+//
+// Both stores are safe for concurrent use. Reads (Read, Watermark,
+// Binding, Stats) run in parallel with the writer in read transactions and
+// wait only while compaction swaps the file. Only one [Bolt] can have a
+// file open: bbolt locks it with flock, so a second Open, from another
+// process or this one, fails with [ErrLocked] after Options.LockTimeout.
+// Close stops the writer after its current batch, makes waiting calls
+// return [ErrClosed] and returns once the goroutine has exited and the
+// file is closed.
+package queue

@@ -1,0 +1,243 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"github.com/wsreliable/wsreliable/protocol"
+)
+
+// Memory is a [Store] kept in memory, for tests and for endpoints that
+// accept losing their queue on exit. It has the same limits and full-queue
+// behaviour as [Bolt] and no goroutines. It is safe for concurrent use.
+type Memory struct {
+	meta    Meta
+	limit   *limiter
+	closing chan struct{}
+
+	mu         sync.Mutex
+	closed     bool
+	entries    []Entry // seq acked+1..last, ascending
+	st         state
+	watermarks map[string]uint64
+	bindings   map[string]string
+}
+
+// NewMemory returns an empty in-memory store with a new client ID and
+// stream ID. opts may be nil for defaults; only the limit fields
+// (MaxMessages, MaxBytes, FailWhenFull) apply, the others are ignored.
+func NewMemory(opts *Options) *Memory {
+	var o Options
+	if opts != nil {
+		o = Options{MaxMessages: opts.MaxMessages, MaxBytes: opts.MaxBytes, FailWhenFull: opts.FailWhenFull}
+	}
+	o, _ = o.withDefaults() // cannot fail: only the limit fields are set
+	m := &Memory{
+		meta: Meta{
+			ClientID: uuid.NewString(),
+			Stream:   protocol.StreamID(uuid.New()),
+		},
+		closing:    make(chan struct{}),
+		watermarks: make(map[string]uint64),
+		bindings:   make(map[string]string),
+	}
+	m.limit = newLimiter(&o, m.closing, 0, 0)
+	return m
+}
+
+// Meta returns the store's client ID and stream ID.
+func (m *Memory) Meta() Meta { return m.meta }
+
+// Append assigns the next sequence to a copy of e and returns it. See
+// [Store.Append].
+func (m *Memory) Append(ctx context.Context, e Entry) (uint64, error) {
+	if m.isClosed() {
+		return 0, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("queue: append: %w", err)
+	}
+	size := entrySize(&e)
+	if err := m.limit.reserve(ctx, size); err != nil {
+		return 0, err
+	}
+	e = cloneEntry(e)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		m.limit.release(1, size)
+		return 0, ErrClosed
+	}
+	m.st.last++
+	m.st.bytes += size
+	e.Seq = m.st.last
+	m.entries = append(m.entries, e)
+	return e.Seq, nil
+}
+
+// Read returns up to max entries with Seq >= from; see [Bolt.Read] for the
+// limits. The entries are copies.
+func (m *Memory) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	i := sort.Search(len(m.entries), func(i int) bool { return m.entries[i].Seq >= from })
+	var (
+		out   []Entry
+		total int64
+	)
+	for ; i < len(m.entries); i++ {
+		if max > 0 && len(out) >= max {
+			break
+		}
+		size := entrySize(&m.entries[i])
+		if maxBytes > 0 && len(out) > 0 && total+size > int64(maxBytes) {
+			break
+		}
+		out = append(out, cloneEntry(m.entries[i]))
+		total += size
+	}
+	return out, nil
+}
+
+// Ack deletes every entry with Seq <= upTo; see [Bolt.Ack].
+func (m *Memory) Ack(ctx context.Context, upTo uint64) error {
+	if m.isClosed() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("queue: ack: %w", err)
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	upTo = min(upTo, m.st.last)
+	if upTo <= m.st.acked {
+		m.mu.Unlock()
+		return nil
+	}
+	n := int(upTo - m.st.acked)
+	var freed int64
+	for i := range n {
+		freed += entrySize(&m.entries[i])
+	}
+	m.entries = append([]Entry(nil), m.entries[n:]...)
+	m.st.acked = upTo
+	m.st.bytes -= freed
+	m.mu.Unlock()
+	m.limit.release(n, freed)
+	return nil
+}
+
+// Watermark returns the watermark of (peer, stream), 0 if unknown.
+func (m *Memory) Watermark(peer string, stream protocol.StreamID) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, ErrClosed
+	}
+	return m.watermarks[string(watermarkKey(peer, stream))], nil
+}
+
+// SetWatermark records seq as the watermark of (peer, stream).
+func (m *Memory) SetWatermark(ctx context.Context, peer string, stream protocol.StreamID, seq uint64) error {
+	if err := m.writeCheck(ctx, "set watermark", peer); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.watermarks[string(watermarkKey(peer, stream))] = seq
+	return nil
+}
+
+// Binding returns the identity peer is bound to, "" if none.
+func (m *Memory) Binding(peer string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", ErrClosed
+	}
+	return m.bindings[peer], nil
+}
+
+// Bind binds peer to identity.
+func (m *Memory) Bind(ctx context.Context, peer, identity string) error {
+	if err := m.writeCheck(ctx, "bind", peer); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.bindings[peer] = identity
+	return nil
+}
+
+func (m *Memory) writeCheck(ctx context.Context, op, peer string) error {
+	if m.isClosed() {
+		return ErrClosed
+	}
+	if peer == "" {
+		return errEmptyPeer
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("queue: %s: %w", op, err)
+	}
+	return nil
+}
+
+// Stats returns a snapshot of the outbox; FileSize is always 0.
+func (m *Memory) Stats() Stats {
+	m.mu.Lock()
+	st := m.st
+	m.mu.Unlock()
+	s := Stats{Messages: st.messages(), Bytes: st.bytes, LastSeq: st.last, Acked: st.acked}
+	if s.Messages > 0 {
+		s.FirstSeq = st.acked + 1
+	}
+	return s
+}
+
+// Close releases the store and makes waiting appends return ErrClosed.
+// The first call returns nil, later ones ErrClosed.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.closed = true
+	close(m.closing)
+	return nil
+}
+
+func (m *Memory) isClosed() bool {
+	select {
+	case <-m.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+func cloneEntry(e Entry) Entry {
+	if e.Headers != nil {
+		e.Headers = append([]protocol.Header(nil), e.Headers...)
+	}
+	e.Payload = append([]byte(nil), e.Payload...)
+	return e
+}
+
+var _ Store = (*Memory)(nil)

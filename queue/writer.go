@@ -1,0 +1,381 @@
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+type reqKind uint8
+
+const (
+	reqAppend reqKind = iota + 1
+	reqAck
+	reqWatermark
+	reqBind
+	reqCompact
+)
+
+// request is one write handed to the writer goroutine. The writer fills
+// seq (for appends) and err, then closes done.
+type request struct {
+	kind  reqKind
+	key   []byte // watermark or binding key
+	value []byte // encoded entry or identity
+	size  int64  // entrySize of an append
+	seq   uint64 // ack: upTo; watermark: value; append: assigned sequence
+	err   error
+	done  chan struct{}
+}
+
+// submit hands r to the writer and waits for its answer. It honours ctx
+// and Close only until the writer has taken r; from then on r completes.
+func (b *Bolt) submit(ctx context.Context, op string, r *request) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("queue: %s: %w", op, err)
+	}
+	select {
+	case b.reqs <- r:
+	case <-ctx.Done():
+		return fmt.Errorf("queue: %s: %w", op, ctx.Err())
+	case <-b.closing:
+		return ErrClosed
+	}
+	<-r.done
+	return r.err
+}
+
+// run is the writer goroutine. b.reqs is unbuffered, so callers waiting to
+// send are the queue: after taking the first request the writer drains
+// every sender already waiting (up to MaxBatch requests and MaxBatchBytes)
+// without blocking, and commits them in one transaction. Because a send
+// completes only while the writer receives, no request can slip in after
+// the writer has exited; its senders see b.closing instead.
+func (b *Bolt) run() {
+	defer close(b.done)
+	var next *request // taken but left for the next batch (byte budget)
+	for {
+		first := next
+		next = nil
+		if first == nil {
+			select {
+			case first = <-b.reqs:
+			case <-b.closing:
+				return
+			}
+		}
+		batch := []*request{first}
+		bytes := first.size
+	drain:
+		for len(batch) < b.opts.MaxBatch {
+			select {
+			case r := <-b.reqs:
+				if bytes+r.size > int64(b.opts.MaxBatchBytes) {
+					next = r
+					break drain
+				}
+				batch = append(batch, r)
+				bytes += r.size
+			default:
+				break drain
+			}
+		}
+		b.commit(batch)
+	}
+}
+
+// commit runs batch in one transaction and answers every request in it.
+// A failed transaction fails every request and changes nothing.
+func (b *Bolt) commit(batch []*request) {
+	b.stMu.Lock()
+	st := b.state
+	b.stMu.Unlock()
+	before := st
+
+	var writes, compacts []*request
+	for _, r := range batch {
+		if r.kind == reqCompact {
+			compacts = append(compacts, r)
+		} else {
+			writes = append(writes, r)
+		}
+	}
+
+	var err error
+	if len(writes) > 0 {
+		err = b.update(func(tx *bolt.Tx) error {
+			st = before // a retry of fn must start over
+			return b.apply(tx, writes, &st)
+		})
+	}
+	if err != nil {
+		if errors.Is(err, ErrDiskFull) {
+			if !b.diskFull {
+				b.log.Warn("queue: disk full", "path", b.path, "err", err)
+			}
+			b.diskFull = true
+		}
+		for _, r := range writes {
+			r.err = err
+			r.seq = 0
+		}
+	} else if len(writes) > 0 {
+		if b.diskFull {
+			b.log.Info("queue: commits succeed again", "path", b.path)
+			b.diskFull = false
+		}
+		b.commits.Add(1)
+		b.stMu.Lock()
+		b.state = st
+		b.stMu.Unlock()
+		// Appends reserved their room before; acks give room back.
+		b.limit.release(int(st.acked-before.acked), before.bytes+appendedBytes(writes)-st.bytes)
+	}
+	for _, r := range writes {
+		close(r.done)
+	}
+
+	if len(compacts) > 0 {
+		cerr := b.compact()
+		for _, r := range compacts {
+			r.err = cerr
+			close(r.done)
+		}
+	} else if err == nil && st.acked > before.acked && st.messages() == 0 && b.shouldCompact() {
+		if cerr := b.compact(); cerr != nil {
+			b.log.Warn("queue: compaction failed", "path", b.path, "err", cerr)
+		}
+	}
+}
+
+func appendedBytes(writes []*request) int64 {
+	var n int64
+	for _, r := range writes {
+		if r.kind == reqAppend {
+			n += r.size
+		}
+	}
+	return n
+}
+
+// apply performs writes in tx, advancing st.
+func (b *Bolt) apply(tx *bolt.Tx, writes []*request, st *state) error {
+	mb, ob := tx.Bucket(bucketMeta), tx.Bucket(bucketOutbox)
+	wb, bb := tx.Bucket(bucketWatermarks), tx.Bucket(bucketBindings)
+	if mb == nil || ob == nil || wb == nil || bb == nil {
+		return fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
+	}
+	// Keys only ever grow at the end, so full pages split no further.
+	ob.FillPercent = 0.95
+	old := *st
+	for _, r := range writes {
+		switch r.kind {
+		case reqAppend:
+			st.last++
+			if err := ob.Put(seqKey(st.last), r.value); err != nil {
+				return err
+			}
+			st.bytes += r.size
+			r.seq = st.last
+		case reqAck:
+			upTo := min(r.seq, st.last)
+			if upTo <= st.acked {
+				continue
+			}
+			freed, err := b.deleteUpTo(ob, upTo)
+			if err != nil {
+				return err
+			}
+			st.acked = upTo
+			st.bytes = max(st.bytes-freed, 0)
+		case reqWatermark:
+			if err := wb.Put(r.key, u64(r.seq)); err != nil {
+				return err
+			}
+		case reqBind:
+			if err := bb.Put(r.key, r.value); err != nil {
+				return err
+			}
+		}
+	}
+	if b.testFailCommit != nil {
+		if err := b.testFailCommit(); err != nil {
+			return err
+		}
+	}
+	if *st != old {
+		for _, kv := range []struct {
+			k []byte
+			v uint64
+		}{{keyLastSeq, st.last}, {keyAcked, st.acked}, {keyBytes, uint64(st.bytes)}} {
+			if err := mb.Put(kv.k, u64(kv.v)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// deleteUpTo deletes the outbox entries with Seq <= upTo, walking from the
+// first key, and returns their total entrySize. It seeks to the first key
+// after each delete because a bbolt cursor skips an element when Next
+// follows Delete.
+func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64) (int64, error) {
+	var freed int64
+	c := ob.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		if len(k) != 8 {
+			return 0, fmt.Errorf("%w: %s: outbox key %x", ErrCorrupt, b.path, k)
+		}
+		if binary.BigEndian.Uint64(k) > upTo {
+			break
+		}
+		size, err := storedSize(v)
+		if err != nil {
+			// Deleting an acked entry must not fail because it is
+			// damaged; only the byte count loses its share.
+			b.log.Warn("queue: deleting undecodable entry", "path", b.path,
+				"seq", binary.BigEndian.Uint64(k), "err", err)
+			size = 0
+		}
+		if err := c.Delete(); err != nil {
+			return 0, err
+		}
+		freed += size
+	}
+	return freed, nil
+}
+
+// update runs fn in one read-write transaction: one fsync unless NoSync.
+// Only the writer goroutine calls it, so it reads b.db without dbMu.
+func (b *Bolt) update(fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if err == nil || errors.Is(err, ErrCorrupt) {
+			return
+		}
+		if isNoSpace(err) {
+			err = &diskFullError{path: b.path, err: err}
+		} else {
+			err = fmt.Errorf("queue: commit %s: %w", b.path, err)
+		}
+	}()
+	defer recoverCorrupt(b.path, &err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return b.db.Update(fn)
+}
+
+// shouldCompact reports whether the file is large enough to be worth
+// compacting: above CompactSize and more than twice its size after the
+// last compaction, so a store whose watermarks alone exceed CompactSize
+// is not rewritten after every ack.
+func (b *Bolt) shouldCompact() bool {
+	if b.opts.CompactSize < 0 {
+		return false
+	}
+	fi, err := os.Stat(b.path)
+	if err != nil {
+		return false
+	}
+	return fi.Size() > b.opts.CompactSize && fi.Size() > 2*b.compactedSize
+}
+
+// compact copies the live data into a temp file next to the store, syncs
+// it, renames it over the store and switches to it. It runs on the writer
+// goroutine, so no write runs meanwhile; readers are excluded only while
+// the handle is swapped.
+//
+// The copy is opened (and locked) before the rename, so the lock on the
+// path is never released. A crash before the rename leaves the original
+// untouched plus a temp file that the next Open removes; rename is atomic,
+// so a crash after it leaves the complete copy.
+func (b *Bolt) compact() (err error) {
+	start := time.Now()
+	var sizeBefore int64
+	if fi, err := os.Stat(b.path); err == nil {
+		sizeBefore = fi.Size()
+	}
+	dir := filepath.Dir(b.path)
+	f, err := os.CreateTemp(dir, tempPrefix(b.path)+"*")
+	if err != nil {
+		return b.compactError(err)
+	}
+	tmp := f.Name()
+	_ = f.Close()
+
+	var dst *bolt.DB
+	done := false
+	defer func() {
+		if !done {
+			if dst != nil {
+				_ = dst.Close()
+			}
+			_ = os.Remove(tmp)
+		}
+	}()
+	defer recoverCorrupt(b.path, &err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+
+	dst, err = bolt.Open(tmp, 0o600, &bolt.Options{
+		Timeout:      b.opts.LockTimeout,
+		NoSync:       true, // synced once below
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		dst = nil
+		return b.compactError(err)
+	}
+	if err := bolt.Compact(dst, b.db, 64<<20); err != nil {
+		return b.compactError(err)
+	}
+	if err := dst.Sync(); err != nil {
+		return b.compactError(err)
+	}
+	if err := os.Rename(tmp, b.path); err != nil {
+		return b.compactError(err)
+	}
+	done = true
+	if err := syncDir(dir); err != nil {
+		// The rename happened; only its durability across a power cut
+		// is in doubt, and either file is a complete store.
+		b.log.Warn("queue: sync directory after compaction", "dir", dir, "err", err)
+	}
+	dst.NoSync = b.opts.NoSync
+
+	b.dbMu.Lock()
+	old := b.db
+	b.db = dst
+	b.dbMu.Unlock()
+	if err := old.Close(); err != nil {
+		b.log.Warn("queue: close pre-compaction file", "path", b.path, "err", err)
+	}
+
+	if fi, err := os.Stat(b.path); err == nil {
+		b.compactedSize = fi.Size()
+	}
+	b.log.Info("queue: compacted", "path", b.path, "size_before", sizeBefore,
+		"size_after", b.compactedSize, "duration", time.Since(start))
+	return nil
+}
+
+func (b *Bolt) compactError(err error) error {
+	if isNoSpace(err) {
+		return &diskFullError{path: b.path, err: err}
+	}
+	return fmt.Errorf("queue: compact %s: %w", b.path, err)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,531 @@
+package reliable
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/queue"
+)
+
+// State is a client's connection state.
+type State int32
+
+// Client states, in the order a healthy client passes through them.
+const (
+	StateConnecting   State = iota + 1 // dialling or handshaking
+	StateConnected                     // session established, sending
+	StateDisconnected                  // waiting to reconnect (backoff)
+	StateStopped                       // gave up: see Client.Err
+	StateClosed                        // Close was called
+)
+
+// String returns the state's name.
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateDisconnected:
+		return "disconnected"
+	case StateStopped:
+		return "stopped"
+	case StateClosed:
+		return "closed"
+	}
+	return "unknown"
+}
+
+// ClientOptions configure a Client. A nil *ClientOptions, and the zero
+// value of every field, is the documented default.
+type ClientOptions struct {
+	// ClientID names this client to the server. Empty: the ID generated
+	// once when the store file was created and kept in it.
+	ClientID string
+
+	// Header, when set, is called before every dial and its headers are
+	// sent with the upgrade request, so tokens can be refreshed. An error
+	// aborts that dial attempt (the client retries with backoff).
+	Header func(ctx context.Context) (http.Header, error)
+
+	// TLSConfig is used for wss:// URLs. Nil: Go's defaults.
+	TLSConfig *tls.Config
+
+	// HeartbeatInterval is how often the client pings. Zero: 5 s.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long past an expected frame the link counts
+	// as dead; it also bounds every write. A half-open link is detected
+	// within HeartbeatInterval + HeartbeatTimeout. Zero: 5 s.
+	HeartbeatTimeout time.Duration
+	// HandshakeTimeout bounds the dial, the upgrade and the
+	// hello/welcome exchange. Zero: 10 s.
+	HandshakeTimeout time.Duration
+
+	// BackoffMin is the first reconnect delay ceiling. Zero: 100 ms.
+	BackoffMin time.Duration
+	// BackoffMax caps the reconnect delay. Zero: 30 s.
+	BackoffMax time.Duration
+	// HealthyAfter is how long a connection must last before the backoff
+	// starts again from BackoffMin. Zero: 10 s.
+	HealthyAfter time.Duration
+
+	// MaxInFlight limits the messages sent and not yet acknowledged.
+	// Zero: 1024. The server's limit, if lower, wins.
+	MaxInFlight int
+	// MaxMessageSize limits the payload of one message. Zero: 1 MiB.
+	MaxMessageSize int
+
+	// NoSync skips fsync when messages are queued: a message whose Send
+	// returned survives a crash of this process but not a power cut.
+	// Zero: fsync every group commit.
+	NoSync bool
+	// MaxQueued limits the messages queued and unacknowledged. Zero:
+	// 1,000,000.
+	MaxQueued int
+	// MaxQueuedBytes limits their bytes. Zero: 1 GiB.
+	MaxQueuedBytes int64
+	// FailWhenFull makes Send fail at once with ErrQueueFull when the
+	// queue is at a limit. Zero: Send waits for space until its context
+	// ends.
+	FailWhenFull bool
+
+	// Store replaces the bbolt file at the path given to NewClient (which
+	// is then ignored). The client does not close a store it was given.
+	Store queue.Store
+
+	// OnStateChange, when set, is called on every state change with the
+	// new state and the error that caused it, if any. It is called from
+	// the client's connection goroutine and must not block.
+	OnStateChange func(State, error)
+
+	// Logger receives connection state changes. Nil: discard.
+	Logger *slog.Logger
+}
+
+func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error) {
+	var c ClientOptions
+	if o != nil {
+		c = *o
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return c, fmt.Errorf("reliable: URL: %w", err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return c, fmt.Errorf("reliable: URL %q: scheme must be ws or wss", rawURL)
+	}
+	if c.Store == nil && path == "" {
+		return c, errors.New("reliable: store path is empty and ClientOptions.Store is nil")
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"HeartbeatInterval", &c.HeartbeatInterval, 5 * time.Second},
+		{"HeartbeatTimeout", &c.HeartbeatTimeout, 5 * time.Second},
+		{"HandshakeTimeout", &c.HandshakeTimeout, 10 * time.Second},
+		{"BackoffMin", &c.BackoffMin, 100 * time.Millisecond},
+		{"BackoffMax", &c.BackoffMax, 30 * time.Second},
+		{"HealthyAfter", &c.HealthyAfter, 10 * time.Second},
+	} {
+		if *d.v < 0 {
+			return c, fmt.Errorf("reliable: ClientOptions.%s is negative (%v)", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.BackoffMax < c.BackoffMin {
+		return c, fmt.Errorf("reliable: ClientOptions.BackoffMax (%v) is below BackoffMin (%v)", c.BackoffMax, c.BackoffMin)
+	}
+	switch {
+	case c.MaxInFlight < 0:
+		return c, fmt.Errorf("reliable: ClientOptions.MaxInFlight is negative (%d)", c.MaxInFlight)
+	case c.MaxInFlight == 0:
+		c.MaxInFlight = 1024
+	}
+	switch {
+	case c.MaxMessageSize < 0:
+		return c, fmt.Errorf("reliable: ClientOptions.MaxMessageSize is negative (%d)", c.MaxMessageSize)
+	case c.MaxMessageSize == 0:
+		c.MaxMessageSize = 1 << 20
+	}
+	if len(c.ClientID) > protocol.MaxClientIDLen {
+		return c, fmt.Errorf("reliable: ClientOptions.ClientID is longer than %d bytes", protocol.MaxClientIDLen)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// Client sends messages to a Server and guarantees each one arrives once,
+// in order, across dropped connections and restarts of either side. Every
+// message is kept in the client's store until the server acknowledges it.
+//
+// A Client is safe for concurrent use. It owns one connection goroutine and
+// one goroutine that deletes acknowledged messages; Close waits for both.
+type Client struct {
+	url      string
+	opts     ClientOptions
+	store    queue.Store
+	ownStore bool
+	stream   protocol.StreamID
+	clientID string
+	log      *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	wake    chan struct{} // something was appended
+	room    chan struct{} // the window opened
+	ackWake chan struct{} // acked advanced: delete from the store
+
+	mu       sync.Mutex
+	receipts map[protocol.MessageID]*Receipt
+	inflight []sentEntry // sent and not acked, ascending seq
+	sentMax  uint64      // highest seq ever sent by this process
+	acked    uint64      // highest seq the server acknowledged
+	ackedCh  chan struct{}
+	state    State
+	err      error // why the client stopped
+
+	nAcked       atomic.Uint64
+	nRejected    atomic.Uint64
+	nRedelivered atomic.Uint64
+	nConnects    atomic.Uint64
+	inFlight     atomic.Int64
+	rtt          atomic.Int64
+}
+
+type sentEntry struct {
+	seq uint64
+	id  protocol.MessageID
+	rej *RejectError
+}
+
+// NewClient opens (or creates) the store at path and starts connecting to
+// the server at rawURL (ws:// or wss://) in the background. Messages left
+// unacknowledged by an earlier run are sent first. It returns an error for
+// invalid options or a store that cannot be opened: the file is in use by
+// another process (queue.ErrLocked), corrupt (queue.ErrCorrupt) or written
+// by a newer version (queue.ErrVersion).
+func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
+	o, err := opts.withDefaults(rawURL, path)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		url:      rawURL,
+		opts:     o,
+		log:      o.Logger,
+		wake:     make(chan struct{}, 1),
+		room:     make(chan struct{}, 1),
+		ackWake:  make(chan struct{}, 1),
+		receipts: make(map[protocol.MessageID]*Receipt),
+		ackedCh:  make(chan struct{}),
+		state:    StateConnecting,
+	}
+	c.store = o.Store
+	if c.store == nil {
+		b, err := queue.Open(path, &queue.Options{
+			NoSync:       o.NoSync,
+			MaxMessages:  o.MaxQueued,
+			MaxBytes:     o.MaxQueuedBytes,
+			FailWhenFull: o.FailWhenFull,
+			Logger:       o.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reliable: open client store: %w", err)
+		}
+		c.store, c.ownStore = b, true
+	}
+	meta := c.store.Meta()
+	c.stream = meta.Stream
+	c.clientID = o.ClientID
+	if c.clientID == "" {
+		c.clientID = meta.ClientID
+	}
+	st := c.store.Stats()
+	c.acked = st.Acked
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.wg.Go(c.run)
+	c.wg.Go(c.deleteAcked)
+	return c, nil
+}
+
+// ID returns the client ID sent to the server.
+func (c *Client) ID() string { return c.clientID }
+
+// Stream returns the ID of the client's outgoing stream.
+func (c *Client) Stream() protocol.StreamID { return c.stream }
+
+// Message is an outgoing message with optional headers.
+type OutgoingMessage struct {
+	Headers []protocol.Header
+	Payload []byte
+}
+
+// Send queues payload durably and returns once it is committed to the
+// store (fsynced unless NoSync), before it reaches the server. The returned
+// Receipt settles when the server acknowledges or rejects the message.
+//
+// Send blocks while the queue is full, until ctx ends, unless the client
+// was created with FailWhenFull. Errors: ErrTooLarge, ErrQueueFull,
+// ErrDiskFull (also matching syscall.ENOSPC), ErrClosed, or the error the
+// client stopped on (matching ErrStopped). On error the message was not
+// queued.
+func (c *Client) Send(ctx context.Context, payload []byte) (*Receipt, error) {
+	return c.SendMessage(ctx, OutgoingMessage{Payload: payload})
+}
+
+// SendMessage is Send with headers.
+func (c *Client) SendMessage(ctx context.Context, m OutgoingMessage) (*Receipt, error) {
+	if len(m.Payload) > c.opts.MaxMessageSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(m.Payload), c.opts.MaxMessageSize)
+	}
+	if len(m.Headers) > protocol.MaxHeaders {
+		return nil, fmt.Errorf("%w: %d headers, limit %d", ErrTooLarge, len(m.Headers), protocol.MaxHeaders)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("reliable: message ID: %w", err)
+	}
+	r := &Receipt{id: protocol.MessageID(id), done: make(chan struct{})}
+	c.mu.Lock()
+	switch {
+	case c.state == StateClosed:
+		c.mu.Unlock()
+		return nil, ErrClosed
+	case c.err != nil:
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	// Register before the entry is visible to the sender goroutine, so
+	// an ack can never arrive for an unregistered receipt.
+	c.receipts[r.id] = r
+	c.mu.Unlock()
+
+	seq, err := c.store.Append(ctx, queue.Entry{ID: r.id, Headers: m.Headers, Payload: m.Payload})
+	if err != nil {
+		c.mu.Lock()
+		delete(c.receipts, r.id)
+		c.mu.Unlock()
+		if errors.Is(err, queue.ErrClosed) {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("reliable: send: %w", err)
+	}
+	r.seq.Store(seq)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return r, nil
+}
+
+// Receipt tracks one sent message until the server settles it.
+type Receipt struct {
+	id   protocol.MessageID
+	seq  atomic.Uint64
+	done chan struct{}
+	err  error
+}
+
+// ID returns the message ID.
+func (r *Receipt) ID() protocol.MessageID { return r.id }
+
+// Seq returns the message's sequence number in the client's stream.
+func (r *Receipt) Seq() uint64 { return r.seq.Load() }
+
+// Done is closed when the receipt settles; Err then tells how.
+func (r *Receipt) Done() <-chan struct{} { return r.done }
+
+// Err returns nil before the receipt settles and after an ack, a
+// *RejectError after a rejection, ErrClosed if the client closed first, or
+// the error the client stopped on.
+func (r *Receipt) Err() error {
+	select {
+	case <-r.done:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// Wait blocks until the server acknowledges the message (nil), rejects it
+// (a *RejectError matching ErrRejected), the client closes (ErrClosed; the
+// message stays queued) or stops, or ctx ends (ctx's error).
+func (r *Receipt) Wait(ctx context.Context) error {
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Receipt) settle(err error) {
+	r.err = err
+	close(r.done)
+}
+
+// Stats is a snapshot of a client's counters.
+type Stats struct {
+	State       State
+	Queued      int           // messages queued and not yet acknowledged
+	InFlight    int           // sent on the current connection, not yet acknowledged
+	Acked       uint64        // messages acknowledged since the client started
+	Rejected    uint64        // of those, rejected by the server
+	Redelivered uint64        // messages sent again after a reconnect
+	Reconnects  uint64        // sessions established after the first
+	RTT         time.Duration // last heartbeat round trip, 0 before the first
+}
+
+// Stats returns a snapshot of the client's counters.
+func (c *Client) Stats() Stats {
+	st := c.store.Stats()
+	c.mu.Lock()
+	s := Stats{State: c.state, Queued: int(st.LastSeq - min(c.acked, st.LastSeq))}
+	c.mu.Unlock()
+	s.InFlight = int(c.inFlight.Load())
+	s.Acked = c.nAcked.Load()
+	s.Rejected = c.nRejected.Load()
+	s.Redelivered = c.nRedelivered.Load()
+	if n := c.nConnects.Load(); n > 1 {
+		s.Reconnects = n - 1
+	}
+	s.RTT = time.Duration(c.rtt.Load())
+	return s
+}
+
+// State returns the connection state.
+func (c *Client) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Err returns the error the client stopped on (matching ErrStopped), or nil
+// while it is running or retrying.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Drain blocks until every message queued before the call has been
+// acknowledged (or rejected) by the server. It returns ctx's error if ctx
+// ends first, ErrClosed if the client closes, or the error the client
+// stopped on.
+func (c *Client) Drain(ctx context.Context) error {
+	target := c.store.Stats().LastSeq
+	for {
+		c.mu.Lock()
+		acked, ch, state, err := c.acked, c.ackedCh, c.state, c.err
+		c.mu.Unlock()
+		switch {
+		case acked >= target:
+			return nil
+		case err != nil:
+			return err
+		case state == StateClosed:
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.ctx.Done():
+		}
+	}
+}
+
+// Close stops the client: it closes the connection, waits for the client's
+// goroutines, records the last acknowledgement and closes the store (if the
+// client opened it). Unsettled receipts report ErrClosed; their messages stay
+// queued and are sent by the next client on the same store. Close is
+// idempotent and safe for concurrent use.
+func (c *Client) Close() error {
+	var err error
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.state = StateClosed
+		c.mu.Unlock()
+		c.cancel()
+		c.wg.Wait()
+		c.settleAll(ErrClosed)
+		if c.ownStore {
+			err = c.store.Close()
+		}
+		c.log.Info("client closed", "client", c.clientID)
+	})
+	return err
+}
+
+// settleAll settles every pending receipt with err.
+func (c *Client) settleAll(err error) {
+	c.mu.Lock()
+	rs := c.receipts
+	c.receipts = make(map[protocol.MessageID]*Receipt)
+	c.mu.Unlock()
+	for _, r := range rs {
+		r.settle(err)
+	}
+}
+
+// deleteAcked removes acknowledged messages from the store, coalescing
+// many acks into one delete transaction.
+func (c *Client) deleteAcked() {
+	var done uint64
+	flush := func() {
+		c.mu.Lock()
+		target := c.acked
+		c.mu.Unlock()
+		if target <= done {
+			return
+		}
+		if err := c.store.Ack(context.Background(), target); err != nil {
+			c.log.Warn("deleting acknowledged messages failed", "error", err)
+			return
+		}
+		done = target
+	}
+	for {
+		select {
+		case <-c.ackWake:
+			flush()
+		case <-c.ctx.Done():
+			flush()
+			return
+		}
+	}
+}
+
+func (c *Client) setState(s State, cause error) {
+	c.mu.Lock()
+	if c.state == StateClosed || c.state == s {
+		c.mu.Unlock()
+		return
+	}
+	c.state = s
+	c.mu.Unlock()
+	if c.opts.OnStateChange != nil {
+		c.opts.OnStateChange(s, cause)
+	}
+}

@@ -1,0 +1,135 @@
+package reliable
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/queue"
+)
+
+// Errors of the client and the server. Test with errors.Is.
+var (
+	// ErrClosed is returned by calls on a closed Client or Server, and by
+	// Receipt.Wait when the client closed before the message settled
+	// (the message stays queued for the next run).
+	ErrClosed = errors.New("reliable: closed")
+
+	// ErrRejected is wrapped by a handler's error to reject a message for
+	// good instead of retrying it; the sender's receipt then reports a
+	// *RejectError, which also matches ErrRejected.
+	ErrRejected = errors.New("reliable: message rejected")
+
+	// ErrTooLarge reports a message larger than the configured limit.
+	ErrTooLarge = errors.New("reliable: message too large")
+
+	// ErrUnauthorized reports that the server refused the client's
+	// credentials (HTTP 401 or 403 on the upgrade). The client stops.
+	ErrUnauthorized = errors.New("reliable: unauthorized")
+
+	// ErrForbidden may be wrapped by an Authenticate hook's error to
+	// answer 403 instead of 401.
+	ErrForbidden = errors.New("reliable: forbidden")
+
+	// ErrUnsupported reports a peer that does not speak wsreliable.v1.
+	ErrUnsupported = errors.New("reliable: peer does not support " + protocol.Subprotocol)
+
+	// ErrStopped is wrapped by the error that made a client give up
+	// reconnecting (an auth, identity or policy refusal).
+	ErrStopped = errors.New("reliable: client stopped")
+
+	// ErrQueueFull and ErrDiskFull are the queue's errors, re-exported so
+	// applications need not import the queue package.
+	ErrQueueFull = queue.ErrFull
+	// ErrDiskFull reports that the disk holding the queue is full; errors
+	// wrapping it also match syscall.ENOSPC.
+	ErrDiskFull = queue.ErrDiskFull
+)
+
+// RejectError is the error a Receipt reports when the receiver rejected the
+// message. It matches ErrRejected.
+type RejectError struct {
+	ID     protocol.MessageID
+	Seq    uint64
+	Code   uint16
+	Reason string
+}
+
+// Error implements error.
+func (e *RejectError) Error() string {
+	return fmt.Sprintf("reliable: message %s (seq %d) rejected: %s", e.ID, e.Seq, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrRejected) true.
+func (e *RejectError) Is(target error) bool { return target == ErrRejected }
+
+// CloseError reports a WebSocket close code received from the peer, or the
+// code a client stopped on. RetryAfter carries the server's hint with
+// [protocol.CloseTryAgainLater].
+type CloseError struct {
+	Code       protocol.CloseCode
+	Reason     string
+	RetryAfter time.Duration
+}
+
+// Error implements error.
+func (e *CloseError) Error() string {
+	s := fmt.Sprintf("reliable: connection closed: %d (%s)", uint16(e.Code), e.Code)
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	return s
+}
+
+// Is matches a *CloseError with the same code, and ErrUnsupported for
+// [protocol.CloseUnsupported].
+func (e *CloseError) Is(target error) bool {
+	if t, ok := target.(*CloseError); ok {
+		return t.Code == e.Code
+	}
+	return target == ErrUnsupported && e.Code == protocol.CloseUnsupported
+}
+
+// HandshakeError reports an HTTP answer other than the upgrade.
+type HandshakeError struct {
+	StatusCode int
+}
+
+// Error implements error.
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("reliable: handshake refused with HTTP %d", e.StatusCode)
+}
+
+// Is makes 401 and 403 match ErrUnauthorized.
+func (e *HandshakeError) Is(target error) bool {
+	return target == ErrUnauthorized && (e.StatusCode == 401 || e.StatusCode == 403)
+}
+
+// retryAfterKey prefixes the hint in a 1013 close reason.
+const retryAfterKey = "retry-after="
+
+// closeErrorFrom converts gorilla's close error.
+func closeErrorFrom(err error) (*CloseError, bool) {
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) {
+		return nil, false
+	}
+	out := &CloseError{Code: protocol.CloseCode(ce.Code), Reason: ce.Text}
+	if i := strings.Index(ce.Text, retryAfterKey); i >= 0 {
+		v := ce.Text[i+len(retryAfterKey):]
+		if j := strings.IndexByte(v, ' '); j >= 0 {
+			v = v[:j]
+		}
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			out.RetryAfter = d
+		} else if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			out.RetryAfter = time.Duration(n) * time.Second
+		}
+	}
+	return out, true
+}

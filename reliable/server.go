@@ -1,0 +1,339 @@
+package reliable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/queue"
+)
+
+// Message is one delivered message, as the server's handler sees it.
+type Message struct {
+	// ClientID is the sending client's ID.
+	ClientID string
+	// Identity is what ServerOptions.Authenticate returned for the
+	// connection that carried the message.
+	Identity string
+	// Stream is the sender's stream ID.
+	Stream protocol.StreamID
+	// Seq is the message's sequence number within Stream.
+	Seq uint64
+	// ID is the message ID the sender assigned.
+	ID protocol.MessageID
+	// Headers are the sender's headers, nil when there are none.
+	Headers []protocol.Header
+	// Payload is the message body. It stays valid after the handler
+	// returns.
+	Payload []byte
+}
+
+// Handler processes one message. It is called for each client's messages
+// one at a time, in order, from that client's session goroutine; calls for
+// different clients run concurrently. It must not block forever: ctx is
+// cancelled when the session ends.
+//
+// Returning nil acknowledges the message. An error wrapping ErrRejected
+// rejects it for good (the sender's receipt reports a *RejectError with the
+// error's text). Any other error, or a panic, retries the same message
+// later with backoff; later messages of that client wait behind it.
+type Handler func(ctx context.Context, m *Message) error
+
+// ServerOptions configure a Server. A nil *ServerOptions, and the zero
+// value of every field, is the documented default.
+type ServerOptions struct {
+	// Authenticate runs on the HTTP request before the upgrade and returns
+	// the caller's identity. An error answers 401 and no WebSocket (403 if
+	// it wraps ErrForbidden). A client ID is bound to the first identity
+	// that used it; another identity presenting it is closed with
+	// protocol.CloseIdentity. Nil: every request is accepted with the
+	// empty identity.
+	Authenticate func(r *http.Request) (identity string, err error)
+
+	// CheckOrigin validates the Origin header of browser clients. Nil:
+	// gorilla's default (requests with an Origin header must be same
+	// host; requests without one, as from Go clients, pass).
+	CheckOrigin func(r *http.Request) bool
+
+	// HeartbeatInterval is how often the server pings. Zero: 5 s.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long past an expected frame the link counts
+	// as dead; it also bounds every write. Zero: 5 s.
+	HeartbeatTimeout time.Duration
+	// HelloTimeout bounds the wait for a client's hello after the upgrade;
+	// then the connection is closed with protocol.CloseHelloTimeout.
+	// Zero: 10 s.
+	HelloTimeout time.Duration
+
+	// MaxMessageSize limits one WebSocket message from a client; a larger
+	// one closes the connection with 1009. Zero: 2 MiB.
+	MaxMessageSize int64
+	// MaxInFlight is the most unacknowledged messages a client may send.
+	// Zero: 1024.
+	MaxInFlight int
+	// AckBatch is the most messages delivered to the handler before their
+	// watermark is committed and acknowledged. It bounds the duplicates a
+	// server crash can cause per client. Zero: 64.
+	AckBatch int
+	// MaxSessions limits concurrent sessions; beyond it new connections
+	// are closed with protocol.CloseTryAgainLater and a retry hint.
+	// Zero: no limit.
+	MaxSessions int
+
+	// NoSync skips fsync when watermarks are committed: a crash of the
+	// server process loses nothing, a power cut may redeliver.
+	NoSync bool
+	// Store replaces the bbolt file at the path given to NewServer (which
+	// is then ignored). The server does not close a store it was given.
+	Store queue.Store
+
+	// Logger receives session events. Nil: discard.
+	Logger *slog.Logger
+}
+
+func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
+	var s ServerOptions
+	if o != nil {
+		s = *o
+	}
+	if s.Store == nil && path == "" {
+		return s, errors.New("reliable: store path is empty and ServerOptions.Store is nil")
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"HeartbeatInterval", &s.HeartbeatInterval, 5 * time.Second},
+		{"HeartbeatTimeout", &s.HeartbeatTimeout, 5 * time.Second},
+		{"HelloTimeout", &s.HelloTimeout, 10 * time.Second},
+	} {
+		if *d.v < 0 {
+			return s, fmt.Errorf("reliable: ServerOptions.%s is negative (%v)", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"MaxInFlight", &s.MaxInFlight, 1024},
+		{"AckBatch", &s.AckBatch, 64},
+		{"MaxSessions", &s.MaxSessions, 0},
+	} {
+		if *n.v < 0 {
+			return s, fmt.Errorf("reliable: ServerOptions.%s is negative (%d)", n.name, *n.v)
+		}
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+	}
+	switch {
+	case s.MaxMessageSize < 0:
+		return s, fmt.Errorf("reliable: ServerOptions.MaxMessageSize is negative (%d)", s.MaxMessageSize)
+	case s.MaxMessageSize == 0:
+		s.MaxMessageSize = 2 << 20
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	return s, nil
+}
+
+// Server is an http.Handler that accepts wsreliable clients and hands each
+// of their messages to a Handler exactly once per successful handling, in
+// order. Mount it on any mux; it must not be wrapped by middleware that
+// buffers responses (the connection is hijacked).
+//
+// A Server is safe for concurrent use. http.Server.Shutdown does not see
+// hijacked connections: call Server.Shutdown (graceful) or Server.Close.
+type Server struct {
+	opts     ServerOptions
+	store    queue.Store
+	ownStore bool
+	handler  Handler
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+
+	ctx    context.Context // cancelled by Close: handler contexts end
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	peers    map[string]*peer
+	sessions map[*session]struct{}
+	closing  bool
+	wg       sync.WaitGroup
+	once     sync.Once
+	closeErr error
+}
+
+// NewServer opens (or creates) the store at path, which keeps each
+// client's watermark and identity binding, and returns a server that hands
+// messages to handler.
+func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, error) {
+	if handler == nil {
+		return nil, errors.New("reliable: nil handler")
+	}
+	o, err := opts.withDefaults(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:     o,
+		handler:  handler,
+		log:      o.Logger,
+		peers:    make(map[string]*peer),
+		sessions: make(map[*session]struct{}),
+	}
+	s.upgrader = websocket.Upgrader{
+		Subprotocols:    []string{protocol.Subprotocol},
+		CheckOrigin:     o.CheckOrigin,
+		ReadBufferSize:  16 << 10,
+		WriteBufferSize: 4 << 10,
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			http.Error(w, "wsreliable: "+reason.Error(), status)
+		},
+	}
+	s.store = o.Store
+	if s.store == nil {
+		b, err := queue.Open(path, &queue.Options{NoSync: o.NoSync, Logger: o.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("reliable: open server store: %w", err)
+		}
+		s.store, s.ownStore = b, true
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// peer is the server's state for one client ID, shared by its successive
+// sessions. Only the session holding turn delivers to the handler.
+type peer struct {
+	id      string
+	turn    chan struct{} // one token: held by the delivering session
+	current *session      // the newest session, guarded by Server.mu
+	stream  protocol.StreamID
+	wm      uint64 // delivered contiguously (guarded by turn)
+	durable uint64 // committed to the store (guarded by turn)
+}
+
+// ServeHTTP authenticates the request, upgrades it and runs the session
+// until the connection ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	identity := ""
+	if s.opts.Authenticate != nil {
+		id, err := s.opts.Authenticate(r)
+		if err != nil {
+			status := http.StatusUnauthorized
+			if errors.Is(err, ErrForbidden) {
+				status = http.StatusForbidden
+			}
+			s.log.Info("authentication failed", "remote", r.RemoteAddr, "status", status)
+			http.Error(w, http.StatusText(status), status)
+			return
+		}
+		identity = id
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "wsreliable: server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered with an HTTP error
+	}
+	if ws.Subprotocol() != protocol.Subprotocol {
+		closeRaw(ws, protocol.CloseUnsupported, "subprotocol "+protocol.Subprotocol+" required", s.opts.HeartbeatTimeout)
+		return
+	}
+	ws.SetReadLimit(s.opts.MaxMessageSize)
+	sess := &session{srv: s, ws: ws, identity: identity, log: s.log}
+	sess.serve()
+}
+
+// Shutdown stops accepting connections, closes every session with
+// protocol.CloseGoingAway (clients reconnect, to this server's successor),
+// waits for in-progress handler calls and commits, and closes the store if
+// the server opened it. If ctx ends first, Shutdown cancels the handlers'
+// contexts, waits for them and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for sess := range s.sessions {
+		sess.goAway(protocol.CloseGoingAway, "server shutting down")
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.cancel()
+		<-done
+	}
+	if cerr := s.finish(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close closes every session at once (clients reconnect), cancels the
+// handlers' contexts, waits for the session goroutines and closes the store
+// if the server opened it. Close is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for sess := range s.sessions {
+		sess.goAway(protocol.CloseGoingAway, "server closing")
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return s.finish()
+}
+
+func (s *Server) finish() error {
+	s.once.Do(func() {
+		s.cancel()
+		if s.ownStore {
+			s.closeErr = s.store.Close()
+		}
+		s.log.Info("server closed")
+	})
+	return s.closeErr
+}
+
+// ServerStats is a snapshot of a server's counters.
+type ServerStats struct {
+	Sessions int // open sessions
+	Clients  int // client IDs seen since the server started
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ServerStats{Sessions: len(s.sessions), Clients: len(s.peers)}
+}

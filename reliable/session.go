@@ -1,0 +1,389 @@
+package reliable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsreliable/wsreliable/ack"
+	"github.com/wsreliable/wsreliable/internal/wsconn"
+	"github.com/wsreliable/wsreliable/protocol"
+)
+
+// session is one client connection on the server. Its goroutines: the
+// ServeHTTP goroutine reads, a delivery goroutine calls the handler, and
+// the wsconn writer writes.
+type session struct {
+	srv      *Server
+	ws       *websocket.Conn
+	conn     *wsconn.Conn
+	identity string
+	log      *slog.Logger
+	peer     *peer
+	hello    *protocol.Hello
+
+	in     chan []*protocol.Data // batches from the reader, bounded by the window
+	ctx    context.Context       // ends with the session
+	cancel context.CancelFunc
+}
+
+// goAway closes the session with code; safe from any goroutine, before or
+// after the session's connection exists. Server.mu must be held.
+func (ss *session) goAway(code protocol.CloseCode, reason string) {
+	if ss.conn != nil {
+		go ss.conn.Close(code, reason)
+	}
+	if ss.cancel != nil && code != protocol.CloseGoingAway {
+		ss.cancel()
+	}
+}
+
+func (ss *session) serve() {
+	s := ss.srv
+	hello, err := ss.readHello()
+	if err != nil {
+		code := protocol.CloseProtocolError
+		switch {
+		case errors.Is(err, protocol.ErrVersion):
+			code = protocol.CloseUnsupported
+		case isTimeout(err):
+			code = protocol.CloseHelloTimeout
+		}
+		if _, ok := closeErrorFrom(err); ok {
+			ss.ws.Close()
+		} else {
+			closeRaw(ss.ws, code, err.Error(), s.opts.HeartbeatTimeout)
+		}
+		s.log.Info("handshake failed", "remote", ss.ws.RemoteAddr().String(), "error", err)
+		return
+	}
+	ss.hello = hello
+	log := s.log.With("client", hello.ClientID)
+	ss.log = log
+
+	bound, err := s.store.Binding(hello.ClientID)
+	if err == nil && bound == "" {
+		err = s.store.Bind(s.ctx, hello.ClientID, ss.identity)
+		bound = ss.identity
+	}
+	if err != nil {
+		closeRaw(ss.ws, protocol.CloseInternal, "store unavailable", s.opts.HeartbeatTimeout)
+		log.Error("identity binding failed", "error", err)
+		return
+	}
+	if bound != ss.identity {
+		closeRaw(ss.ws, protocol.CloseIdentity, "client ID belongs to another identity", s.opts.HeartbeatTimeout)
+		log.Warn("client ID presented by another identity")
+		return
+	}
+
+	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
+	defer ss.cancel()
+	ss.conn = wsconn.New(ss.ws, wsconn.Config{
+		PingInterval: s.opts.HeartbeatInterval,
+		Timeout:      s.opts.HeartbeatTimeout,
+		ReadLimit:    s.opts.MaxMessageSize,
+	})
+	defer ss.conn.Abort(nil)
+
+	// Register, taking over an older session of the same client.
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ss.conn.Close(protocol.CloseGoingAway, "server shutting down")
+		return
+	}
+	if s.opts.MaxSessions > 0 && len(s.sessions) >= s.opts.MaxSessions {
+		s.mu.Unlock()
+		ss.conn.Close(protocol.CloseTryAgainLater, retryAfterKey+"1s")
+		return
+	}
+	p := s.peers[hello.ClientID]
+	if p == nil {
+		p = &peer{id: hello.ClientID, turn: make(chan struct{}, 1)}
+		p.turn <- struct{}{}
+		s.peers[hello.ClientID] = p
+	}
+	if old := p.current; old != nil {
+		old.goAway(protocol.CloseSuperseded, "a newer connection took over this client ID")
+	}
+	p.current = ss
+	ss.peer = p
+	s.sessions[ss] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, ss)
+		if p.current == ss {
+			p.current = nil
+		}
+		s.mu.Unlock()
+	}()
+
+	// Wait for the previous session of this client to finish delivering.
+	select {
+	case <-p.turn:
+	case <-ss.ctx.Done():
+		return
+	case <-ss.conn.Done():
+		return
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			p.turn <- struct{}{}
+		}
+	}
+	defer release()
+
+	if p.stream != hello.Stream || p.wm == 0 {
+		wm, err := s.store.Watermark(hello.ClientID, hello.Stream)
+		if err != nil {
+			ss.conn.Close(protocol.CloseInternal, "store unavailable")
+			log.Error("loading watermark failed", "error", err)
+			return
+		}
+		p.stream, p.wm, p.durable = hello.Stream, wm, wm
+	}
+	err = ss.conn.Write(protocol.Encode(&protocol.Welcome{
+		Watermark:         p.wm,
+		HeartbeatInterval: s.opts.HeartbeatInterval,
+		HeartbeatTimeout:  s.opts.HeartbeatTimeout,
+		MaxMessageSize:    uint32(min(s.opts.MaxMessageSize, 1<<31)),
+		MaxInFlight:       uint32(s.opts.MaxInFlight),
+	}))
+	if err != nil {
+		return
+	}
+	log.Info("session started", "stream", hello.Stream.String(), "watermark", p.wm)
+
+	ss.in = make(chan []*protocol.Data, s.opts.MaxInFlight)
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		defer release()
+		ss.deliverLoop()
+	}()
+	err = ss.readLoop()
+	ss.cancelIfStopped()
+	close(ss.in)
+	<-delivered
+	log.Info("session ended", "error", err)
+}
+
+// cancelIfStopped ends the handler's context unless the server is shutting
+// down gracefully (then the delivery loop finishes what it has).
+func (ss *session) cancelIfStopped() {
+	s := ss.srv
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if !closing {
+		ss.cancel()
+	}
+}
+
+func (ss *session) readHello() (*protocol.Hello, error) {
+	_ = ss.ws.SetReadDeadline(time.Now().Add(ss.srv.opts.HelloTimeout))
+	typ, msg, err := ss.ws.ReadMessage()
+	if err != nil {
+		return nil, fmt.Errorf("reliable: read hello: %w", err)
+	}
+	if typ != websocket.BinaryMessage {
+		return nil, fmt.Errorf("%w: text message instead of hello", protocol.ErrMalformed)
+	}
+	frames, err := protocol.DecodeAll(msg)
+	if err != nil {
+		return nil, err
+	}
+	h, ok := frames[0].(*protocol.Hello)
+	if !ok || len(frames) != 1 {
+		return nil, fmt.Errorf("%w: expected a single hello frame, got %s", protocol.ErrMalformed, frames[0].Type())
+	}
+	if h.ClientID == "" || h.Stream.IsZero() {
+		return nil, fmt.Errorf("%w: hello without client ID or stream", protocol.ErrMalformed)
+	}
+	return h, nil
+}
+
+// readLoop reads data frames and queues them for delivery. It never blocks
+// on the handler: a client that exceeds its window is a protocol error.
+func (ss *session) readLoop() error {
+	for {
+		msg, err := ss.conn.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				ss.conn.Close(protocol.CloseTooBig, "message too big")
+			}
+			return err
+		}
+		var batch []*protocol.Data
+		err = protocol.Decode(msg, func(f protocol.Frame) error {
+			d, ok := f.(*protocol.Data)
+			if !ok {
+				return fmt.Errorf("%w: unexpected %s frame from client", protocol.ErrMalformed, f.Type())
+			}
+			if d.Stream != ss.hello.Stream {
+				return fmt.Errorf("%w: data for stream %s, session is %s", protocol.ErrMalformed, d.Stream, ss.hello.Stream)
+			}
+			batch = append(batch, d)
+			return nil
+		})
+		if err != nil {
+			ss.conn.Close(protocol.CloseProtocolError, err.Error())
+			return err
+		}
+		select {
+		case ss.in <- batch:
+		default:
+			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
+			return errors.New("reliable: client exceeded its in-flight window")
+		}
+	}
+}
+
+// deliverLoop hands messages to the handler in order, commits the
+// watermark every AckBatch messages or whenever it runs out of input, and
+// acks only after the commit.
+func (ss *session) deliverLoop() {
+	s, p := ss.srv, ss.peer
+	wm := ack.NewWatermark(p.wm)
+	co := ack.NewCoalescer(s.opts.AckBatch, 0)
+	var rejects []protocol.Frame
+	// flush commits the watermark and sends rejects and the ack.
+	flush := func() bool {
+		seq, ok := co.Take()
+		if !ok {
+			return true
+		}
+		if p.wm > p.durable {
+			if err := s.store.SetWatermark(context.Background(), p.id, p.stream, p.wm); err != nil {
+				ss.log.Error("committing watermark failed; closing without ack", "error", err)
+				ss.conn.Close(protocol.CloseInternal, "store unavailable")
+				return false
+			}
+			p.durable = p.wm
+		}
+		frames := append(rejects, &protocol.Ack{Stream: p.stream, Seq: min(seq, p.durable)})
+		rejects = nil
+		_ = ss.conn.Write(protocol.Encode(frames...))
+		return true
+	}
+	defer flush()
+	for {
+		var batch []*protocol.Data
+		select {
+		case b, ok := <-ss.in:
+			if !ok {
+				return
+			}
+			batch = b
+		default:
+			if !flush() {
+				return
+			}
+			b, ok := <-ss.in
+			if !ok {
+				return
+			}
+			batch = b
+		}
+		for _, d := range batch {
+			switch wm.Check(d.Seq) {
+			case ack.Duplicate:
+				co.Add(wm.Seq(), time.Now())
+				continue
+			case ack.Gap:
+				ss.log.Warn("sequence gap", "watermark", wm.Seq(), "seq", d.Seq)
+				ss.conn.Close(protocol.CloseSequenceGap, fmt.Sprintf("seq %d after watermark %d", d.Seq, wm.Seq()))
+				ss.drain()
+				return
+			}
+			rej, ok := ss.deliver(d)
+			if !ok {
+				ss.drain()
+				return
+			}
+			if rej != nil {
+				rejects = append(rejects, rej)
+			}
+			wm.Advance(d.Seq)
+			p.wm = wm.Seq()
+			if co.Add(wm.Seq(), time.Now()) && !flush() {
+				ss.drain()
+				return
+			}
+		}
+	}
+}
+
+// drain discards queued input so the reader never blocks.
+func (ss *session) drain() {
+	ss.cancel()
+	for range ss.in {
+	}
+}
+
+// deliver calls the handler until it accepts or rejects d, retrying other
+// errors with backoff. It reports false if the session ended first.
+func (ss *session) deliver(d *protocol.Data) (*protocol.Reject, bool) {
+	m := &Message{
+		ClientID: ss.hello.ClientID,
+		Identity: ss.identity,
+		Stream:   d.Stream,
+		Seq:      d.Seq,
+		ID:       d.ID,
+		Headers:  d.Headers,
+		Payload:  d.Payload,
+	}
+	delay := 50 * time.Millisecond
+	for {
+		err := ss.call(m)
+		switch {
+		case err == nil:
+			return nil, true
+		case errors.Is(err, ErrRejected):
+			return &protocol.Reject{Stream: d.Stream, Seq: d.Seq, Code: 1, Reason: truncate(err.Error(), protocol.MaxReasonLen)}, true
+		}
+		ss.log.Warn("handler failed; will retry", "seq", d.Seq, "error", err, "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ss.ctx.Done():
+			t.Stop()
+			return nil, false
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// call runs the handler, turning a panic into an error.
+func (ss *session) call(m *Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reliable: handler panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return ss.srv.handler(ss.ctx, m)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
