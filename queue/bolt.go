@@ -77,10 +77,9 @@ type Bolt struct {
 
 	commits atomic.Int64 // successful write transactions, for tests
 
-	// testFailCommit, when set by a test before any write, is called at
-	// the end of each write transaction; an error aborts it, as a failing
-	// fsync would.
-	testFailCommit func() error
+	// testFailCommit, when set by a test, is called at the end of each
+	// write transaction; an error aborts it, as a failing fsync would.
+	testFailCommit atomic.Pointer[func() error]
 }
 
 // state is the outbox state kept in the meta bucket.

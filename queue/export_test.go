@@ -4,5 +4,11 @@ package queue
 func Commits(b *Bolt) int64 { return b.commits.Load() }
 
 // SetFailCommit makes every later write transaction of b call fn before
-// committing and abort with its error. Call it before any write.
-func SetFailCommit(b *Bolt, fn func() error) { b.testFailCommit = fn }
+// committing and abort with its error; nil removes the hook.
+func SetFailCommit(b *Bolt, fn func() error) {
+	if fn == nil {
+		b.testFailCommit.Store(nil)
+		return
+	}
+	b.testFailCommit.Store(&fn)
+}

@@ -205,8 +205,8 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, st *state) error {
 			}
 		}
 	}
-	if b.testFailCommit != nil {
-		if err := b.testFailCommit(); err != nil {
+	if fail := b.testFailCommit.Load(); fail != nil {
+		if err := (*fail)(); err != nil {
 			return err
 		}
 	}

@@ -40,14 +40,14 @@ type Config struct {
 // called from a single goroutine; Write and Close are safe for concurrent
 // use.
 type Conn struct {
-	ws    *websocket.Conn
-	cfg   Config
-	out   chan []byte
-	done  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
-	mu    sync.Mutex
-	err   error
+	ws      *websocket.Conn
+	cfg     Config
+	out     chan []byte
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	mu      sync.Mutex
+	err     error
 	rtt     atomic.Int64
 	closing atomic.Bool
 	linger  *time.Timer
