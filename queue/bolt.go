@@ -149,8 +149,27 @@ func Open(path string, opts *Options) (*Bolt, error) {
 
 // openDB opens the bbolt file with our settings and maps its errors.
 func openDB(path string, o *Options, readOnly bool) (db *bolt.DB, err error) {
-	defer recoverCorrupt(path, &err)
+	// bbolt panics on some damaged files (a bad freelist page) while it
+	// opens them, with the file open and locked. Keep the file so a
+	// recovered panic can at least close it and release the lock; the
+	// mapping bbolt made is lost until the process exits.
+	var file *os.File
+	defer func() {
+		if r := recover(); r != nil {
+			if file != nil {
+				_ = file.Close()
+			}
+			db, err = nil, fmt.Errorf("%w: %s: bbolt: %v", ErrCorrupt, path, r)
+			println("DEBUG openDB panic", string(debug.Stack()))
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
 		Timeout:  o.LockTimeout,
 		NoSync:   o.NoSync,
 		ReadOnly: readOnly,
@@ -270,6 +289,11 @@ func readState(tx *bolt.Tx) (meta Meta, st state, found bool, err error) {
 	st.bytes = int64(bytes)
 	if st.acked > st.last || st.bytes < 0 {
 		return meta, st, true, fmt.Errorf("%w: acked %d, last %d, bytes %d", ErrCorrupt, st.acked, st.last, st.bytes)
+	}
+	// bbolt grows the file before writing pages beyond its end, so a file
+	// shorter than the high-water mark was truncated.
+	if fi, err := os.Stat(tx.DB().Path()); err == nil && fi.Size() < tx.Size() {
+		return meta, st, true, fmt.Errorf("%w: file is %d bytes, its pages need %d (truncated)", ErrCorrupt, fi.Size(), tx.Size())
 	}
 	// The outbox must hold exactly acked+1..last; checking both ends is
 	// cheap, Check walks the rest.

@@ -195,6 +195,9 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, st *state) error {
 			}
 			st.acked = upTo
 			st.bytes = max(st.bytes-freed, 0)
+			if st.acked == st.last {
+				st.bytes = 0 // resets any drift from undecodable entries
+			}
 		case reqWatermark:
 			if err := wb.Put(r.key, u64(r.seq)); err != nil {
 				return err
