@@ -118,6 +118,9 @@ func Open(path string, opts *Options) (*Bolt, error) {
 		return nil, fmt.Errorf("queue: open %s: is a directory", path)
 	}
 
+	if err := preflight(path, &o); err != nil {
+		return nil, err
+	}
 	db, err := openDB(path, &o, false)
 	if err != nil {
 		return nil, err
@@ -147,6 +150,37 @@ func Open(path string, opts *Options) (*Bolt, error) {
 	return b, nil
 }
 
+// preflight checks an existing file read-only before Open takes it for
+// writing. Opening for writing loads bbolt's freelist, and bbolt panics
+// on a bad one (a truncated file) with the file locked and mapped; the
+// lock then stays held, so detect truncation here, where a panic is
+// recovered inside a transaction and the file closes cleanly. It also
+// keeps Open from writing to a foreign or newer file: bbolt commits once
+// when opening a file for writing.
+func preflight(path string, o *Options) error {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() == 0 {
+		return nil // new file: bbolt.Open creates it
+	}
+	db, err := openDB(path, o, true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	err = func() (err error) {
+		defer recoverCorrupt(path, &err)
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		return db.View(func(tx *bolt.Tx) error {
+			_, _, _, err := readState(tx)
+			return err
+		})
+	}()
+	if err != nil {
+		return fmt.Errorf("%w (file %s)", err, path)
+	}
+	return nil
+}
+
 // openDB opens the bbolt file with our settings and maps its errors.
 func openDB(path string, o *Options, readOnly bool) (db *bolt.DB, err error) {
 	// bbolt panics on some damaged files (a bad freelist page) while it
@@ -160,7 +194,6 @@ func openDB(path string, o *Options, readOnly bool) (db *bolt.DB, err error) {
 				_ = file.Close()
 			}
 			db, err = nil, fmt.Errorf("%w: %s: bbolt: %v", ErrCorrupt, path, r)
-			println("DEBUG openDB panic", string(debug.Stack()))
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/wsreliable/wsreliable/reliable"
+)
+
+// serveStoreName is the server's store file inside -data.
+const serveStoreName = "server.db"
+
+// deliveredLine is what serve prints for each delivered message.
+type deliveredLine struct {
+	Client     string  `json:"client"`
+	ID         string  `json:"id"`
+	Seq        uint64  `json:"seq"`
+	Payload    *string `json:"payload,omitempty"`
+	PayloadB64 string  `json:"payload_b64,omitempty"`
+}
+
+// payloadFields returns the payload as a JSON string if it is valid UTF-8,
+// else as standard base64 for the payload_b64 field.
+func payloadFields(p []byte) (text *string, b64 string) {
+	if utf8.Valid(p) {
+		s := string(p)
+		return &s, ""
+	}
+	return nil, base64.StdEncoding.EncodeToString(p)
+}
+
+// encodeLine returns v as one line of JSON, newline included, without
+// HTML escaping.
+func encodeLine(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Only strings, numbers and pointers to strings: cannot fail.
+		panic(fmt.Sprintf("wsreliable: encoding %T: %v", v, err))
+	}
+	return b.Bytes()
+}
+
+// lineWriter writes whole lines to w, one Write call per line, from any
+// goroutine.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (lw *lineWriter) writeLine(line []byte) error {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	_, err := lw.w.Write(line)
+	return err
+}
+
+func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	return serve(ctx, args, stdout, stderr, nil)
+}
+
+// serve is runServe; onListen, if not nil, is called with the bound
+// address once the server accepts connections (for tests).
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListen func(net.Addr)) int {
+	fs := newFlagSet("serve", "-listen HOST:PORT -data DIR [flags]", stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "`address` to listen on; the WebSocket endpoint is at path /ws")
+	data := fs.String("data", "", "`directory` for the server's store (created if missing; file "+serveStoreName+")")
+	hbInterval, hbTimeout := heartbeatFlags(fs)
+	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for handlers in progress")
+	verbose := fs.Bool("v", false, "log at debug level")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if *data == "" {
+		return usageError(fs, "-data is required")
+	}
+	if code, ok := checkHeartbeat(fs, *hbInterval, *hbTimeout); !ok {
+		return code
+	}
+	if *shutdownTimeout <= 0 {
+		return usageError(fs, "-shutdown-timeout must be positive")
+	}
+	log := newLogger(stderr, slog.LevelInfo, *verbose)
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "wsreliable serve: "+format+"\n", a...)
+		return exitFail
+	}
+
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return fail("data directory: %v", err)
+	}
+	out := &lineWriter{w: stdout}
+	handler := func(_ context.Context, m *reliable.Message) error {
+		text, b64 := payloadFields(m.Payload)
+		line := encodeLine(deliveredLine{
+			Client: m.ClientID, ID: m.ID.String(), Seq: m.Seq, Payload: text, PayloadB64: b64,
+		})
+		if err := out.writeLine(line); err != nil {
+			log.Warn("writing a message to stdout failed; it will be retried", "client", m.ClientID, "seq", m.Seq, "error", err)
+			return fmt.Errorf("write stdout: %w", err)
+		}
+		return nil
+	}
+	srv, err := reliable.NewServer(filepath.Join(*data, serveStoreName), handler, &reliable.ServerOptions{
+		HeartbeatInterval: *hbInterval,
+		HeartbeatTimeout:  *hbTimeout,
+		Logger:            log,
+	})
+	if err != nil {
+		return fail("%v", err)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		srv.Close()
+		return fail("%v", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ws", srv)
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "path", "/ws", "data", *data)
+	if onListen != nil {
+		onListen(ln.Addr())
+	}
+
+	code := exitOK
+	served := false
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "cause", context.Cause(ctx))
+	case err := <-serveErr:
+		// Serve returns before Shutdown only on a listener failure.
+		served = true
+		log.Error("serving failed", "error", err)
+		code = exitFail
+	}
+
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("graceful shutdown of the sessions failed", "error", err)
+		code = exitFail
+	}
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Error("HTTP server shutdown failed", "error", err)
+		hs.Close()
+		code = exitFail
+	}
+	if !served {
+		if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+			log.Error("serving failed", "error", err)
+			code = exitFail
+		}
+	}
+	if code == exitOK {
+		log.Info("stopped")
+	}
+	return code
+}
