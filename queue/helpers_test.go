@@ -100,3 +100,7 @@ func seqs(es []queue.Entry) []uint64 {
 	}
 	return out
 }
+
+func entryWithPayload(n int) queue.Entry {
+	return queue.Entry{Payload: make([]byte, n)}
+}
