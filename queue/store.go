@@ -61,11 +61,14 @@ type Store interface {
 	// Read returns up to max entries with Seq >= from in ascending order,
 	// stopping before the total payload would exceed maxBytes (at least one
 	// entry is returned if any exists). The returned entries own their
-	// memory.
+	// memory. Sizes count payload plus header keys and values, as the
+	// limits do; max <= 0 or maxBytes <= 0 means no limit of that kind.
 	Read(from uint64, max int, maxBytes int) ([]Entry, error)
 
 	// Ack deletes every entry with Seq <= upTo and records upTo as acked.
-	// Acking an already acked sequence is a no-op.
+	// Acking an already acked sequence is a no-op. An upTo beyond the last
+	// assigned sequence acks up to the last assigned one, so entries
+	// appended later are never taken as acked.
 	Ack(ctx context.Context, upTo uint64) error
 
 	// Watermark returns the highest sequence of (peer, stream) delivered
