@@ -32,19 +32,25 @@ const (
 	envCount = "WSRELIABLE_CRASH_COUNT"
 )
 
+// children are the roles a test can start this test binary in, by name
+// in the environment variable envChild. Test files add to it in init.
+var children = map[string]func() error{
+	"sender": senderChild,
+	"server": serverChild,
+}
+
 // crashChild runs the test binary as a child process when the environment
-// asks for it and reports whether it did (TestMain then returns).
+// asks for it. It exits the process; it returns false when no child role
+// was asked for.
 func crashChild() bool {
-	var err error
-	switch os.Getenv(envChild) {
-	case "":
+	role := os.Getenv(envChild)
+	if role == "" {
 		return false
-	case "sender":
-		err = senderChild()
-	case "server":
-		err = serverChild()
-	default:
-		err = fmt.Errorf("unknown child %q", os.Getenv(envChild))
+	}
+	run, ok := children[role]
+	err := fmt.Errorf("unknown child role %q", role)
+	if ok {
+		err = run()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
