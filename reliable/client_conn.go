@@ -323,6 +323,9 @@ func (c *Client) readLoop(conn *wsconn.Conn, win *ack.Window) error {
 			if ce, ok := closeErrorFrom(err); ok {
 				return ce
 			}
+			if errors.Is(err, wsconn.ErrTextMessage) {
+				conn.Close(protocol.CloseProtocolError, "text message")
+			}
 			return fmt.Errorf("reliable: read: %w", err)
 		}
 		if rtt := conn.RTT(); rtt > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -30,6 +31,10 @@ type session struct {
 	in     chan []*protocol.Data // batches from the reader, bounded by the window
 	ctx    context.Context       // ends with the session
 	cancel context.CancelFunc
+
+	// pending counts data frames read and not yet handled by the delivery
+	// loop; the in-flight window (ServerOptions.MaxInFlight) bounds it.
+	pending atomic.Int64
 }
 
 // goAway closes the session with code; safe from any goroutine, before or
@@ -218,8 +223,11 @@ func (ss *session) readLoop() error {
 	for {
 		msg, err := ss.conn.ReadMessage()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				ss.conn.Close(protocol.CloseTooBig, "message too big")
+			case errors.Is(err, wsconn.ErrTextMessage):
+				ss.conn.Close(protocol.CloseProtocolError, "text message on a binary protocol")
 			}
 			return err
 		}
@@ -238,6 +246,12 @@ func (ss *session) readLoop() error {
 		if err != nil {
 			ss.conn.Close(protocol.CloseProtocolError, err.Error())
 			return err
+		}
+		// The window counts data frames, not messages: one message may
+		// carry many frames.
+		if ss.pending.Add(int64(len(batch))) > int64(ss.srv.opts.MaxInFlight) {
+			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
+			return errors.New("reliable: client exceeded its in-flight window")
 		}
 		select {
 		case ss.in <- batch:
@@ -297,6 +311,7 @@ func (ss *session) deliverLoop() {
 		for _, d := range batch {
 			switch wm.Check(d.Seq) {
 			case ack.Duplicate:
+				ss.pending.Add(-1)
 				co.Add(wm.Seq(), time.Now())
 				continue
 			case ack.Gap:
@@ -315,6 +330,9 @@ func (ss *session) deliverLoop() {
 			}
 			wm.Advance(d.Seq)
 			p.wm = wm.Seq()
+			// A handled frame leaves the window before its ack is sent,
+			// so a client that waits for acks never exceeds it.
+			ss.pending.Add(-1)
 			if co.Add(wm.Seq(), time.Now()) && !flush() {
 				ss.drain()
 				return
