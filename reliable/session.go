@@ -41,7 +41,8 @@ type session struct {
 // after the session's connection exists. Server.mu must be held.
 func (ss *session) goAway(code protocol.CloseCode, reason string) {
 	if ss.conn != nil {
-		go ss.conn.Close(code, reason)
+		// The session's own ServeHTTP holds a count on wg, so this Add is safe.
+		ss.srv.wg.Go(func() { ss.conn.Close(code, reason) })
 	}
 	if ss.cancel != nil && code != protocol.CloseGoingAway {
 		ss.cancel()
