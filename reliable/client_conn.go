@@ -191,9 +191,7 @@ func readWelcome(ws *websocket.Conn) (*protocol.Welcome, error) {
 // closeRaw runs a bounded closing handshake on a connection that has no
 // reader goroutine: send the close frame, wait briefly for the answer.
 func closeRaw(ws *websocket.Conn, code protocol.CloseCode, reason string, timeout time.Duration) {
-	if len(reason) > 120 {
-		reason = reason[:120]
-	}
+	reason = truncate(reason, 120)
 	deadline := time.Now().Add(timeout)
 	if ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), reason), deadline) == nil {
 		_ = ws.SetReadDeadline(deadline)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -226,7 +227,13 @@ func (c *Conn) shutdown(err error, closeFrame []byte) {
 // dropped. Close is idempotent.
 func (c *Conn) Close(code protocol.CloseCode, reason string) {
 	if len(reason) > 120 {
-		reason = reason[:120]
+		// Cut on a rune boundary: a close reason must be valid UTF-8,
+		// or the peer rejects the frame and never sees the code.
+		n := 120
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
 	}
 	c.shutdown(&websocket.CloseError{Code: int(code), Text: reason},
 		websocket.FormatCloseMessage(int(code), reason))
