@@ -1,0 +1,384 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/wsreliable/wsreliable/queue"
+	"github.com/wsreliable/wsreliable/reliable"
+)
+
+const (
+	// sendStoreName is the client's store file inside -data.
+	sendStoreName = "client.db"
+	// maxLineBytes is the longest stdin line: the client's default
+	// message size limit.
+	maxLineBytes = 1 << 20
+	// failDrainTimeout bounds the attempt to deliver what was queued
+	// before send exits on an error, unless -wait is given.
+	failDrainTimeout = 10 * time.Second
+)
+
+// receiptLine is what send -receipts prints: a "queued" line once Send
+// returned, then "acked" or "rejected" when the server settles it.
+type receiptLine struct {
+	Event      string  `json:"event"`
+	ID         string  `json:"id"`
+	Seq        uint64  `json:"seq"`
+	Payload    *string `json:"payload,omitempty"`
+	PayloadB64 string  `json:"payload_b64,omitempty"`
+	Reason     string  `json:"reason,omitempty"`
+}
+
+func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("send", "-url URL -data DIR [flags] < lines", stderr)
+	rawURL := fs.String("url", "", "server `URL`, e.g. ws://127.0.0.1:8080/ws")
+	data := fs.String("data", "", "`directory` for the client's store (created if missing; file "+sendStoreName+")")
+	receipts := fs.Bool("receipts", false, "print a JSON line on stdout per message when queued, acknowledged or rejected")
+	wait := fs.Duration("wait", 0, "at end of input, give up waiting for acknowledgements after this long and exit 1; 0 waits forever")
+	clientID := fs.String("client-id", "", "client ID sent to the server; empty uses the ID kept in the store")
+	hbInterval, hbTimeout := heartbeatFlags(fs)
+	verbose := fs.Bool("v", false, "log connection events (info) and debug details")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	switch {
+	case *rawURL == "":
+		return usageError(fs, "-url is required")
+	case *data == "":
+		return usageError(fs, "-data is required")
+	case *wait < 0:
+		return usageError(fs, "-wait must not be negative")
+	}
+	if code, ok := checkHeartbeat(fs, *hbInterval, *hbTimeout); !ok {
+		return code
+	}
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(stderr, "wsreliable send: "+format+"\n", a...)
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		logf("data directory: %v", err)
+		return exitFail
+	}
+	storePath := filepath.Join(*data, sendStoreName)
+
+	stopped := make(chan struct{})
+	var stopOnce sync.Once
+	c, err := reliable.NewClient(*rawURL, storePath, &reliable.ClientOptions{
+		ClientID:          *clientID,
+		HeartbeatInterval: *hbInterval,
+		HeartbeatTimeout:  *hbTimeout,
+		Logger:            newLogger(stderr, slog.LevelWarn, *verbose),
+		OnStateChange: func(s reliable.State, _ error) {
+			if s == reliable.StateStopped {
+				stopOnce.Do(func() { close(stopped) })
+			}
+		},
+	})
+	if err != nil {
+		if errors.Is(err, queue.ErrLocked) {
+			logf("%v (is another wsreliable process using %s?)", err, *data)
+		} else {
+			logf("%v", err)
+		}
+		return exitFail
+	}
+	defer c.Close()
+
+	out := &lineWriter{w: stdout}
+	var rw *receiptWatcher
+	if *receipts {
+		rw = newReceiptWatcher(out)
+		defer rw.finish()
+	}
+
+	// drain waits for the acknowledgements, up to d (0: no limit), and
+	// reports what is left.
+	drain := func(d time.Duration) error {
+		dctx := ctx
+		if d > 0 {
+			var cancel context.CancelFunc
+			dctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		err := c.Drain(dctx)
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("gave up after %v: %d messages still unacknowledged; they stay queued in %s and are sent by the next run on this -data",
+				d, c.Stats().Queued, storePath)
+		}
+		return err
+	}
+	// failAfterDrain reports msg, tries for a bounded time to deliver
+	// what was already queued, and returns exitFail.
+	failAfterDrain := func(format string, a ...any) int {
+		logf(format, a...)
+		d := *wait
+		if d == 0 {
+			d = failDrainTimeout
+		}
+		if err := drain(d); err != nil {
+			if ctx.Err() != nil {
+				return interrupted(ctx, c, storePath, logf)
+			}
+			logf("%v", err)
+		}
+		return exitFail
+	}
+
+	lines := make(chan lineItem, 64)
+	readerDone := make(chan struct{})
+	defer close(readerDone)
+	go readLines(stdin, maxLineBytes, lines, readerDone)
+
+	queued := 0
+read:
+	for {
+		select {
+		case it, ok := <-lines:
+			if !ok {
+				break read
+			}
+			if it.err != nil {
+				return failAfterDrain("reading stdin: %v", it.err)
+			}
+			r, err := c.Send(ctx, it.line)
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return interrupted(ctx, c, storePath, logf)
+			case errors.Is(err, reliable.ErrDiskFull):
+				return failAfterDrain("disk full: line %d not queued: %v", it.n, err)
+			case errors.Is(err, reliable.ErrStopped):
+				logf("client stopped, line %d not queued: %v", it.n, err)
+				return exitFail
+			default:
+				return failAfterDrain("line %d not queued: %v", it.n, err)
+			}
+			queued++
+			if rw != nil {
+				text, b64 := payloadFields(it.line)
+				line := encodeLine(receiptLine{Event: "queued", ID: r.ID().String(), Seq: r.Seq(), Payload: text, PayloadB64: b64})
+				if err := out.writeLine(line); err != nil {
+					return failAfterDrain("writing receipts to stdout: %v", err)
+				}
+				rw.add(r)
+			}
+		case <-stopped:
+			logf("%v", c.Err())
+			return exitFail
+		case <-ctx.Done():
+			return interrupted(ctx, c, storePath, logf)
+		}
+	}
+
+	if err := drain(*wait); err != nil {
+		if ctx.Err() != nil {
+			return interrupted(ctx, c, storePath, logf)
+		}
+		logf("%v", err)
+		return exitFail
+	}
+	if rw != nil {
+		rw.finish()
+	}
+	st := c.Stats()
+	if err := c.Close(); err != nil {
+		logf("closing the store: %v", err)
+		return exitFail
+	}
+	if st.Rejected > 0 {
+		logf("%d of the messages were rejected by the server", st.Rejected)
+		return exitFail
+	}
+	if *verbose {
+		logf("%d lines queued, %d messages acknowledged", queued, st.Acked)
+	}
+	return exitOK
+}
+
+// interrupted closes c, keeping its messages queued, and returns the exit
+// code for the signal that cancelled ctx.
+func interrupted(ctx context.Context, c *reliable.Client, storePath string, logf func(string, ...any)) int {
+	left := c.Stats().Queued
+	if err := c.Close(); err != nil {
+		logf("closing the store: %v", err)
+	}
+	logf("interrupted (%v); %d unacknowledged messages stay queued in %s", context.Cause(ctx), left, storePath)
+	return interruptCode(ctx)
+}
+
+// lineItem is one stdin line (numbered from 1) or the error that ended
+// the input.
+type lineItem struct {
+	line []byte
+	n    int
+	err  error
+}
+
+// readLines sends each line of r on out, then closes out. It stops early
+// when done is closed.
+func readLines(r io.Reader, max int, out chan<- lineItem, done <-chan struct{}) {
+	defer close(out)
+	br := bufio.NewReaderSize(r, 64<<10)
+	for n := 1; ; n++ {
+		line, err := readLine(br, max)
+		it := lineItem{line: line, n: n}
+		switch {
+		case err == io.EOF:
+			return
+		case errors.Is(err, errLineTooLong):
+			it = lineItem{n: n, err: fmt.Errorf("line %d: %w (the limit is %d bytes)", n, err, max)}
+		case err != nil:
+			it = lineItem{n: n, err: err}
+		}
+		select {
+		case out <- it:
+		case <-done:
+			return
+		}
+		if it.err != nil {
+			return
+		}
+	}
+}
+
+var errLineTooLong = errors.New("line longer than the maximum message size")
+
+// readLine returns the next line of br without its "\n" or "\r\n" (a
+// final line without a newline counts too) and io.EOF when the input is
+// exhausted. A line longer than max bytes yields errLineTooLong; it is not
+// held in memory beyond max bytes.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	line := []byte{}
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(line)+len(frag) > max+2 { // room for "\r\n"
+			return nil, errLineTooLong
+		}
+		line = append(line, frag...)
+		switch {
+		case err == nil:
+			line = line[:len(line)-1]
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF:
+			if len(line) == 0 {
+				return nil, io.EOF
+			}
+		default:
+			return nil, err
+		}
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) > max {
+			return nil, errLineTooLong
+		}
+		return line, nil
+	}
+}
+
+// receiptWatcher prints an "acked" or "rejected" line for each receipt, in
+// the order they were added (the order they settle in).
+type receiptWatcher struct {
+	out  *lineWriter
+	wake chan struct{}
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	mu      sync.Mutex
+	pending []*reliable.Receipt
+}
+
+func newReceiptWatcher(out *lineWriter) *receiptWatcher {
+	rw := &receiptWatcher{
+		out:  out,
+		wake: make(chan struct{}, 1),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	go rw.run()
+	return rw
+}
+
+func (rw *receiptWatcher) add(r *reliable.Receipt) {
+	rw.mu.Lock()
+	rw.pending = append(rw.pending, r)
+	rw.mu.Unlock()
+	select {
+	case rw.wake <- struct{}{}:
+	default:
+	}
+}
+
+// finish prints the receipts settled so far and stops the watcher.
+func (rw *receiptWatcher) finish() {
+	rw.once.Do(func() { close(rw.quit) })
+	<-rw.done
+}
+
+func (rw *receiptWatcher) run() {
+	defer close(rw.done)
+	for {
+		rw.mu.Lock()
+		var head *reliable.Receipt
+		if len(rw.pending) > 0 {
+			head = rw.pending[0]
+		}
+		rw.mu.Unlock()
+		var settled <-chan struct{}
+		if head != nil {
+			settled = head.Done()
+		}
+		select {
+		case <-settled:
+			rw.print(head)
+			rw.mu.Lock()
+			rw.pending[0] = nil
+			rw.pending = rw.pending[1:]
+			rw.mu.Unlock()
+			continue
+		case <-rw.wake:
+			continue
+		case <-rw.quit:
+		}
+		// Print what has settled, in order, and stop.
+		rw.mu.Lock()
+		rest := rw.pending
+		rw.pending = nil
+		rw.mu.Unlock()
+		for _, r := range rest {
+			select {
+			case <-r.Done():
+				rw.print(r)
+			default:
+				return
+			}
+		}
+		return
+	}
+}
+
+func (rw *receiptWatcher) print(r *reliable.Receipt) {
+	l := receiptLine{ID: r.ID().String(), Seq: r.Seq()}
+	err := r.Err()
+	var rej *reliable.RejectError
+	switch {
+	case err == nil:
+		l.Event = "acked"
+	case errors.As(err, &rej):
+		l.Event, l.Reason = "rejected", rej.Reason
+	default:
+		return // closed or stopped: the message stays queued
+	}
+	_ = rw.out.writeLine(encodeLine(l))
+}

@@ -1,0 +1,220 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/wsreliable/wsreliable/internal/bench"
+)
+
+// TestMain serves the child mode when this test binary is re-executed by
+// the memory and storm scenarios, and checks for leaked goroutines
+// otherwise.
+func TestMain(m *testing.M) {
+	if os.Getenv(bench.ChildEnv) != "" {
+		if i := slices.Index(os.Args, bench.ChildArg); i >= 0 {
+			os.Exit(bench.Main(context.Background(), os.Args[i:], os.Stdout, os.Stderr))
+		}
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// The smoke tests check counts and correctness only, never a timing.
+
+func TestThroughputAndBaseline(t *testing.T) {
+	ctx := testContext(t)
+	for _, cfg := range []bench.Config{
+		{Size: 64, Senders: 1, Durable: true, Count: 100},
+		{Size: 256, Senders: 4, Durable: false, Count: 300},
+		{Size: 4096, Senders: 4, Clients: 2, Durable: true, Count: 200},
+	} {
+		t.Run(fmt.Sprintf("%s/%dB/%dx%d", cfg.Mode(), cfg.Size, cfg.Senders, cfg.Clients), func(t *testing.T) {
+			cfg.Dir = t.TempDir()
+			r, err := bench.Throughput(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Messages != int64(cfg.Count) {
+				t.Errorf("wsreliable: %d messages acknowledged, want %d", r.Messages, cfg.Count)
+			}
+			b, err := bench.Baseline(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Messages != int64(cfg.Count) {
+				t.Errorf("gorilla: %d messages read, want %d", b.Messages, cfg.Count)
+			}
+			if r.MsgsPerSec() <= 0 || b.MsgsPerSec() <= 0 {
+				t.Errorf("rates not computed: %+v %+v", r, b)
+			}
+		})
+	}
+}
+
+func TestLatency(t *testing.T) {
+	ctx := testContext(t)
+	un, err := bench.Latency(ctx, bench.LatencyConfig{Size: 64, Durable: true, Count: 50, Duration: time.Minute, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if un.Messages != 50 || un.P50 <= 0 || un.P99 < un.P50 || un.Max < un.P99 {
+		t.Errorf("unloaded: %+v", un)
+	}
+	lo, err := bench.Latency(ctx, bench.LatencyConfig{Size: 64, Rate: 500, Senders: 4, Count: 100, Duration: time.Minute, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lo.Messages != 100 || lo.P50 <= 0 {
+		t.Errorf("loaded: %+v", lo)
+	}
+}
+
+func TestIdleMemory(t *testing.T) {
+	ctx := testContext(t)
+	for _, sys := range []string{"gorilla", "wsreliable"} {
+		t.Run(sys, func(t *testing.T) {
+			m, err := bench.IdleMemory(ctx, bench.MemoryConfig{System: sys, Clients: 20, Settle: 100 * time.Millisecond, Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Conns != 20 {
+				t.Errorf("server held %d connections, want 20 (notes %q)", m.Conns, m.Notes)
+			}
+			if m.RSSBefore <= 0 || m.RSSAfter <= 0 {
+				t.Errorf("RSS not measured: %+v", m)
+			}
+		})
+	}
+}
+
+func TestRecovery(t *testing.T) {
+	ctx := testContext(t)
+	// Enough to grow the queue file past the 1 MiB compaction threshold.
+	r, err := bench.Recovery(ctx, bench.RecoveryConfig{Messages: 3000, Size: 1024, Durable: true, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err) // includes lost, duplicated or reordered messages
+	}
+	if r.FileAfter >= r.FileBefore {
+		t.Errorf("queue file %d bytes before, %d after: did not shrink", r.FileBefore, r.FileAfter)
+	}
+	if r.Drain <= 0 || r.DrainRate() <= 0 {
+		t.Errorf("drain not measured: %+v", r)
+	}
+}
+
+func TestStorm(t *testing.T) {
+	ctx := testContext(t)
+	s, err := bench.Storm(ctx, bench.StormConfig{Clients: 20, Durable: true, HealthyAfter: 100 * time.Millisecond, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err) // includes clients not caught up and lost messages
+	}
+	if s.Reconnected <= 0 || s.CaughtUp < s.Reconnected {
+		t.Errorf("storm: %+v", s)
+	}
+}
+
+func TestReportWriters(t *testing.T) {
+	cfg := bench.Config{Size: 256, Senders: 16, Clients: 1}
+	dur := cfg
+	dur.Durable = true
+	rep := &bench.Report{
+		Command: "wsreliable bench -quick",
+		Machine: bench.ThisMachine(),
+		Throughput: []bench.Row{{
+			Baseline: bench.Result{System: "gorilla", Config: cfg, Messages: 100000, Elapsed: time.Second},
+			NoSync:   bench.Result{System: "wsreliable", Config: cfg, Messages: 20000, Elapsed: time.Second},
+			Durable:  bench.Result{System: "wsreliable", Config: dur, Messages: 2000, Elapsed: time.Second},
+		}},
+	}
+	var md bytes.Buffer
+	if err := rep.WriteMarkdown(&md, "bench.svg"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"wsreliable bench -quick", "| 256 B | 16 |", "0.200", "0.020", "![Throughput by mode and size](bench.svg)"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+	var svg bytes.Buffer
+	if err := rep.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(&svg)
+	rects := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			rects++
+		}
+	}
+	if rects < 3+3+1 { // background, legend, bars
+		t.Errorf("SVG has %d rects, want at least 7", rects)
+	}
+}
+
+func TestMainQuick(t *testing.T) {
+	ctx := testContext(t)
+	dir := t.TempDir()
+	out, chart := filepath.Join(dir, "B.md"), filepath.Join(dir, "b.svg")
+	var stdout, stderr bytes.Buffer
+	code := bench.Main(ctx, []string{"-quick", "-scenarios", "memory", "-idle-clients", "10", "-dir", dir, "-out", out, "-chart", chart}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s", code, stderr.String())
+	}
+	md, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "## Idle memory") || !strings.Contains(string(md), "(b.svg)") {
+		t.Errorf("report:\n%s", md)
+	}
+	if _, err := os.Stat(chart); err != nil {
+		t.Error(err)
+	}
+	if code := bench.Main(ctx, []string{"-scenarios", "nope"}, &stdout, &stderr); code != 2 {
+		t.Errorf("unknown scenario: exit %d, want 2", code)
+	}
+}
+
+// BenchmarkSend runs Throughput with b.N messages (setup included), for
+// profiling, e.g.
+//
+//	go test -run '^$' -bench 'Send/durable/256B/16' -benchtime 20000x -cpuprofile cpu.out ./internal/bench/
+func BenchmarkSend(b *testing.B) {
+	for _, durable := range []bool{true, false} {
+		for _, size := range []int{64, 256, 4096} {
+			for _, senders := range []int{1, 16} {
+				cfg := bench.Config{Size: size, Senders: senders, Durable: durable}
+				b.Run(fmt.Sprintf("%s/%dB/%d", cfg.Mode(), size, senders), func(b *testing.B) {
+					cfg.Count, cfg.Dir = b.N, b.TempDir()
+					r, err := bench.Throughput(context.Background(), cfg)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.SetBytes(int64(size))
+					b.ReportMetric(r.MsgsPerSec(), "msgs/s")
+				})
+			}
+		}
+	}
+}

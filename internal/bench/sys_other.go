@@ -1,0 +1,11 @@
+//go:build !linux
+
+package bench
+
+import "errors"
+
+var errNotLinux = errors.New("bench: the memory and storm scenarios need Linux (/proc, RLIMIT_NOFILE)")
+
+func raiseNoFile() (uint64, error) { return 0, errNotLinux }
+
+func rss() (int64, error) { return 0, errNotLinux }
