@@ -85,6 +85,7 @@ func clientOptions() *reliable.ClientOptions {
 		HandshakeTimeout:  2 * time.Second,
 		BackoffMin:        10 * time.Millisecond,
 		BackoffMax:        200 * time.Millisecond,
+		AckTimeout:        2 * time.Second,
 	}
 }
 

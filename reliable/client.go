@@ -80,6 +80,13 @@ type ClientOptions struct {
 	// starts again from BackoffMin. Zero: 10 s.
 	HealthyAfter time.Duration
 
+	// AckTimeout is how long sent messages may wait for any
+	// acknowledgement progress on a live connection before the client
+	// reconnects and replays them (the server repeats its ack while idle,
+	// so this only fires when a message was lost without the link
+	// failing, or a handler runs longer than this). Zero: 30 s.
+	AckTimeout time.Duration
+
 	// MaxInFlight limits the messages sent and not yet acknowledged.
 	// Zero: 1024. The server's limit, if lower, wins.
 	MaxInFlight int
@@ -139,6 +146,7 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 		{"BackoffMin", &c.BackoffMin, 100 * time.Millisecond},
 		{"BackoffMax", &c.BackoffMax, 30 * time.Second},
 		{"HealthyAfter", &c.HealthyAfter, 10 * time.Second},
+		{"AckTimeout", &c.AckTimeout, 30 * time.Second},
 	} {
 		if *d.v < 0 {
 			return c, fmt.Errorf("reliable: ClientOptions.%s is negative (%v)", d.name, *d.v)
@@ -200,6 +208,7 @@ type Client struct {
 	inflight []sentEntry // sent and not acked, ascending seq
 	sentMax  uint64      // highest seq ever sent by this process
 	acked    uint64      // highest seq the server acknowledged
+	progress time.Time   // last ack progress, or when the window last filled from empty
 	ackedCh  chan struct{}
 	state    State
 	err      error // why the client stopped

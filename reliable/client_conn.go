@@ -72,6 +72,9 @@ func isFatal(err error) bool {
 	return false
 }
 
+// errAckTimeout: sent messages saw no acknowledgement on a live link.
+var errAckTimeout = errors.New("reliable: no acknowledgement progress")
+
 // errStoreMismatch: the server has seen more of our stream than the store
 // ever assigned (a store restored from an old backup). Sending would have
 // new messages dropped as duplicates, so the client stops.
@@ -233,6 +236,8 @@ func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
 	}()
 	go func() { readerErr <- c.readLoop(conn, win) }()
 
+	stall := time.NewTicker(max(c.opts.AckTimeout/4, 10*time.Millisecond))
+	defer stall.Stop()
 	var buf []byte
 	for {
 		c.mu.Lock()
@@ -268,6 +273,9 @@ func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
 						c.nRedelivered.Add(1)
 					}
 				}
+				if win.InFlight() == 0 {
+					c.progress = time.Now()
+				}
 				err := win.MarkSent(last)
 				c.inFlight.Store(int64(win.InFlight()))
 				c.mu.Unlock()
@@ -286,6 +294,14 @@ func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
 		select {
 		case <-c.wake:
 		case <-c.room:
+		case <-stall.C:
+			c.mu.Lock()
+			stuck := win.InFlight() > 0 && time.Since(c.progress) > c.opts.AckTimeout
+			c.mu.Unlock()
+			if stuck {
+				conn.Close(protocol.CloseNormal, "no acknowledgement within the ack timeout")
+				return fmt.Errorf("%w (%v)", errAckTimeout, c.opts.AckTimeout)
+			}
 		case <-conn.Done():
 			return c.connErr(conn, readerErr)
 		case err := <-readerErr:
@@ -379,6 +395,7 @@ func (c *Client) applyAckLocked(seq uint64) {
 	}
 	c.nAcked.Add(seq - c.acked)
 	c.acked = seq
+	c.progress = time.Now()
 	n := 0
 	for n < len(c.inflight) && c.inflight[n].seq <= seq {
 		e := c.inflight[n]

@@ -303,7 +303,7 @@ func (ss *session) deliverLoop() {
 			if !flush() {
 				return
 			}
-			b, ok := <-ss.in
+			b, ok := ss.awaitInput()
 			if !ok {
 				return
 			}
@@ -338,6 +338,26 @@ func (ss *session) deliverLoop() {
 				ss.drain()
 				return
 			}
+		}
+	}
+}
+
+// awaitInput waits for the next batch. While the session is idle it
+// repeats its latest ack every heartbeat interval: an ack lost on the way
+// (a faulty middlebox or peer) would otherwise leave the client waiting on
+// a healthy link forever.
+func (ss *session) awaitInput() ([]*protocol.Data, bool) {
+	t := time.NewTimer(ss.srv.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case b, ok := <-ss.in:
+			return b, ok
+		case <-t.C:
+			if p := ss.peer; p.durable > 0 {
+				_ = ss.conn.Write(protocol.Encode(&protocol.Ack{Stream: p.stream, Seq: p.durable}))
+			}
+			t.Reset(ss.srv.opts.HeartbeatInterval)
 		}
 	}
 }

@@ -41,6 +41,8 @@ Commands:
   send      send each stdin line as one message to -url and wait until all
             are acknowledged
   inspect   print the state of the store files in -data
+  bench     measure throughput, latency, memory, recovery and a reconnect
+            storm against a raw gorilla/websocket baseline (-quick: short)
   version   print the version
 
 Run "wsreliable COMMAND -h" for the flags of a command.
@@ -55,6 +57,7 @@ var commands = map[string]command{
 	"serve":   runServe,
 	"send":    runSend,
 	"inspect": runInspect,
+	"bench":   runBench,
 	"version": runVersion,
 }
 
