@@ -198,8 +198,10 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 	s.upgrader = websocket.Upgrader{
 		Subprotocols:    []string{protocol.Subprotocol},
 		CheckOrigin:     o.CheckOrigin,
-		ReadBufferSize:  16 << 10,
-		WriteBufferSize: 4 << 10,
+		// Zero sizes reuse the HTTP server's buffers from the hijack, and
+		// the pool lends write buffers only while a write is under way:
+		// idle sessions then hold no buffers of their own.
+		WriteBufferPool: &sync.Pool{},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			http.Error(w, "wsreliable: "+reason.Error(), status)
 		},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +29,7 @@ type session struct {
 	peer     *peer
 	hello    *protocol.Hello
 
-	in     chan []*protocol.Data // batches from the reader, bounded by the window
+	in     inbox // batches from the reader, bounded by the window
 	ctx    context.Context       // ends with the session
 	cancel context.CancelFunc
 
@@ -169,7 +170,7 @@ func (ss *session) serve() {
 	}
 	log.Info("session started", "stream", hello.Stream.String(), "watermark", p.wm)
 
-	ss.in = make(chan []*protocol.Data, s.opts.MaxInFlight)
+	ss.in.ready = make(chan struct{}, 1)
 	delivered := make(chan struct{})
 	go func() {
 		defer close(delivered)
@@ -178,7 +179,7 @@ func (ss *session) serve() {
 	}()
 	err = ss.readLoop()
 	ss.cancelIfStopped()
-	close(ss.in)
+	ss.in.close()
 	<-delivered
 	log.Info("session ended", "error", err)
 }
@@ -254,12 +255,7 @@ func (ss *session) readLoop() error {
 			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
 			return errors.New("reliable: client exceeded its in-flight window")
 		}
-		select {
-		case ss.in <- batch:
-		default:
-			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
-			return errors.New("reliable: client exceeded its in-flight window")
-		}
+		ss.in.push(batch)
 	}
 }
 
@@ -292,22 +288,17 @@ func (ss *session) deliverLoop() {
 	}
 	defer flush()
 	for {
-		var batch []*protocol.Data
-		select {
-		case b, ok := <-ss.in:
-			if !ok {
-				return
-			}
-			batch = b
-		default:
+		batch, ok, closed := ss.in.take()
+		if closed {
+			return
+		}
+		if !ok {
 			if !flush() {
 				return
 			}
-			b, ok := ss.awaitInput()
-			if !ok {
+			if batch, ok = ss.awaitInput(); !ok {
 				return
 			}
-			batch = b
 		}
 		for _, d := range batch {
 			switch wm.Check(d.Seq) {
@@ -350,9 +341,11 @@ func (ss *session) awaitInput() ([]*protocol.Data, bool) {
 	t := time.NewTimer(ss.srv.opts.HeartbeatInterval)
 	defer t.Stop()
 	for {
-		select {
-		case b, ok := <-ss.in:
+		if b, ok, closed := ss.in.take(); ok || closed {
 			return b, ok
+		}
+		select {
+		case <-ss.in.ready:
 		case <-t.C:
 			if p := ss.peer; p.durable > 0 {
 				_ = ss.conn.Write(protocol.Encode(&protocol.Ack{Stream: p.stream, Seq: p.durable}))
@@ -362,11 +355,52 @@ func (ss *session) awaitInput() ([]*protocol.Data, bool) {
 	}
 }
 
-// drain discards queued input so the reader never blocks.
+// drain ends the session's handler context; the reader never blocks on
+// the delivery loop, so queued input can simply be abandoned.
 func (ss *session) drain() {
 	ss.cancel()
-	for range ss.in {
+}
+
+// inbox queues batches from the reader to the delivery loop. Unlike a
+// channel sized for the worst case, it holds memory only for what is
+// queued, which keeps idle sessions small. push never blocks; the reader
+// bounds the queue by the in-flight window.
+type inbox struct {
+	mu     sync.Mutex
+	q      [][]*protocol.Data
+	closed bool
+	ready  chan struct{} // capacity 1: something was pushed or closed
+}
+
+func (b *inbox) push(batch []*protocol.Data) {
+	b.mu.Lock()
+	b.q = append(b.q, batch)
+	b.mu.Unlock()
+	notify(b.ready)
+}
+
+func (b *inbox) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	notify(b.ready)
+}
+
+// take returns the oldest batch (ok) or reports that the inbox is closed
+// and empty (closed); neither means "empty for now".
+func (b *inbox) take() (batch []*protocol.Data, ok, closed bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.q) == 0 {
+		if cap(b.q) > 64 {
+			b.q = nil // give back a burst's memory
+		}
+		return nil, false, b.closed
 	}
+	batch = b.q[0]
+	b.q[0] = nil
+	b.q = b.q[1:]
+	return batch, true, false
 }
 
 // deliver calls the handler until it accepts or rejects d, retrying other
