@@ -445,24 +445,44 @@ func (b *Bolt) Path() string { return b.path }
 // ended); ctx's error while waiting for the writer; ErrDiskFull. Once the
 // writer has taken the entry the call completes regardless of ctx.
 func (b *Bolt) Append(ctx context.Context, e Entry) (uint64, error) {
+	return b.AppendBatch(ctx, []Entry{e})
+}
+
+// AppendBatch appends entries in one transaction, with consecutive
+// sequences in slice order, and returns the first sequence. Errors are
+// those of Append; on error nothing was appended.
+func (b *Bolt) AppendBatch(ctx context.Context, entries []Entry) (uint64, error) {
 	if b.isClosed() {
 		return 0, ErrClosed
 	}
-	size := entrySize(&e)
-	if n := encodedLen(&e); n > bolt.MaxValueSize {
-		return 0, fmt.Errorf("%w: encoded entry of %d bytes exceeds bbolt's value limit", ErrTooLarge, n)
+	if len(entries) == 0 {
+		return 0, errEmptyBatch
 	}
-	if err := b.limit.reserve(ctx, size); err != nil {
+	var size int64
+	var encoded int
+	for i := range entries {
+		e := &entries[i]
+		size += entrySize(e)
+		n := encodedLen(e)
+		if n > bolt.MaxValueSize {
+			return 0, fmt.Errorf("%w: encoded entry of %d bytes exceeds bbolt's value limit", ErrTooLarge, n)
+		}
+		encoded += n
+	}
+	if err := b.limit.reserve(ctx, len(entries), size); err != nil {
 		return 0, err
 	}
-	r := &request{
-		kind:  reqAppend,
-		value: encodeEntry(make([]byte, 0, encodedLen(&e)), &e),
-		size:  size,
-		done:  make(chan struct{}),
+	// One backing array for all values: one allocation per batch.
+	buf := make([]byte, 0, encoded)
+	values := make([][]byte, len(entries))
+	for i := range entries {
+		start := len(buf)
+		buf = encodeEntry(buf, &entries[i])
+		values[i] = buf[start:len(buf):len(buf)]
 	}
+	r := &request{kind: reqAppend, values: values, size: size, done: make(chan struct{})}
 	if err := b.submit(ctx, "append", r); err != nil {
-		b.limit.release(1, size)
+		b.limit.release(len(entries), size)
 		return 0, err
 	}
 	return r.seq, nil

@@ -52,6 +52,7 @@ func TestConformance(t *testing.T) {
 		{"AfterClose", testAfterClose},
 		{"WatermarksAndBindings", testWatermarksAndBindings},
 		{"CallerBuffersNotRetained", testCallerBuffers},
+		{"AppendBatch", testAppendBatch},
 	}
 	for _, s := range stores {
 		t.Run(s.name, func(t *testing.T) {
@@ -438,5 +439,43 @@ func testCallerBuffers(t *testing.T, open func(*testing.T, *queue.Options) queue
 	got[0].Payload[0] = 'Z'
 	if again := mustRead(t, s, 1, 1, 0); string(again[0].Payload) != "original" {
 		t.Fatalf("Read returned the store's own buffer")
+	}
+}
+
+// testAppendBatch: a batch gets consecutive sequences in slice order,
+// interleaves correctly with single appends, counts against the message
+// limit as a whole, and an empty batch is an error.
+func testAppendBatch(t *testing.T, open func(*testing.T, *queue.Options) queue.Store) {
+	s := open(t, &queue.Options{MaxMessages: 5, FailWhenFull: true})
+	ctx := context.Background()
+	if _, err := s.Append(ctx, queue.Entry{Payload: []byte("a")}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.AppendBatch(ctx, []queue.Entry{{Payload: []byte("b")}, {Payload: []byte("c")}, {Payload: []byte("d")}})
+	if err != nil || first != 2 {
+		t.Fatalf("AppendBatch = %d, %v; want 2, nil", first, err)
+	}
+	if _, err := s.AppendBatch(ctx, []queue.Entry{{Payload: []byte("e")}, {Payload: []byte("f")}}); !errors.Is(err, queue.ErrFull) {
+		t.Fatalf("batch over the limit: %v, want ErrFull", err)
+	}
+	if _, err := s.AppendBatch(ctx, nil); err == nil {
+		t.Fatal("empty batch accepted")
+	}
+	got, err := s.Read(1, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text string
+	for i, e := range got {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("entry %d has seq %d", i, e.Seq)
+		}
+		text += string(e.Payload)
+	}
+	if text != "abcd" {
+		t.Fatalf("read %q, want abcd", text)
+	}
+	if st := s.Stats(); st.Messages != 4 || st.LastSeq != 4 {
+		t.Fatalf("stats %+v", st)
 	}
 }

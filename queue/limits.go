@@ -86,17 +86,17 @@ func newLimiter(o *Options, closing <-chan struct{}, messages int, bytes int64) 
 	}
 }
 
-// reserve takes room for one entry of size bytes, waiting for space unless
-// the store fails fast.
-func (l *limiter) reserve(ctx context.Context, size int64) error {
+// reserve takes room for n entries of size bytes in all, waiting for space
+// unless the store fails fast.
+func (l *limiter) reserve(ctx context.Context, n int, size int64) error {
 	if l.maxBytes >= 0 && size > l.maxBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, size, l.maxBytes)
 	}
 	for {
 		l.mu.Lock()
-		if (l.maxMessages < 0 || l.messages < l.maxMessages) &&
+		if (l.maxMessages < 0 || l.messages+n <= l.maxMessages) &&
 			(l.maxBytes < 0 || l.bytes+size <= l.maxBytes) {
-			l.messages++
+			l.messages += n
 			l.bytes += size
 			l.mu.Unlock()
 			return nil
@@ -132,3 +132,6 @@ func (l *limiter) release(messages int, bytes int64) {
 
 // errEmptyPeer rejects an empty peer name in watermarks and bindings.
 var errEmptyPeer = errors.New("queue: empty peer name")
+
+// errEmptyBatch rejects an AppendBatch without entries.
+var errEmptyBatch = errors.New("queue: empty batch")

@@ -55,28 +55,43 @@ func (m *Memory) Meta() Meta { return m.meta }
 // Append assigns the next sequence to a copy of e and returns it. See
 // [Store.Append].
 func (m *Memory) Append(ctx context.Context, e Entry) (uint64, error) {
+	return m.AppendBatch(ctx, []Entry{e})
+}
+
+// AppendBatch appends copies of entries with consecutive sequences and
+// returns the first. See [Store.AppendBatch].
+func (m *Memory) AppendBatch(ctx context.Context, entries []Entry) (uint64, error) {
 	if m.isClosed() {
 		return 0, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("queue: append: %w", err)
 	}
-	size := entrySize(&e)
-	if err := m.limit.reserve(ctx, size); err != nil {
+	if len(entries) == 0 {
+		return 0, errEmptyBatch
+	}
+	var size int64
+	for i := range entries {
+		size += entrySize(&entries[i])
+	}
+	if err := m.limit.reserve(ctx, len(entries), size); err != nil {
 		return 0, err
 	}
-	e = cloneEntry(e)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		m.limit.release(1, size)
+		m.limit.release(len(entries), size)
 		return 0, ErrClosed
 	}
-	m.st.last++
+	first := m.st.last + 1
+	for _, e := range entries {
+		e = cloneEntry(e)
+		m.st.last++
+		e.Seq = m.st.last
+		m.entries = append(m.entries, e)
+	}
 	m.st.bytes += size
-	e.Seq = m.st.last
-	m.entries = append(m.entries, e)
-	return e.Seq, nil
+	return first, nil
 }
 
 // Read returns up to max entries with Seq >= from; see [Bolt.Read] for the

@@ -58,6 +58,12 @@ type Store interface {
 	// FailWhenFull. A full disk returns an error wrapping ErrDiskFull.
 	Append(ctx context.Context, e Entry) (uint64, error)
 
+	// AppendBatch appends entries in one commit, all or none, with
+	// consecutive sequences in slice order, and returns the first. The
+	// limits apply to the batch as a whole. It is how a caller with many
+	// messages at hand amortises one fsync over all of them.
+	AppendBatch(ctx context.Context, entries []Entry) (first uint64, err error)
+
 	// Read returns up to max entries with Seq >= from in ascending order,
 	// stopping before the total payload would exceed maxBytes (at least one
 	// entry is returned if any exists). The returned entries own their

@@ -28,7 +28,8 @@ const (
 type request struct {
 	kind  reqKind
 	key   []byte // watermark or binding key
-	value []byte // encoded entry or identity
+	value  []byte   // identity
+	values [][]byte // encoded entries of an append
 	size  int64  // entrySize of an append
 	seq   uint64 // ack: upTo; watermark: value; append: assigned sequence
 	err   error
@@ -178,12 +179,14 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, st *state) error {
 	for _, r := range writes {
 		switch r.kind {
 		case reqAppend:
-			st.last++
-			if err := ob.Put(seqKey(st.last), r.value); err != nil {
-				return err
+			r.seq = st.last + 1
+			for _, v := range r.values {
+				st.last++
+				if err := ob.Put(seqKey(st.last), v); err != nil {
+					return err
+				}
 			}
 			st.bytes += r.size
-			r.seq = st.last
 		case reqAck:
 			upTo := min(r.seq, st.last)
 			if upTo <= st.acked {

@@ -304,17 +304,38 @@ func (c *Client) Send(ctx context.Context, payload []byte) (*Receipt, error) {
 
 // SendMessage is Send with headers.
 func (c *Client) SendMessage(ctx context.Context, m OutgoingMessage) (*Receipt, error) {
-	if len(m.Payload) > c.opts.MaxMessageSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(m.Payload), c.opts.MaxMessageSize)
-	}
-	if len(m.Headers) > protocol.MaxHeaders {
-		return nil, fmt.Errorf("%w: %d headers, limit %d", ErrTooLarge, len(m.Headers), protocol.MaxHeaders)
-	}
-	id, err := uuid.NewV7()
+	rs, err := c.SendBatch(ctx, []OutgoingMessage{m})
 	if err != nil {
-		return nil, fmt.Errorf("reliable: message ID: %w", err)
+		return nil, err
 	}
-	r := &Receipt{id: protocol.MessageID(id), done: make(chan struct{})}
+	return rs[0], nil
+}
+
+// SendBatch queues msgs in one durable commit, all or none, in slice order,
+// and returns one receipt per message. It is Send for callers that have
+// several messages at hand: one fsync covers the whole batch, where
+// concurrent Sends share one only as far as they happen to overlap. Errors
+// are those of Send; on error nothing was queued.
+func (c *Client) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]*Receipt, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	entries := make([]queue.Entry, len(msgs))
+	rs := make([]*Receipt, len(msgs))
+	for i, m := range msgs {
+		if len(m.Payload) > c.opts.MaxMessageSize {
+			return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(m.Payload), c.opts.MaxMessageSize)
+		}
+		if len(m.Headers) > protocol.MaxHeaders {
+			return nil, fmt.Errorf("%w: %d headers, limit %d", ErrTooLarge, len(m.Headers), protocol.MaxHeaders)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("reliable: message ID: %w", err)
+		}
+		rs[i] = &Receipt{id: protocol.MessageID(id), done: make(chan struct{})}
+		entries[i] = queue.Entry{ID: rs[i].id, Headers: m.Headers, Payload: m.Payload}
+	}
 	c.mu.Lock()
 	switch {
 	case c.state == StateClosed:
@@ -325,27 +346,30 @@ func (c *Client) SendMessage(ctx context.Context, m OutgoingMessage) (*Receipt, 
 		c.mu.Unlock()
 		return nil, err
 	}
-	// Register before the entry is visible to the sender goroutine, so
+	// Register before the entries are visible to the sender goroutine, so
 	// an ack can never arrive for an unregistered receipt.
-	c.receipts[r.id] = r
+	for _, r := range rs {
+		c.receipts[r.id] = r
+	}
 	c.mu.Unlock()
 
-	seq, err := c.store.Append(ctx, queue.Entry{ID: r.id, Headers: m.Headers, Payload: m.Payload})
+	first, err := c.store.AppendBatch(ctx, entries)
 	if err != nil {
 		c.mu.Lock()
-		delete(c.receipts, r.id)
+		for _, r := range rs {
+			delete(c.receipts, r.id)
+		}
 		c.mu.Unlock()
 		if errors.Is(err, queue.ErrClosed) {
 			return nil, ErrClosed
 		}
 		return nil, fmt.Errorf("reliable: send: %w", err)
 	}
-	r.seq.Store(seq)
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	for i, r := range rs {
+		r.seq.Store(first + uint64(i))
 	}
-	return r, nil
+	notify(c.wake)
+	return rs, nil
 }
 
 // Receipt tracks one sent message until the server settles it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +49,47 @@ func TestSmokeSendAndAck(t *testing.T) {
 	}
 	if st := c.Stats(); st.Queued != 0 || st.Acked != n {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestSendBatch(t *testing.T) {
+	var s sink
+	_, url := startServer(t, s.handle, nil)
+	c, err := reliable.NewClient(url, filepath.Join(t.TempDir(), "client.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var want []string
+	for b := range 10 {
+		msgs := make([]reliable.OutgoingMessage, 50)
+		for i := range msgs {
+			p := strconv.Itoa(b*50 + i)
+			want = append(want, p)
+			msgs[i].Payload = []byte(p)
+		}
+		rs, err := c.SendBatch(ctx, msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range rs {
+			if r.Seq() != uint64(b*50+i+1) {
+				t.Fatalf("receipt %d of batch %d has seq %d", i, b, r.Seq())
+			}
+		}
+		if err := rs[len(rs)-1].Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	got := strings.Join(s.seen[c.ID()], ",")
+	s.mu.Unlock()
+	if got != strings.Join(want, ",") {
+		t.Fatalf("handler saw %d messages out of order or incomplete", len(s.seen[c.ID()]))
 	}
 }
