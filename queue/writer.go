@@ -111,10 +111,23 @@ func (b *Bolt) commit(batch []*request) {
 
 	var err error
 	if len(writes) > 0 {
+		// A commit that only deletes acknowledged entries skips fsync: if
+		// a power cut loses it, those entries come back and are sent
+		// again, and the receiver's watermark drops them as duplicates.
+		// The next synced commit flushes it anyway (fdatasync covers the
+		// whole file). Only this goroutine commits, so flipping NoSync
+		// around the transaction races with nothing.
+		lazy := !b.opts.NoSync && ackOnly(writes)
+		if lazy {
+			b.db.NoSync = true
+		}
 		err = b.update(func(tx *bolt.Tx) error {
 			st = before // a retry of fn must start over
 			return b.apply(tx, writes, &st)
 		})
+		if lazy {
+			b.db.NoSync = false
+		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrDiskFull) {
@@ -154,6 +167,15 @@ func (b *Bolt) commit(batch []*request) {
 			b.log.Warn("queue: compaction failed", "path", b.path, "err", cerr)
 		}
 	}
+}
+
+func ackOnly(writes []*request) bool {
+	for _, r := range writes {
+		if r.kind != reqAck {
+			return false
+		}
+	}
+	return true
 }
 
 func appendedBytes(writes []*request) int64 {

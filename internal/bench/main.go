@@ -23,7 +23,7 @@ var allScenarios = []string{"throughput", "latency", "memory", "recovery", "stor
 // client shows how far the group commit scales when more Sends wait on it.
 var (
 	sizes         = []int{64, 256, 4096}
-	senderConfigs = []struct{ senders, clients int }{{1, 1}, {16, 1}, {16, 16}, {256, 1}}
+	senderConfigs = []struct{ senders, clients, batch int }{{1, 1, 1}, {16, 1, 1}, {16, 16, 1}, {256, 1, 1}, {16, 1, 64}}
 )
 
 const usage = `Usage: wsreliable bench [flags]
@@ -238,10 +238,10 @@ func (rn *runner) throughput(peakOnly bool) {
 	fmt.Fprintf(rn.log, "throughput (%v each)\n", rn.d)
 	for _, size := range sizes {
 		for _, sc := range senderConfigs {
-			if peakOnly && !latencyConfig(sc.senders, sc.clients) {
+			if peakOnly && (sc.batch > 1 || !latencyConfig(sc.senders, sc.clients)) {
 				continue
 			}
-			cfg := Config{Size: size, Senders: sc.senders, Clients: sc.clients, Duration: rn.d, Dir: rn.dir}
+			cfg := Config{Size: size, Senders: sc.senders, Clients: sc.clients, Batch: sc.batch, Duration: rn.d, Dir: rn.dir}
 			var row Row
 			if rn.ctx.Err() != nil {
 				return
@@ -271,6 +271,7 @@ func (rn *runner) throughput(peakOnly bool) {
 				fmt.Fprintf(rn.log, "  %-28s %-8s %12s msgs/s %8s MB/s  ratio %s\n", name, c.Mode(), rate(r.MsgsPerSec()), mbps(r), ratio(r, row.Baseline))
 			}
 			row.Baseline.Config.Size, row.Baseline.Config.Senders, row.Baseline.Config.Clients = size, sc.senders, sc.clients
+			row.Baseline.Config.Batch = sc.batch
 			rn.report.Throughput = append(rn.report.Throughput, row)
 		}
 	}
@@ -283,7 +284,7 @@ func latencyConfig(senders, clients int) bool { return clients == 1 && senders <
 // peak returns the measured msgs/s for a configuration, 0 if unknown.
 func (rn *runner) peak(size, senders, clients int, durable bool) float64 {
 	for _, row := range rn.report.Throughput {
-		if c := row.Baseline.Config; c.Size == size && c.Senders == senders && c.Clients == clients {
+		if c := row.Baseline.Config; c.Size == size && c.Senders == senders && c.Clients == clients && c.Batch <= 1 {
 			if durable {
 				return row.Durable.MsgsPerSec()
 			}
@@ -307,7 +308,7 @@ func (rn *runner) latency() {
 			}
 			fmt.Fprintf(rn.log, "  %-8s %-7s unloaded          p50 %s p99 %s (%d msgs)\n", mode, sizeName(size), ms(un.P50), ms(un.P99), un.Messages)
 			for _, sc := range senderConfigs {
-				if !latencyConfig(sc.senders, sc.clients) {
+				if sc.batch > 1 || !latencyConfig(sc.senders, sc.clients) {
 					continue
 				}
 				pk := rn.peak(size, sc.senders, sc.clients, durable)

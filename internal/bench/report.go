@@ -155,10 +155,14 @@ func bytesName(n int64) string {
 }
 
 func senders(c Config) string {
+	s := fmt.Sprint(c.Senders)
 	if c.Clients > 1 {
-		return fmt.Sprintf("%d (%d clients)", c.Senders, c.Clients)
+		s = fmt.Sprintf("%d (%d clients)", c.Senders, c.Clients)
 	}
-	return fmt.Sprint(c.Senders)
+	if c.Batch > 1 {
+		s += fmt.Sprintf(", SendBatch of %d", c.Batch)
+	}
+	return s
 }
 
 // WriteMarkdown writes the report as Markdown. chart, if not empty, is
@@ -357,6 +361,9 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		label := fmt.Sprintf("%d sender", c.Senders)
 		if c.Senders > 1 {
 			label += "s"
+		}
+		if c.Batch > 1 {
+			label += fmt.Sprintf(" ×%d", c.Batch)
 		}
 		p(`<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", cx, top+plotH+30, label)
 		if c.Clients > 1 {

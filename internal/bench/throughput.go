@@ -32,6 +32,10 @@ type Config struct {
 	// Clients is the number of clients (connections) the senders share:
 	// sender i uses client i mod Clients. Zero: 1.
 	Clients int
+	// Batch, above 1, makes each sender queue Batch messages per call with
+	// Client.SendBatch instead of one per Send (one commit for all of
+	// them). Ignored by Baseline, which writes one message per payload.
+	Batch int
 	// Durable fsyncs on both sides (the library default); false sets
 	// NoSync on the client and the server. Ignored by Baseline.
 	Durable bool
@@ -216,15 +220,26 @@ func Throughput(ctx context.Context, cfg Config) (Result, error) {
 	for i := range cfg.Senders {
 		c := r.clients[i%len(r.clients)]
 		wg.Go(func() {
+			n := max(cfg.Batch, 1)
+			batch := make([]reliable.OutgoingMessage, n)
+			for i := range batch {
+				batch[i].Payload = p
+			}
 			for time.Now().Before(deadline) {
-				if cfg.Count > 0 && tickets.Add(1) > int64(cfg.Count) {
+				if cfg.Count > 0 && tickets.Add(int64(n)) > int64(cfg.Count) {
 					return
 				}
-				if _, err := c.Send(sctx, p); err != nil {
+				var err error
+				if n == 1 {
+					_, err = c.Send(sctx, p)
+				} else {
+					_, err = c.SendBatch(sctx, batch)
+				}
+				if err != nil {
 					errOnce.Do(func() { sendErr = err })
 					return
 				}
-				sent.Add(1)
+				sent.Add(int64(n))
 			}
 		})
 	}
