@@ -26,14 +26,14 @@ const (
 // request is one write handed to the writer goroutine. The writer fills
 // seq (for appends) and err, then closes done.
 type request struct {
-	kind  reqKind
-	key   []byte // watermark or binding key
+	kind   reqKind
+	key    []byte   // watermark or binding key
 	value  []byte   // identity
 	values [][]byte // encoded entries of an append
-	size  int64  // entrySize of an append
-	seq   uint64 // ack: upTo; watermark: value; append: assigned sequence
-	err   error
-	done  chan struct{}
+	size   int64    // entrySize of an append
+	seq    uint64   // ack: upTo; watermark: value; append: assigned sequence
+	err    error
+	done   chan struct{}
 }
 
 // submit hands r to the writer and waits for its answer. It honours ctx

@@ -196,8 +196,8 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 		sessions: make(map[*session]struct{}),
 	}
 	s.upgrader = websocket.Upgrader{
-		Subprotocols:    []string{protocol.Subprotocol},
-		CheckOrigin:     o.CheckOrigin,
+		Subprotocols: []string{protocol.Subprotocol},
+		CheckOrigin:  o.CheckOrigin,
 		// Zero sizes reuse the HTTP server's buffers from the hijack, and
 		// the pool lends write buffers only while a write is under way:
 		// idle sessions then hold no buffers of their own.

@@ -29,8 +29,8 @@ type session struct {
 	peer     *peer
 	hello    *protocol.Hello
 
-	in     inbox // batches from the reader, bounded by the window
-	ctx    context.Context       // ends with the session
+	in     inbox           // batches from the reader, bounded by the window
+	ctx    context.Context // ends with the session
 	cancel context.CancelFunc
 
 	// pending counts data frames read and not yet handled by the delivery
