@@ -166,7 +166,7 @@ func crashCycles() int {
 	if testing.Short() {
 		return 5
 	}
-	return 20
+	return 20 * soak()
 }
 
 // TestCrashSender SIGKILLs a sending process at random points and starts it

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,6 +28,17 @@ func TestMain(m *testing.M) {
 		return
 	}
 	goleak.VerifyTestMain(m)
+}
+
+// soak is the multiplier of the soak mode: WSRELIABLE_SOAK=N runs the
+// end-to-end and crash tests N times longer (more messages, more kills).
+// CI runs the default, 1.
+func soak() int {
+	n, err := strconv.Atoi(os.Getenv("WSRELIABLE_SOAK"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
 }
 
 // Short heartbeats so half-open links are found quickly in tests.
@@ -112,10 +124,8 @@ func startServer(tb testing.TB, h reliable.Handler) (*reliable.Server, string) {
 // client is closed and reopened on its store midway. The handler must see
 // every message exactly once and in order, and every queue must be empty.
 func TestEndToEndThroughFaults(t *testing.T) {
-	const (
-		clients  = 3
-		messages = 3000
-	)
+	const clients = 3
+	messages := 3000 * soak()
 	led := newLedger()
 	_, addr := startServer(t, led.handle)
 	proxy := testkit.NewProxy(t, addr)
@@ -190,7 +200,7 @@ func TestEndToEndThroughFaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Messages != 0 || st.LastSeq != messages {
+		if st.Messages != 0 || st.LastSeq != uint64(messages) {
 			t.Errorf("client %d store: %d messages left, last seq %d", i, st.Messages, st.LastSeq)
 		}
 		if err := queue.Check(paths[i]); err != nil {
