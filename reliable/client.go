@@ -135,40 +135,25 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 	if c.Store == nil && path == "" {
 		return c, errors.New("reliable: store path is empty and ClientOptions.Store is nil")
 	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"HeartbeatInterval", &c.HeartbeatInterval, 5 * time.Second},
-		{"HeartbeatTimeout", &c.HeartbeatTimeout, 5 * time.Second},
-		{"HandshakeTimeout", &c.HandshakeTimeout, 10 * time.Second},
-		{"BackoffMin", &c.BackoffMin, 100 * time.Millisecond},
-		{"BackoffMax", &c.BackoffMax, 30 * time.Second},
-		{"HealthyAfter", &c.HealthyAfter, 10 * time.Second},
-		{"AckTimeout", &c.AckTimeout, 30 * time.Second},
-	} {
-		if *d.v < 0 {
-			return c, fmt.Errorf("reliable: ClientOptions.%s is negative (%v)", d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
+	if err := fillDefaults("ClientOptions",
+		field[time.Duration]{"HeartbeatInterval", &c.HeartbeatInterval, 5 * time.Second},
+		field[time.Duration]{"HeartbeatTimeout", &c.HeartbeatTimeout, 5 * time.Second},
+		field[time.Duration]{"HandshakeTimeout", &c.HandshakeTimeout, 10 * time.Second},
+		field[time.Duration]{"BackoffMin", &c.BackoffMin, 100 * time.Millisecond},
+		field[time.Duration]{"BackoffMax", &c.BackoffMax, 30 * time.Second},
+		field[time.Duration]{"HealthyAfter", &c.HealthyAfter, 10 * time.Second},
+		field[time.Duration]{"AckTimeout", &c.AckTimeout, 30 * time.Second},
+	); err != nil {
+		return c, err
+	}
+	if err := fillDefaults("ClientOptions",
+		field[int]{"MaxInFlight", &c.MaxInFlight, 1024},
+		field[int]{"MaxMessageSize", &c.MaxMessageSize, 1 << 20},
+	); err != nil {
+		return c, err
 	}
 	if c.BackoffMax < c.BackoffMin {
 		return c, fmt.Errorf("reliable: ClientOptions.BackoffMax (%v) is below BackoffMin (%v)", c.BackoffMax, c.BackoffMin)
-	}
-	switch {
-	case c.MaxInFlight < 0:
-		return c, fmt.Errorf("reliable: ClientOptions.MaxInFlight is negative (%d)", c.MaxInFlight)
-	case c.MaxInFlight == 0:
-		c.MaxInFlight = 1024
-	}
-	switch {
-	case c.MaxMessageSize < 0:
-		return c, fmt.Errorf("reliable: ClientOptions.MaxMessageSize is negative (%d)", c.MaxMessageSize)
-	case c.MaxMessageSize == 0:
-		c.MaxMessageSize = 1 << 20
 	}
 	if len(c.ClientID) > protocol.MaxClientIDLen {
 		return c, fmt.Errorf("reliable: ClientOptions.ClientID is longer than %d bytes", protocol.MaxClientIDLen)

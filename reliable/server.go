@@ -106,43 +106,22 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 	if s.Store == nil && path == "" {
 		return s, errors.New("reliable: store path is empty and ServerOptions.Store is nil")
 	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"HeartbeatInterval", &s.HeartbeatInterval, 5 * time.Second},
-		{"HeartbeatTimeout", &s.HeartbeatTimeout, 5 * time.Second},
-		{"HelloTimeout", &s.HelloTimeout, 10 * time.Second},
-	} {
-		if *d.v < 0 {
-			return s, fmt.Errorf("reliable: ServerOptions.%s is negative (%v)", d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
+	if err := fillDefaults("ServerOptions",
+		field[time.Duration]{"HeartbeatInterval", &s.HeartbeatInterval, 5 * time.Second},
+		field[time.Duration]{"HeartbeatTimeout", &s.HeartbeatTimeout, 5 * time.Second},
+		field[time.Duration]{"HelloTimeout", &s.HelloTimeout, 10 * time.Second},
+	); err != nil {
+		return s, err
 	}
-	for _, n := range []struct {
-		name string
-		v    *int
-		def  int
-	}{
-		{"MaxInFlight", &s.MaxInFlight, 1024},
-		{"AckBatch", &s.AckBatch, 64},
-		{"MaxSessions", &s.MaxSessions, 0},
-	} {
-		if *n.v < 0 {
-			return s, fmt.Errorf("reliable: ServerOptions.%s is negative (%d)", n.name, *n.v)
-		}
-		if *n.v == 0 {
-			*n.v = n.def
-		}
+	if err := fillDefaults("ServerOptions",
+		field[int]{"MaxInFlight", &s.MaxInFlight, 1024},
+		field[int]{"AckBatch", &s.AckBatch, 64},
+		field[int]{"MaxSessions", &s.MaxSessions, 0},
+	); err != nil {
+		return s, err
 	}
-	switch {
-	case s.MaxMessageSize < 0:
-		return s, fmt.Errorf("reliable: ServerOptions.MaxMessageSize is negative (%d)", s.MaxMessageSize)
-	case s.MaxMessageSize == 0:
-		s.MaxMessageSize = 2 << 20
+	if err := fillDefaults("ServerOptions", field[int64]{"MaxMessageSize", &s.MaxMessageSize, 2 << 20}); err != nil {
+		return s, err
 	}
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
