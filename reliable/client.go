@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wsreliable/wsreliable/internal/wsconn"
 	"github.com/wsreliable/wsreliable/protocol"
 	"github.com/wsreliable/wsreliable/queue"
 )
@@ -204,6 +205,7 @@ type Client struct {
 	nConnects    atomic.Uint64
 	inFlight     atomic.Int64
 	rtt          atomic.Int64
+	conn         atomic.Pointer[wsconn.Conn] // the current session's, nil between sessions
 }
 
 type sentEntry struct {
@@ -427,6 +429,9 @@ func (c *Client) Stats() Stats {
 	s.Redelivered = c.nRedelivered.Load()
 	if n := c.nConnects.Load(); n > 1 {
 		s.Reconnects = n - 1
+	}
+	if conn := c.conn.Load(); conn != nil && conn.RTT() > 0 {
+		c.rtt.Store(int64(conn.RTT()))
 	}
 	s.RTT = time.Duration(c.rtt.Load())
 	return s

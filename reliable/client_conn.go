@@ -229,7 +229,9 @@ func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
 
 	readerErr := make(chan error, 1)
 	done := make(chan struct{})
+	c.conn.Store(conn)
 	defer func() {
+		c.conn.Store(nil)
 		close(done)
 		conn.Abort(nil)
 		<-readerErr
@@ -341,9 +343,6 @@ func (c *Client) readLoop(conn *wsconn.Conn, win *ack.Window) error {
 				conn.Close(protocol.CloseProtocolError, "text message")
 			}
 			return fmt.Errorf("reliable: read: %w", err)
-		}
-		if rtt := conn.RTT(); rtt > 0 {
-			c.rtt.Store(int64(rtt))
 		}
 		err = protocol.Decode(msg, func(f protocol.Frame) error {
 			switch f := f.(type) {
