@@ -158,8 +158,13 @@ func (ss *session) serve() {
 		}
 		p.stream, p.wm, p.durable = hello.Stream, wm, wm
 	}
+	// Only what is committed may be announced: the client deletes
+	// everything up to the welcome's watermark. If an earlier session
+	// delivered messages whose commit failed (a full disk), they are
+	// delivered again rather than acknowledged without a durable record.
+	p.wm = p.durable
 	err = ss.conn.Write(protocol.Encode(&protocol.Welcome{
-		Watermark:         p.wm,
+		Watermark:         p.durable,
 		HeartbeatInterval: s.opts.HeartbeatInterval,
 		HeartbeatTimeout:  s.opts.HeartbeatTimeout,
 		MaxMessageSize:    uint32(min(s.opts.MaxMessageSize, 1<<31)),

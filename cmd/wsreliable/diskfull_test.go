@@ -1,0 +1,109 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func mountSmallTmpfsCLI(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		msg := "DISK-FULL CLI TEST NOT RUN: it mounts a small tmpfs and needs root"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIPPED!!! " + msg)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+func TestDiskFullSendCLI(t *testing.T) {
+	dir := mountSmallTmpfsCLI(t, "2m")
+	data := filepath.Join(dir, "cli")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the disk, leaving a little room for the store.
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	fi, _ := f.Stat()
+	if err := f.Truncate(fi.Size() - 128<<10); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	var in strings.Builder
+	for i := range 20000 {
+		in.WriteString("line " + strconv.Itoa(i) + "\n")
+	}
+	code, out, errOut := sendRun(t, in.String(), "-url", deadURL(t), "-data", data, "-receipts", "-wait", "1s")
+	if code == exitOK {
+		t.Fatal("send on a full disk exited 0")
+	}
+	if !strings.Contains(errOut, "disk full") {
+		t.Fatalf("stderr lacks \"disk full\":\n%s", errOut)
+	}
+	queued := 0
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.Contains(l, `"event":"queued"`) {
+			queued++
+		}
+	}
+	t.Logf("first run: exit %d, %d lines queued before disk full", code, queued)
+	if queued == 0 {
+		t.Fatal("nothing queued before the disk filled")
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServe(t, filepath.Join(t.TempDir(), "srv"))
+	code, _, errOut = sendRun(t, "", "-url", srv.url, "-data", data, "-wait", "30s")
+	if code != exitOK {
+		t.Fatalf("rerun exited %d:\n%s", code, errOut)
+	}
+	got := decodeLines[delivered](t, waitLines(t, srv.stdout, queued, 30*time.Second))
+	if len(got) != queued {
+		t.Fatalf("serve printed %d lines, want %d", len(got), queued)
+	}
+	for i, d := range got {
+		if p := payloadOf(t, d.Payload, d.PayloadB64); d.Seq != uint64(i+1) || p != "line "+strconv.Itoa(i) {
+			t.Fatalf("delivery %d: seq %d payload %q", i, d.Seq, p)
+		}
+	}
+}
