@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,38 +21,6 @@ import (
 	"github.com/wsreliable/wsreliable/queue"
 	"github.com/wsreliable/wsreliable/reliable"
 )
-
-// mountSmallTmpfs mounts a tmpfs of the given size (e.g. "2m") on a fresh
-// directory and lazily unmounts it when the test ends. Without root it
-// skips loudly, or fails under CI=true, where the disk-full path must be
-// covered.
-func mountSmallTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		msg := "DISK-FULL TEST NOT RUN: it mounts a small tmpfs and needs root; run `go test -run DiskFull` as root to cover ENOSPC"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIPPED!!! " + msg)
-	}
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount tmpfs at %s: %v: %s", dir, err, out)
-		}
-		t.Skipf("SKIPPED!!! DISK-FULL TEST NOT RUN: cannot mount tmpfs at %s: %v: %s", dir, err, out)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, "umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
 
 // fillDisk writes a filler file into dir until ENOSPC, then gives back
 // leave bytes (0: the disk stays completely full). It returns the
@@ -111,7 +78,7 @@ func deadWSURL(t *testing.T) string {
 // Send with ErrDiskFull (and ENOSPC), keeps everything Send confirmed, and
 // works again once space is freed, delivering it all exactly once.
 func TestDiskFullClientStore(t *testing.T) {
-	dir := mountSmallTmpfs(t, "2m")
+	dir := testkit.MountTmpfs(t, "2m")
 	ctx := testkit.Deadline(t, 2*time.Minute)
 	path := filepath.Join(dir, "client.db")
 
@@ -238,7 +205,7 @@ func (h countingHandler) WithGroup(string) slog.Handler            { return h }
 // afterwards, and once space is freed everything is delivered, with no
 // loss and no gap.
 func TestDiskFullServerStore(t *testing.T) {
-	dir := mountSmallTmpfs(t, "2m")
+	dir := testkit.MountTmpfs(t, "2m")
 	ctx := testkit.Deadline(t, 2*time.Minute)
 	srvPath := filepath.Join(dir, "server.db")
 	var commitFails, storeErrs atomic.Int64

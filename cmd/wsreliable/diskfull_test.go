@@ -3,45 +3,20 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsreliable/wsreliable/internal/testkit"
 )
 
-func mountSmallTmpfsCLI(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		msg := "DISK-FULL CLI TEST NOT RUN: it mounts a small tmpfs and needs root"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIPPED!!! " + msg)
-	}
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, "umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
 func TestDiskFullSendCLI(t *testing.T) {
-	dir := mountSmallTmpfsCLI(t, "2m")
+	dir := testkit.MountTmpfs(t, "2m")
 	data := filepath.Join(dir, "cli")
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
