@@ -273,12 +273,7 @@ func (l *crashLedger) handle(_ context.Context, m *reliable.Message) error {
 // not yet committed when the server died, at most AckBatch per crash. The
 // test measures and reports them.
 func TestCrashServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	store := filepath.Join(t.TempDir(), "server.db")
 	env := []string{envChild + "=server", envAddr + "=" + addr, envStore + "=" + store}
 

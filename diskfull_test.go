@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -65,12 +64,7 @@ func fillDisk(t *testing.T, dir string, leave int64) string {
 // deadWSURL returns a ws:// URL on a loopback port nothing listens on.
 func deadWSURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	return "ws://" + addr + "/"
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsreliable/wsreliable/internal/testkit"
 )
 
 // delivered is one line of serve's stdout.
@@ -81,12 +82,7 @@ func sendRun(t *testing.T, stdin string, args ...string) (code int, stdout, stde
 // deadURL returns a ws:// URL on a loopback port nothing listens on.
 func deadURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	return "ws://" + addr + "/ws"
 }
 

@@ -283,12 +283,7 @@ func TestRefusalPassedOn(t *testing.T) {
 }
 
 func TestTargetDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	p := listen(t, addr, wsproxy.Config{DialTimeout: time.Second})
 	d := websocket.Dialer{HandshakeTimeout: wait}
 	ws, resp, err := d.Dial(p.URL(), nil)
