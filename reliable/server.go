@@ -80,8 +80,22 @@ type ServerOptions struct {
 	MaxInFlight int
 	// AckBatch is the most messages delivered to the handler before their
 	// watermark is committed and acknowledged. It bounds the duplicates a
-	// server crash can cause per client. Zero: 64.
+	// server crash can cause per client. Zero: 256.
 	AckBatch int
+	// Flush, if set, lets a handler buffer its effects (lines in a
+	// bufio.Writer, rows in an open database transaction) and make them
+	// durable once for many messages. The server calls it from a client's
+	// session goroutine, after the handler and before it commits the
+	// watermark of the messages handled since the last Flush (every
+	// AckBatch messages, and whenever the client's input pauses), so
+	// nothing is acknowledged before Flush has returned nil. An error (or
+	// a panic) closes the session with protocol.CloseInternal without an
+	// acknowledgement; those messages are handed to the handler again when
+	// the client reconnects, so Flush should discard what it failed to
+	// make durable. ctx is the session's and may already be done when the
+	// session ends. Nil: handlers make each message durable before they
+	// return.
+	Flush func(ctx context.Context, clientID string) error
 	// MaxSessions limits concurrent sessions; beyond it new connections
 	// are closed with protocol.CloseTryAgainLater and a retry hint.
 	// Zero: no limit.
@@ -115,7 +129,7 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 	}
 	if err := fillDefaults("ServerOptions",
 		field[int]{"MaxInFlight", &s.MaxInFlight, 1024},
-		field[int]{"AckBatch", &s.AckBatch, 64},
+		field[int]{"AckBatch", &s.AckBatch, 256},
 		field[int]{"MaxSessions", &s.MaxSessions, 0},
 	); err != nil {
 		return s, err

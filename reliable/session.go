@@ -279,6 +279,11 @@ func (ss *session) deliverLoop() {
 			return true
 		}
 		if p.wm > p.durable {
+			if err := ss.flushHandler(); err != nil {
+				ss.log.Error("Flush failed; closing without ack, the messages since the last flush will be delivered again", "error", err)
+				ss.conn.Close(protocol.CloseInternal, "handler flush failed")
+				return false
+			}
 			if err := s.store.SetWatermark(context.Background(), p.id, p.stream, p.wm); err != nil {
 				ss.log.Error("committing watermark failed; closing without ack", "error", err)
 				ss.conn.Close(protocol.CloseInternal, "store unavailable")
@@ -439,6 +444,20 @@ func (ss *session) deliver(d *protocol.Data) (*protocol.Reject, bool) {
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
+}
+
+// flushHandler runs ServerOptions.Flush, if set, turning a panic into an
+// error.
+func (ss *session) flushHandler() (err error) {
+	if ss.srv.opts.Flush == nil {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reliable: Flush panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return ss.srv.opts.Flush(ss.ctx, ss.hello.ClientID)
 }
 
 // call runs the handler, turning a panic into an error.

@@ -199,13 +199,17 @@ func TestMainQuick(t *testing.T) {
 // BenchmarkSend runs Throughput with b.N messages (setup included), for
 // profiling, e.g.
 //
-//	go test -run '^$' -bench 'Send/durable/256B/16' -benchtime 20000x -cpuprofile cpu.out ./internal/bench/
+//	go test -run '^$' -bench 'Send/durable/256B/16x64' -benchtime 20000x -cpuprofile cpu.out ./internal/bench/
 func BenchmarkSend(b *testing.B) {
 	for _, durable := range []bool{true, false} {
 		for _, size := range []int{64, 256, 4096} {
-			for _, senders := range []int{1, 16} {
-				cfg := bench.Config{Size: size, Senders: senders, Durable: durable}
-				b.Run(fmt.Sprintf("%s/%dB/%d", cfg.Mode(), size, senders), func(b *testing.B) {
+			for _, sc := range []struct{ senders, batch int }{{1, 1}, {16, 1}, {16, 64}} {
+				cfg := bench.Config{Size: size, Senders: sc.senders, Batch: sc.batch, Durable: durable}
+				name := fmt.Sprintf("%s/%dB/%d", cfg.Mode(), size, sc.senders)
+				if sc.batch > 1 {
+					name += fmt.Sprintf("x%d", sc.batch)
+				}
+				b.Run(name, func(b *testing.B) {
 					cfg.Count, cfg.Dir = b.N, b.TempDir()
 					r, err := bench.Throughput(context.Background(), cfg)
 					if err != nil {
