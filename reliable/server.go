@@ -248,19 +248,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
 
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.wg.Done()
 		return // the upgrader answered with an HTTP error
 	}
-	if ws.Subprotocol() != protocol.Subprotocol {
-		closeRaw(ws, protocol.CloseUnsupported, "subprotocol "+protocol.Subprotocol+" required", s.opts.HeartbeatTimeout)
-		return
-	}
-	ws.SetReadLimit(s.opts.MaxMessageSize)
-	sess := &session{srv: s, ws: ws, identity: identity, log: s.log}
-	sess.serve()
+	// The session runs on a goroutine of its own, and ServeHTTP returns:
+	// net/http's connection goroutine then ends, and with it the request,
+	// its stack and the connection's write buffer, which an idle session
+	// has no use for (writes borrow from the upgrader's pool). The session
+	// holds the count on s.wg that Shutdown and Close wait for.
+	go func() {
+		defer s.wg.Done()
+		if ws.Subprotocol() != protocol.Subprotocol {
+			closeRaw(ws, protocol.CloseUnsupported, "subprotocol "+protocol.Subprotocol+" required", s.opts.HeartbeatTimeout)
+			return
+		}
+		ws.SetReadLimit(s.opts.MaxMessageSize)
+		sess := &session{srv: s, ws: ws, identity: identity, log: s.log}
+		sess.serve()
+	}()
 }
 
 // Shutdown stops accepting connections, closes every session with

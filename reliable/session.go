@@ -17,9 +17,12 @@ import (
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
-// session is one client connection on the server. Its goroutines: the
-// ServeHTTP goroutine reads, a delivery goroutine calls the handler, and
-// the wsconn writer writes.
+// session is one client connection on the server. Its goroutines: the one
+// ServeHTTP starts reads; a delivery goroutine, started when input arrives
+// and ended once everything queued is handled, committed and acknowledged,
+// calls the handler; a timer repeats the latest ack while the session is
+// idle; and wsconn writes (also only while there is something to write).
+// An idle session thus keeps one goroutine, its reader.
 type session struct {
 	srv      *Server
 	ws       *websocket.Conn
@@ -36,13 +39,18 @@ type session struct {
 	// pending counts data frames read and not yet handled by the delivery
 	// loop; the in-flight window (ServerOptions.MaxInFlight) bounds it.
 	pending atomic.Int64
+
+	// released is set when the peer's turn has been given back. The
+	// delivering goroutine sets it if delivery fails; serve reads it
+	// after waiting for delivery to end.
+	released bool
 }
 
 // goAway closes the session with code; safe from any goroutine, before or
 // after the session's connection exists. Server.mu must be held.
 func (ss *session) goAway(code protocol.CloseCode, reason string) {
 	if ss.conn != nil {
-		// The session's own ServeHTTP holds a count on wg, so this Add is safe.
+		// The session's goroutine holds a count on wg, so this Add is safe.
 		ss.srv.wg.Go(func() { ss.conn.Close(code, reason) })
 	}
 	if ss.cancel != nil && code != protocol.CloseGoingAway {
@@ -140,14 +148,7 @@ func (ss *session) serve() {
 	case <-ss.conn.Done():
 		return
 	}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			p.turn <- struct{}{}
-		}
-	}
-	defer release()
+	defer ss.releaseTurn()
 
 	if p.stream != hello.Stream || p.wm == 0 {
 		wm, err := s.store.Watermark(hello.ClientID, hello.Stream)
@@ -175,18 +176,22 @@ func (ss *session) serve() {
 	}
 	log.Info("session started", "stream", hello.Stream.String(), "watermark", p.wm)
 
-	ss.in.ready = make(chan struct{}, 1)
-	delivered := make(chan struct{})
-	go func() {
-		defer close(delivered)
-		defer release()
-		ss.deliverLoop()
-	}()
+	ss.in.mu.Lock()
+	ss.in.idle = time.AfterFunc(s.opts.HeartbeatInterval, ss.repeatAck)
+	ss.in.mu.Unlock()
 	err = ss.readLoop()
 	ss.cancelIfStopped()
-	ss.in.close()
-	<-delivered
+	ss.endInput()
 	log.Info("session ended", "error", err)
+}
+
+// releaseTurn lets the next session of the client deliver. The caller owns
+// delivery, or it has ended.
+func (ss *session) releaseTurn() {
+	if !ss.released {
+		ss.released = true
+		ss.peer.turn <- struct{}{}
+	}
 }
 
 // cancelIfStopped ends the handler's context unless the server is shutting
@@ -260,13 +265,17 @@ func (ss *session) readLoop() error {
 			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
 			return errors.New("reliable: client exceeded its in-flight window")
 		}
-		ss.in.push(batch)
+		ss.push(batch)
 	}
 }
 
 // deliverLoop hands messages to the handler in order, commits the
 // watermark every AckBatch messages or whenever it runs out of input, and
-// acks only after the commit.
+// acks only after the commit. It runs while its goroutine owns delivery
+// (inbox.running) and returns once nothing is queued, having committed
+// and acknowledged everything it handled. If delivery fails, it commits
+// what was handled, stops delivery for the rest of the session and
+// releases the peer's turn.
 func (ss *session) deliverLoop() {
 	s, p := ss.srv, ss.peer
 	wm := ack.NewWatermark(p.wm)
@@ -296,19 +305,23 @@ func (ss *session) deliverLoop() {
 		_ = ss.conn.Write(protocol.Encode(frames...))
 		return true
 	}
-	defer flush()
-	for {
-		batch, ok, closed := ss.in.take()
-		if closed {
-			return
+	idle := false
+	defer func() {
+		if !idle {
+			flush()
+			ss.stopDelivery()
 		}
+	}()
+	for {
+		batch, ok := ss.take()
 		if !ok {
 			if !flush() {
 				return
 			}
-			if batch, ok = ss.awaitInput(); !ok {
+			if idle = ss.goIdle(); idle {
 				return
 			}
+			continue
 		}
 		for _, d := range batch {
 			switch wm.Check(d.Seq) {
@@ -343,74 +356,123 @@ func (ss *session) deliverLoop() {
 	}
 }
 
-// awaitInput waits for the next batch. While the session is idle it
-// repeats its latest ack every heartbeat interval: an ack lost on the way
-// (a faulty middlebox or peer) would otherwise leave the client waiting on
-// a healthy link forever.
-func (ss *session) awaitInput() ([]*protocol.Data, bool) {
-	t := time.NewTimer(ss.srv.opts.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		if b, ok, closed := ss.in.take(); ok || closed {
-			return b, ok
-		}
-		select {
-		case <-ss.in.ready:
-		case <-t.C:
-			if p := ss.peer; p.durable > 0 {
-				_ = ss.conn.Write(protocol.Encode(&protocol.Ack{Stream: p.stream, Seq: p.durable}))
-			}
-			t.Reset(ss.srv.opts.HeartbeatInterval)
-		}
-	}
-}
-
 // drain ends the session's handler context; the reader never blocks on
 // the delivery loop, so queued input can simply be abandoned.
 func (ss *session) drain() {
 	ss.cancel()
 }
 
-// inbox queues batches from the reader to the delivery loop. Unlike a
-// channel sized for the worst case, it holds memory only for what is
-// queued, which keeps idle sessions small. push never blocks; the reader
-// bounds the queue by the in-flight window.
+// inbox queues batches from the reader for delivery and says who delivers:
+// at most one goroutine at a time owns delivery (and with it the peer's
+// watermarks). push starts a delivery goroutine when input arrives and
+// none is running; it gives up ownership once the queue is empty. While
+// nobody owns delivery, the idle timer repeats the latest ack. Unlike a
+// channel sized for the worst case, the queue holds memory only for what
+// is queued. push never blocks; the reader bounds the queue by the
+// in-flight window.
 type inbox struct {
-	mu     sync.Mutex
-	q      [][]*protocol.Data
-	closed bool
-	ready  chan struct{} // capacity 1: something was pushed or closed
+	mu      sync.Mutex
+	q       [][]*protocol.Data
+	running bool        // a goroutine owns delivery
+	closed  bool        // the reader is done: what is queued is still delivered
+	stopped bool        // delivery failed: input is dropped
+	idle    *time.Timer // runs repeatAck; armed while nobody delivers
+	wg      sync.WaitGroup
 }
 
-func (b *inbox) push(batch []*protocol.Data) {
-	b.mu.Lock()
-	b.q = append(b.q, batch)
-	b.mu.Unlock()
-	notify(b.ready)
-}
-
-func (b *inbox) close() {
-	b.mu.Lock()
-	b.closed = true
-	b.mu.Unlock()
-	notify(b.ready)
-}
-
-// take returns the oldest batch (ok) or reports that the inbox is closed
-// and empty (closed); neither means "empty for now".
-func (b *inbox) take() (batch []*protocol.Data, ok, closed bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.q) == 0 {
-		if cap(b.q) > 64 {
-			b.q = nil // give back a burst's memory
-		}
-		return nil, false, b.closed
+// push queues a batch and starts a delivery goroutine unless one runs.
+// Only the reader calls it.
+func (ss *session) push(batch []*protocol.Data) {
+	in := &ss.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.stopped {
+		return
 	}
-	batch = b.q[0]
-	b.q[0] = nil
-	b.q = b.q[1:]
-	return batch, true, false
+	in.q = append(in.q, batch)
+	if !in.running {
+		in.running = true
+		in.idle.Stop()
+		in.wg.Go(ss.deliverLoop)
+	}
+}
+
+// take returns the oldest batch, or false if the queue is empty.
+func (ss *session) take() ([]*protocol.Data, bool) {
+	in := &ss.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.q) == 0 {
+		return nil, false
+	}
+	batch := in.q[0]
+	in.q[0] = nil
+	in.q = in.q[1:]
+	return batch, true
+}
+
+// goIdle gives up delivery if nothing is queued, arming the idle timer
+// unless the input has ended, and reports whether it did.
+func (ss *session) goIdle() bool {
+	in := &ss.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.q) > 0 {
+		return false
+	}
+	in.q = nil // give back a burst's memory
+	in.running = false
+	if !in.closed {
+		in.idle.Reset(ss.srv.opts.HeartbeatInterval)
+	}
+	return true
+}
+
+// stopDelivery ends delivery for the rest of the session after a failure
+// and lets the client's next session deliver. The caller owns delivery.
+func (ss *session) stopDelivery() {
+	in := &ss.in
+	in.mu.Lock()
+	in.stopped = true
+	in.running = false
+	in.q = nil
+	in.idle.Stop()
+	in.mu.Unlock()
+	ss.releaseTurn()
+}
+
+// endInput tells delivery that the reader is done and waits until what
+// was queued is delivered (or abandoned) and committed.
+func (ss *session) endInput() {
+	in := &ss.in
+	in.mu.Lock()
+	in.closed = true
+	in.idle.Stop()
+	in.mu.Unlock()
+	in.wg.Wait()
+}
+
+// repeatAck is the idle timer's function. While the session is idle it
+// repeats its latest ack every heartbeat interval: an ack lost on the way
+// (a faulty middlebox or peer) would otherwise leave the client waiting on
+// a healthy link forever.
+func (ss *session) repeatAck() {
+	in := &ss.in
+	in.mu.Lock()
+	if in.running || in.closed || in.stopped {
+		in.mu.Unlock()
+		return
+	}
+	in.running = true
+	in.wg.Add(1)
+	in.mu.Unlock()
+	defer in.wg.Done()
+	if p := ss.peer; p.durable > 0 {
+		_ = ss.conn.Write(protocol.Encode(&protocol.Ack{Stream: p.stream, Seq: p.durable}))
+	}
+	if !ss.goIdle() {
+		ss.deliverLoop() // input arrived meanwhile
+	}
 }
 
 // deliver calls the handler until it accepts or rejects d, retrying other

@@ -22,6 +22,11 @@ const (
 	// maxLineBytes is the longest stdin line: the client's default
 	// message size limit.
 	maxLineBytes = 1 << 20
+	// maxBatchLines and maxBatchBytes bound the lines queued by one
+	// SendBatch (one commit): enough to amortise an fsync, small enough
+	// that the store's group commit limit is never the one that splits.
+	maxBatchLines = 1024
+	maxBatchBytes = 1 << 20
 	// failDrainTimeout bounds the attempt to deliver what was queued
 	// before send exits on an error, unless -wait is given.
 	failDrainTimeout = 10 * time.Second
@@ -133,49 +138,95 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return exitFail
 	}
 
-	lines := make(chan lineItem, 64)
+	lines := make(chan lineItem, maxBatchLines)
 	readerDone := make(chan struct{})
 	defer close(readerDone)
 	go readLines(stdin, maxLineBytes, lines, readerDone)
 
-	queued := 0
-read:
-	for {
-		select {
-		case it, ok := <-lines:
-			if !ok {
-				break read
-			}
-			if it.err != nil {
-				return failAfterDrain("reading stdin: %v", it.err)
-			}
-			r, err := c.Send(ctx, it.line)
-			switch {
-			case err == nil:
-			case ctx.Err() != nil:
-				return interrupted(ctx, c, storePath, logf)
-			case errors.Is(err, reliable.ErrDiskFull):
-				return failAfterDrain("disk full: line %d not queued: %v", it.n, err)
-			case errors.Is(err, reliable.ErrStopped):
-				logf("client stopped, line %d not queued: %v", it.n, err)
-				return exitFail
-			default:
-				return failAfterDrain("line %d not queued: %v", it.n, err)
-			}
-			queued++
-			if rw != nil {
-				text, b64 := payloadFields(it.line)
-				line := encodeLine(receiptLine{Event: "queued", ID: r.ID().String(), Seq: r.Seq(), Payload: text, PayloadB64: b64})
-				if err := out.writeLine(line); err != nil {
-					return failAfterDrain("writing receipts to stdout: %v", err)
+	// Each round queues every line already read, up to maxBatchLines and
+	// maxBatchBytes, with one SendBatch: one fsync for all of them. A line
+	// typed alone is queued alone, as soon as it arrives.
+	var (
+		batch   []lineItem
+		msgs    []reliable.OutgoingMessage
+		pending *lineItem // a read error met while filling a batch
+		eof     bool
+		queued  int
+	)
+	for !eof {
+		var first lineItem
+		if pending != nil {
+			first, pending = *pending, nil
+		} else {
+			select {
+			case it, ok := <-lines:
+				if !ok {
+					eof = true
+					continue
 				}
-				rw.add(r)
+				first = it
+			case <-stopped:
+				logf("%v", c.Err())
+				return exitFail
+			case <-ctx.Done():
+				return interrupted(ctx, c, storePath, logf)
 			}
-		case <-stopped:
-			logf("%v", c.Err())
-			return exitFail
-		case <-ctx.Done():
+		}
+		if first.err != nil {
+			return failAfterDrain("reading stdin: %v", first.err)
+		}
+		batch = append(batch[:0], first)
+		size := len(first.line)
+	fill:
+		for len(batch) < maxBatchLines && size < maxBatchBytes {
+			select {
+			case it, ok := <-lines:
+				switch {
+				case !ok:
+					eof = true
+					break fill
+				case it.err != nil:
+					pending = &it
+					break fill
+				}
+				batch = append(batch, it)
+				size += len(it.line)
+			default:
+				break fill
+			}
+		}
+		msgs = msgs[:0]
+		for _, it := range batch {
+			msgs = append(msgs, reliable.OutgoingMessage{Payload: it.line})
+		}
+		what := fmt.Sprintf("line %d", batch[0].n)
+		if len(batch) > 1 {
+			what = fmt.Sprintf("lines %d-%d", batch[0].n, batch[len(batch)-1].n)
+		}
+		rs, err := c.SendBatch(ctx, msgs)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
 			return interrupted(ctx, c, storePath, logf)
+		case errors.Is(err, reliable.ErrDiskFull):
+			return failAfterDrain("disk full: %s not queued: %v", what, err)
+		case errors.Is(err, reliable.ErrStopped):
+			logf("client stopped, %s not queued: %v", what, err)
+			return exitFail
+		default:
+			return failAfterDrain("%s not queued: %v", what, err)
+		}
+		queued += len(rs)
+		if rw == nil {
+			continue
+		}
+		for i, r := range rs {
+			text, b64 := payloadFields(batch[i].line)
+			line := encodeLine(receiptLine{Event: "queued", ID: r.ID().String(), Seq: r.Seq(), Payload: text, PayloadB64: b64})
+			if err := out.writeLine(line); err != nil {
+				return failAfterDrain("writing receipts to stdout: %v", err)
+			}
+			rw.add(r)
 		}
 	}
 

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -219,6 +220,31 @@ func BenchmarkSend(b *testing.B) {
 					b.ReportMetric(r.MsgsPerSec(), "msgs/s")
 				})
 			}
+		}
+	}
+}
+
+// TestPipe runs the CLI pipe scenario on a small input, with the
+// wsreliable command built from this module; Pipe itself fails on a line
+// lost, doubled or out of order.
+func TestPipe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the wsreliable command")
+	}
+	ctx := testContext(t)
+	dir := t.TempDir()
+	cli := filepath.Join(dir, "wsreliable")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", cli, "../../cmd/wsreliable").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	const lines = 3000
+	r, err := bench.Pipe(ctx, bench.PipeConfig{Lines: lines, CLI: cli, Dir: dir}, bench.Launcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, run := range map[string]bench.PipeRun{"raw": r.Raw, "wsreliable": r.Ours} {
+		if run.Lines != lines || run.Took <= 0 {
+			t.Errorf("%s pipe: %+v, want %d lines", name, run, lines)
 		}
 	}
 }

@@ -80,7 +80,9 @@ type childStatus struct {
 	NoFile     uint64         `json:"nofile,omitempty"`
 }
 
-func (l Launcher) start(ctx context.Context, args ...string) (*child, error) {
+// command returns the command that runs this program in child mode with
+// args.
+func (l Launcher) command(ctx context.Context, args ...string) (*exec.Cmd, error) {
 	path := l.Path
 	if path == "" {
 		p, err := os.Executable()
@@ -92,6 +94,14 @@ func (l Launcher) start(ctx context.Context, args ...string) (*child, error) {
 	argv := append(append(slices.Clone(l.Args), ChildArg), args...)
 	cmd := exec.CommandContext(ctx, path, argv...)
 	cmd.Env = append(os.Environ(), ChildEnv+"=1")
+	return cmd, nil
+}
+
+func (l Launcher) start(ctx context.Context, args ...string) (*child, error) {
+	cmd, err := l.command(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
 	cmd.Stderr = l.Stderr
 	if cmd.Stderr == nil {
 		cmd.Stderr = os.Stderr
@@ -106,7 +116,7 @@ func (l Launcher) start(ctx context.Context, args ...string) (*child, error) {
 		return nil, fmt.Errorf("bench: child stdout: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bench: start child %s: %w", path, err)
+		return nil, fmt.Errorf("bench: start child %s: %w", cmd.Path, err)
 	}
 	c := &child{cmd: cmd, in: in, lines: make(chan string, 16), ctx: ctx}
 	go func() {
@@ -183,6 +193,10 @@ func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "bench child: missing mode (server or clients)")
 		return 2
+	}
+	switch args[0] {
+	case pipeServerMode, pipeClientMode:
+		return runPipeChild(ctx, args, stdin, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("bench child "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -16,7 +16,7 @@ import (
 )
 
 // Scenario names accepted by -scenarios.
-var allScenarios = []string{"throughput", "latency", "memory", "recovery", "storm"}
+var allScenarios = []string{"throughput", "latency", "memory", "recovery", "storm", "pipe"}
 
 // Sizes and sender configurations of the throughput matrix. Latency runs
 // the one-client configurations with at most 16 senders; 256 senders on one
@@ -31,8 +31,11 @@ const usage = `Usage: wsreliable bench [flags]
 Runs the raw gorilla/websocket baseline and wsreliable side by side on this
 machine (127.0.0.1 only) and prints Markdown tables with the ratios:
 throughput and latency (64 B, 256 B, 4 KiB; 1 and 16 senders; fsync and
-NoSync), idle memory per connection, backlog recovery and a reconnect storm.
-The memory and storm scenarios re-run this program as child processes.
+NoSync), idle memory per connection, backlog recovery, a reconnect storm and
+the CLI as a pipe (send into serve, against a raw gorilla pipe). The memory,
+storm and pipe scenarios re-run this program as child processes; the pipe
+scenario runs this program's serve and send commands unless -cli names
+another wsreliable executable.
 
 Flags:
 `
@@ -67,6 +70,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	idle := fs.Int("idle-clients", 0, "idle connections for the memory scenario (0: 10,000; 1,000 with -quick)")
 	stormN := fs.Int("storm-clients", 0, "clients for the storm scenario (0: 5,000; 500 with -quick)")
 	backlog := fs.Int("backlog", 0, "messages for the recovery scenario (0: 100,000; 10,000 with -quick)")
+	pipeLines := fs.Int("pipe-lines", 0, "lines of 256 B for the pipe scenario (0: 200,000; 20,000 with -quick)")
+	cli := fs.String("cli", "", "wsreliable executable for the pipe scenario (default: this program)")
 	dir := fs.String("dir", "", "directory for temporary store files (default: the system temp dir); put it on the disk you mean to measure")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -80,8 +85,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if *duration < 0 || *idle < 0 || *stormN < 0 || *backlog < 0 {
-		fmt.Fprintln(stderr, "wsreliable bench: -duration, -idle-clients, -storm-clients and -backlog must not be negative")
+	if *duration < 0 || *idle < 0 || *stormN < 0 || *backlog < 0 || *pipeLines < 0 {
+		fmt.Fprintln(stderr, "wsreliable bench: -duration, -idle-clients, -storm-clients, -backlog and -pipe-lines must not be negative")
 		return 2
 	}
 	want := map[string]bool{}
@@ -151,6 +156,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			hz = 500 * time.Millisecond
 		}
 		rn.storm(pick(*stormN, 5_000, 500), hz)
+	}
+	if want["pipe"] {
+		rn.pipe(pick(*pipeLines, 200_000, 20_000), *cli)
 	}
 	rn.report.Took = time.Since(start)
 	if ctx.Err() != nil {
@@ -378,6 +386,18 @@ func (rn *runner) storm(n int, healthy time.Duration) {
 	}
 	rn.report.Storm = &s
 	fmt.Fprintf(rn.log, "  down %s; all reconnected after %s, caught up after %s; %d failed handshakes, %d refused\n", ms(s.Down), ms(s.Reconnected), ms(s.CaughtUp), s.FailedHandshakes, s.Refused)
+}
+
+func (rn *runner) pipe(lines int, cli string) {
+	fmt.Fprintf(rn.log, "CLI pipe (%d lines)\n", lines)
+	r, err := Pipe(rn.ctx, PipeConfig{Lines: lines, CLI: cli, Dir: rn.dir}, rn.launcher)
+	if err != nil {
+		rn.fail("pipe", err)
+		return
+	}
+	rn.report.Pipe = &r
+	fmt.Fprintf(rn.log, "  raw gorilla %s (%s lines/s), wsreliable %s (%s lines/s), ratio %.2f\n",
+		ms(r.Raw.Took), rate(r.Raw.LinesPerSec()), ms(r.Ours.Took), rate(r.Ours.LinesPerSec()), r.Ratio())
 }
 
 // lockedWriter serialises writes to w.

@@ -84,6 +84,7 @@ type Report struct {
 	// with (durable, same size, 16 senders on one client).
 	SteadyRate float64
 	Storm      *StormResult
+	Pipe       *PipeResult
 	Notes      []string
 	Errors     []string
 }
@@ -271,6 +272,26 @@ func (r *Report) WriteMarkdown(w io.Writer, chart string) error {
 		}
 		for _, n := range s.Notes {
 			p("\n**NOTE:** %s\n", n)
+		}
+		p("\n")
+	}
+	if pr := r.Pipe; pr != nil {
+		c := pr.Config
+		p("## CLI as a pipe\n\n")
+		p("%s lines of %s (plus newline) from a file into the sender's stdin, out of the receiver's stdout as one JSON line each (`{\"client\",\"id\",\"seq\",\"payload\"}`, the same bytes for both). Timed from the sender's start until it exited and every line had come out; the output is checked line by line (each input line once, in order). wsreliable: `wsreliable send -url … -data …` into `wsreliable serve` (fsync on both sides, the default; send queues the lines it has read with one SendBatch per round, serve writes a client's lines before each watermark commit). Raw: a gorilla client writing one message per line into a gorilla server that prints each, flushing when no message waits; no acknowledgement, no disk.\n\n",
+			groupDigits(int64(c.Lines)), sizeName(c.Size))
+		p("| pipe | lines | time | lines/s | MB/s (input) | ratio |\n")
+		p("|---|--:|--:|--:|--:|--:|\n")
+		for _, x := range []struct {
+			name string
+			run  PipeRun
+		}{{"raw gorilla", pr.Raw}, {"wsreliable send \\| serve", pr.Ours}} {
+			ratio := "1"
+			if x.run != pr.Raw {
+				ratio = fmt.Sprintf("%.3f", pr.Ratio())
+			}
+			p("| %s | %s | %s | %s | %.2f | %s |\n", x.name, groupDigits(int64(x.run.Lines)), ms(x.run.Took),
+				rate(x.run.LinesPerSec()), x.run.LinesPerSec()*float64(c.Size+1)/1e6, ratio)
 		}
 		p("\n")
 	}

@@ -3,6 +3,13 @@
 // writer goroutine (owned here), a deadline on every write, a read deadline
 // pushed forward by every frame received (data, ping or pong), and pings at
 // a fixed interval, so a half-open link is found within interval + timeout.
+//
+// An idle connection holds no goroutine of its own, which matters to a
+// server with many of them: the writer goroutine runs only while messages
+// wait to be written (it starts on Write and exits when the queue is
+// empty), and each ping is written by a timer's function. Pings are
+// control frames, which gorilla lets one goroutine write while another
+// writes a message.
 package wsconn
 
 import (
@@ -45,18 +52,22 @@ type Conn struct {
 	cfg     Config
 	out     chan []byte
 	done    chan struct{}
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // the writer and a ping being written
 	once    sync.Once
-	mu      sync.Mutex
-	err     error
 	rtt     atomic.Int64
 	closing atomic.Bool
-	linger  *time.Timer
 	epoch   time.Time
+
+	mu      sync.Mutex
+	closed  bool        // done is closed: no writer or ping starts any more
+	writing bool        // the writer goroutine is running
+	ping    *time.Timer // writes the next ping; stopped when closed
+	err     error
+	linger  *time.Timer
 }
 
-// New takes over ws and starts its writer goroutine. The caller must not
-// use ws afterwards except through the returned Conn.
+// New takes over ws and starts its ping timer. The caller must not use ws
+// afterwards except through the returned Conn.
 func New(ws *websocket.Conn, cfg Config) *Conn {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 5 * time.Second
@@ -95,7 +106,9 @@ func New(ws *websocket.Conn, cfg Config) *Conn {
 		}
 		return nil
 	})
-	c.wg.Go(c.writeLoop)
+	c.mu.Lock()
+	c.ping = time.AfterFunc(cfg.PingInterval, c.sendPing)
+	c.mu.Unlock()
 	return c
 }
 
@@ -136,9 +149,9 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 // ErrTextMessage reports a text message on a binary-only connection.
 var ErrTextMessage = errors.New("wsconn: text message on a binary protocol")
 
-// Write queues msg for the writer goroutine, blocking while the queue is
-// full. The connection owns msg afterwards. It returns ErrClosed once the
-// connection is closing.
+// Write queues msg for the writer goroutine, starting it if it is not
+// running, and blocks while the queue is full. The connection owns msg
+// afterwards. It returns ErrClosed once the connection is closing.
 func (c *Conn) Write(msg []byte) error {
 	select {
 	case <-c.done:
@@ -147,10 +160,19 @@ func (c *Conn) Write(msg []byte) error {
 	}
 	select {
 	case c.out <- msg:
-		return nil
 	case <-c.done:
 		return ErrClosed
 	}
+	// Whoever fills the empty queue starts the writer: a writer that
+	// found the queue empty has cleared writing under mu before this
+	// check, or finds msg in its own check after it.
+	c.mu.Lock()
+	if !c.writing && !c.closed {
+		c.writing = true
+		c.wg.Go(c.writeLoop)
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 // Done is closed when the connection starts closing, for whatever reason.
@@ -163,10 +185,9 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
+// writeLoop writes queued messages until the queue is empty or the
+// connection closes.
 func (c *Conn) writeLoop() {
-	ping := time.NewTicker(c.cfg.PingInterval)
-	defer ping.Stop()
-	var stamp [8]byte
 	for {
 		select {
 		case msg := <-c.out:
@@ -175,15 +196,38 @@ func (c *Conn) writeLoop() {
 				c.fail(err)
 				return
 			}
-		case <-ping.C:
-			binary.BigEndian.PutUint64(stamp[:], uint64(time.Since(c.epoch)))
-			if err := c.ws.WriteControl(websocket.PingMessage, stamp[:], time.Now().Add(c.cfg.Timeout)); err != nil {
-				c.fail(err)
-				return
-			}
+			continue
 		case <-c.done:
 			return
+		default:
 		}
+		c.mu.Lock()
+		if len(c.out) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
+// sendPing is the ping timer's function: it schedules the next ping, one
+// interval after this one was due, and writes this one, stamped with the
+// time since the connection opened so that the pong yields the RTT.
+func (c *Conn) sendPing() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.ping.Reset(c.cfg.PingInterval)
+	c.wg.Add(1)
+	c.mu.Unlock()
+	defer c.wg.Done()
+	var stamp [8]byte
+	binary.BigEndian.PutUint64(stamp[:], uint64(time.Since(c.epoch)))
+	if err := c.ws.WriteControl(websocket.PingMessage, stamp[:], time.Now().Add(c.cfg.Timeout)); err != nil {
+		c.fail(err)
 	}
 }
 
@@ -197,6 +241,8 @@ func (c *Conn) shutdown(err error, closeFrame []byte) {
 	c.once.Do(func() {
 		c.mu.Lock()
 		c.err = err
+		c.closed = true
+		c.ping.Stop()
 		c.mu.Unlock()
 		close(c.done)
 		if closeFrame == nil {
@@ -221,7 +267,7 @@ func (c *Conn) shutdown(err error, closeFrame []byte) {
 }
 
 // Close sends a close frame with code and reason and waits for the writer
-// goroutine. The socket is closed when the peer answers (the reader then
+// goroutine and a ping being written. The socket is closed when the peer answers (the reader then
 // sees the close) or after the timeout, whichever is first; call Abort once
 // the reader is done to release it at once. Messages still queued are
 // dropped. Close is idempotent.
@@ -241,7 +287,7 @@ func (c *Conn) Close(code protocol.CloseCode, reason string) {
 }
 
 // Abort closes the socket (without a close frame if none was sent yet) and
-// waits for the writer. It is safe after Close.
+// waits for the writer and a ping being written. It is safe after Close.
 func (c *Conn) Abort(err error) {
 	c.shutdown(err, nil)
 	c.wg.Wait()
