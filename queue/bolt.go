@@ -67,9 +67,18 @@ type Bolt struct {
 	closeErr  error
 
 	// stMu guards the committed outbox state, written by the writer after
-	// each commit and read by Stats.
+	// each commit and read by Stats, and the acks not yet committed.
 	stMu  sync.Mutex
 	state state
+	// ackTo is the highest sequence acked (>= state.acked); the entries
+	// state.acked+1..ackTo, of ackBytes in all, are deleted by the
+	// writer's next commit. Until then they count as gone everywhere but
+	// in the file.
+	ackTo    uint64
+	ackBytes int64
+	ackMu    sync.Mutex    // serialises Ack
+	wake     chan struct{} // capacity 1: an ack is waiting to be committed
+	ackDelay atomic.Int64  // time.Duration: see defaultAckDelay
 
 	// Writer goroutine only.
 	compactedSize int64 // file size after the last compaction
@@ -142,8 +151,11 @@ func Open(path string, opts *Options) (*Bolt, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		state:   st,
+		ackTo:   st.acked,
+		wake:    make(chan struct{}, 1),
 	}
 	b.limit = newLimiter(&o, b.closing, st.messages(), st.bytes)
+	b.ackDelay.Store(int64(defaultAckDelay))
 	go b.run()
 	b.log.Info("queue: opened", "path", path, "client_id", meta.ClientID,
 		"stream", meta.Stream.String(), "messages", st.messages(), "last_seq", st.last)
@@ -494,6 +506,12 @@ func (b *Bolt) AppendBatch(ctx context.Context, entries []Entry) (uint64, error)
 // or maxBytes <= 0 means no limit of that kind. Read does not wait for the
 // writer.
 func (b *Bolt) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
+	// Acked entries may still be in the file until their delete commits.
+	b.stMu.Lock()
+	if from <= b.ackTo {
+		from = b.ackTo + 1
+	}
+	b.stMu.Unlock()
 	var out []Entry
 	err := b.view(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(bucketOutbox)
@@ -532,23 +550,69 @@ func (b *Bolt) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
 	return out, nil
 }
 
-// Ack deletes every entry with Seq <= upTo and records upTo as acked, in
-// the writer's next batch. Acking an already acked sequence is a no-op; an
-// upTo beyond the last assigned sequence acks up to the last assigned one,
-// so entries appended later are never taken as acked. When the outbox is
-// empty afterwards and the file is larger than CompactSize, the writer
-// compacts the file after answering.
+// Ack marks every entry with Seq <= upTo as acknowledged: Stats, the
+// limits and Read's callers see them gone at once, and the writer deletes
+// them in its next commit, alongside the next appends or, when none come
+// within 50 ms, on their own. That commit is synced like any other: a
+// crash before it brings the entries back, to be sent again and dropped
+// by the receiver's watermark, but never damages the file. Acking an
+// already acked sequence is a no-op; an upTo beyond the last assigned
+// sequence acks up to the last assigned one, so entries appended later
+// are never taken as acked. When the outbox is empty afterwards and the
+// file is larger than CompactSize, the writer compacts it.
 func (b *Bolt) Ack(ctx context.Context, upTo uint64) error {
 	if b.isClosed() {
 		return ErrClosed
 	}
+	b.ackMu.Lock()
+	defer b.ackMu.Unlock()
 	b.stMu.Lock()
-	acked := b.state.acked
+	from, to := b.ackTo, min(upTo, b.state.last)
 	b.stMu.Unlock()
-	if upTo <= acked {
+	if to <= from {
 		return nil
 	}
-	return b.submit(ctx, "ack", &request{kind: reqAck, seq: upTo, done: make(chan struct{})})
+	// The writer deletes only up to ackTo, so these entries stay put.
+	size, err := b.sizeBetween(from, to)
+	if err != nil {
+		return b.wrap("ack", err)
+	}
+	b.stMu.Lock()
+	b.ackTo = to
+	b.ackBytes += size
+	b.stMu.Unlock()
+	b.limit.release(int(to-from), size)
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// sizeBetween returns the entrySize sum of the entries with
+// from < Seq <= to. An undecodable entry counts 0, as deleteUpTo counts it.
+func (b *Bolt) sizeBetween(from, to uint64) (int64, error) {
+	var total int64
+	err := b.view(func(tx *bolt.Tx) error {
+		ob := tx.Bucket(bucketOutbox)
+		if ob == nil {
+			return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketOutbox)
+		}
+		c := ob.Cursor()
+		for k, v := c.Seek(seqKey(from + 1)); k != nil; k, v = c.Next() {
+			if len(k) != 8 {
+				return fmt.Errorf("%w: outbox key %x", ErrCorrupt, k)
+			}
+			if binary.BigEndian.Uint64(k) > to {
+				break
+			}
+			if size, err := storedSize(v); err == nil {
+				total += size
+			}
+		}
+		return nil
+	})
+	return total, err
 }
 
 // Watermark returns the highest sequence of (peer, stream) delivered
@@ -630,15 +694,16 @@ func (b *Bolt) Bind(ctx context.Context, peer, identity string) error {
 	})
 }
 
-// Stats returns a snapshot of the outbox as last committed. It never
-// blocks on the writer.
+// Stats returns a snapshot of the outbox as last committed, less the
+// entries acked since (FileSize still holds them until their delete is
+// committed). It never blocks on the writer.
 func (b *Bolt) Stats() Stats {
 	b.stMu.Lock()
-	st := b.state
+	st, ackTo, ackBytes := b.state, b.ackTo, b.ackBytes
 	b.stMu.Unlock()
-	s := Stats{Messages: st.messages(), Bytes: st.bytes, LastSeq: st.last, Acked: st.acked}
+	s := Stats{Messages: int(st.last - ackTo), Bytes: max(st.bytes-ackBytes, 0), LastSeq: st.last, Acked: ackTo}
 	if s.Messages > 0 {
-		s.FirstSeq = st.acked + 1
+		s.FirstSeq = ackTo + 1
 	}
 	if fi, err := os.Stat(b.path); err == nil {
 		s.FileSize = fi.Size()

@@ -14,6 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/wsreliable/wsreliable/internal/testkit"
 	"github.com/wsreliable/wsreliable/protocol"
 	"github.com/wsreliable/wsreliable/queue"
 )
@@ -358,6 +359,40 @@ func TestBoltGroupCommit(t *testing.T) {
 	}
 }
 
+// TestBoltAckRidesAlong: acks cost no commit of their own when appends
+// follow; with none, the deletes are committed alone after the delay, or
+// by Close.
+func TestBoltAckRidesAlong(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, nil)
+	queue.SetAckDelay(b, time.Hour)
+	ctx := testCtx(t)
+	for i := range 10 {
+		mustAppend(t, b, entry(i))
+		if err := b.Ack(ctx, uint64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := queue.Commits(b); c != 10 {
+		t.Errorf("10 appends, each followed by an ack, took %d commits, want 10", c)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openBolt(t, path, nil)
+	if st := b.Stats(); st.Acked != 10 || st.Messages != 0 {
+		t.Errorf("reopened: Stats = %+v, want the last ack committed by Close", st)
+	}
+
+	queue.SetAckDelay(b, time.Millisecond)
+	mustAppend(t, b, entry(11))
+	if err := b.Ack(ctx, 11); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return queue.Commits(b) == 2 },
+		"the lone ack's delete committed after the idle delay")
+}
+
 func TestBoltMaxBatch(t *testing.T) {
 	b := openBolt(t, tempPath(t), &queue.Options{MaxBatch: 1})
 	var wg sync.WaitGroup
@@ -394,11 +429,6 @@ func TestBoltFailedCommit(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
-		if err := b.Ack(ctx, 1); !errors.Is(err, errFsync) {
-			t.Errorf("Ack in failing batch = %v", err)
-		}
-	})
-	wg.Go(func() {
 		if err := b.SetWatermark(ctx, "p", protocol.StreamID{1}, 9); !errors.Is(err, errFsync) {
 			t.Errorf("SetWatermark in failing batch = %v", err)
 		}
@@ -416,6 +446,27 @@ func TestBoltFailedCommit(t *testing.T) {
 	}
 	if got := seqs(mustRead(t, b, 0, 0, 0)); !slices.Equal(got, []uint64{1}) {
 		t.Errorf("Read after failed commits = %v, want [1]", got)
+	}
+
+	// An ack needs no commit of its own to take effect; a delete commit
+	// that fails is retried, and Close commits what is left.
+	queue.SetFailCommit(b, func() error { return errFsync })
+	if err := b.Ack(ctx, 1); err != nil {
+		t.Fatalf("Ack while commits fail: %v", err)
+	}
+	if st := b.Stats(); st.Acked != 1 || st.Messages != 0 || st.Bytes != 0 {
+		t.Errorf("Stats after Ack = %+v, want entry 1 acked", st)
+	}
+	if got := seqs(mustRead(t, b, 0, 0, 0)); len(got) != 0 {
+		t.Errorf("Read after Ack = %v, want nothing", got)
+	}
+	queue.SetFailCommit(b, nil)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openBolt(t, path, nil)
+	if st := b.Stats(); st.Acked != 1 || st.Messages != 0 || st.LastSeq != 1 {
+		t.Errorf("reopened after Ack and Close: %+v, want entry 1 deleted", st)
 	}
 	// The failed appends released their room in the limits.
 	for i := range 99 {
@@ -508,10 +559,13 @@ func TestBoltCompactionShrinksFile(t *testing.T) {
 	if err := b.Ack(ctx, st.LastSeq); err != nil {
 		t.Fatal(err)
 	}
-	// The writer compacts after answering the Ack; the next write waits
-	// for it.
-	if err := b.Bind(ctx, "sync", "point"); err != nil {
-		t.Fatal(err)
+	// The commit that deletes the acked entries (alone after a short
+	// idle delay, or with the next write) compacts right after it
+	// answers; a write after that waits for the compaction.
+	for _, peer := range []string{"sync1", "sync2"} {
+		if err := b.Bind(ctx, peer, "point"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st = b.Stats()
 	t.Logf("after ack: file %d bytes", st.FileSize)

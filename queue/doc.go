@@ -22,8 +22,12 @@
 //
 // # Group commit
 //
-// A [Bolt] owns one writer goroutine. Append, Ack, SetWatermark and Bind
-// hand their write to it and wait. The writer takes one write, then every
+// A [Bolt] owns one writer goroutine. Append, SetWatermark and Bind hand
+// their write to it and wait. Ack only records the acknowledgement (it
+// takes effect at once for Stats, Read's callers and the limits); the
+// writer deletes the entries in its next commit, or on its own after a
+// short idle delay, so deletes ride along with appends instead of costing
+// a commit each. The writer takes one write, then every
 // write already waiting, up to Options.MaxBatch writes and
 // Options.MaxBatchBytes entry bytes, and commits them in one bbolt
 // transaction, which is one fsync. Under load many callers therefore share
@@ -41,8 +45,10 @@
 // returned Append survives a power cut. With Options.NoSync the commit
 // skips fsync: a returned Append then survives a crash of the process (the
 // data is in the kernel's page cache) but not a power cut or kernel crash,
-// where the last commits may be lost (bbolt's meta pages keep the file
-// itself consistent).
+// where the last commits may be lost and, as bbolt's documentation warns
+// for NoSync, the file itself may be damaged: the kernel may write a
+// commit's meta page before the pages it points to. The default never
+// skips fsync, not even for deletes.
 //
 // # Limits
 //

@@ -1,5 +1,7 @@
 package queue
 
+import "time"
+
 // Commits returns the number of write transactions b has committed.
 func Commits(b *Bolt) int64 { return b.commits.Load() }
 
@@ -12,3 +14,7 @@ func SetFailCommit(b *Bolt, fn func() error) {
 	}
 	b.testFailCommit.Store(&fn)
 }
+
+// SetAckDelay sets how long b's acked entries wait for an append to share
+// their delete commit.
+func SetAckDelay(b *Bolt, d time.Duration) { b.ackDelay.Store(int64(d)) }

@@ -17,7 +17,6 @@ type reqKind uint8
 
 const (
 	reqAppend reqKind = iota + 1
-	reqAck
 	reqWatermark
 	reqBind
 	reqCompact
@@ -31,7 +30,7 @@ type request struct {
 	value  []byte   // identity
 	values [][]byte // encoded entries of an append
 	size   int64    // entrySize of an append
-	seq    uint64   // ack: upTo; watermark: value; append: assigned sequence
+	seq    uint64   // watermark: value; append: assigned sequence
 	err    error
 	done   chan struct{}
 }
@@ -53,23 +52,55 @@ func (b *Bolt) submit(ctx context.Context, op string, r *request) error {
 	return r.err
 }
 
+// defaultAckDelay is how long acked entries wait for an append to share
+// their delete commit before the writer commits the delete on its own.
+const defaultAckDelay = 50 * time.Millisecond
+
 // run is the writer goroutine. b.reqs is unbuffered, so callers waiting to
 // send are the queue: after taking the first request the writer drains
 // every sender already waiting (up to MaxBatch requests and MaxBatchBytes)
 // without blocking, and commits them in one transaction. Because a send
 // completes only while the writer receives, no request can slip in after
 // the writer has exited; its senders see b.closing instead.
+//
+// Every commit also deletes the entries acked since the last one. Acks
+// that find the writer idle wait b.ackDelay for company, then are committed
+// alone; so are those left when the store closes.
 func (b *Bolt) run() {
 	defer close(b.done)
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
+	armed := false
 	var next *request // taken but left for the next batch (byte budget)
 	for {
 		first := next
 		next = nil
 		if first == nil {
+			if !armed && b.acksPending() {
+				idle.Reset(time.Duration(b.ackDelay.Load()))
+				armed = true
+			}
 			select {
 			case first = <-b.reqs:
+			case <-b.wake:
+				continue
+			case <-idle.C:
+				armed = false
+				if !b.commit(nil) {
+					// Retry a failing delete (a full disk) less eagerly.
+					idle.Reset(time.Second)
+					armed = true
+				}
+				continue
 			case <-b.closing:
+				if b.acksPending() {
+					b.commit(nil)
+				}
 				return
+			}
+			if armed {
+				idle.Stop()
+				armed = false
 			}
 		}
 		batch := []*request{first}
@@ -92,11 +123,20 @@ func (b *Bolt) run() {
 	}
 }
 
-// commit runs batch in one transaction and answers every request in it.
-// A failed transaction fails every request and changes nothing.
-func (b *Bolt) commit(batch []*request) {
+// acksPending reports whether acked entries await their delete commit.
+func (b *Bolt) acksPending() bool {
 	b.stMu.Lock()
-	st := b.state
+	defer b.stMu.Unlock()
+	return b.ackTo > b.state.acked
+}
+
+// commit runs batch, and the deletes of the entries acked since the last
+// commit, in one transaction and answers every request in batch. A failed
+// transaction fails every request and changes nothing. It reports whether
+// the transaction (if any) succeeded.
+func (b *Bolt) commit(batch []*request) bool {
+	b.stMu.Lock()
+	st, ackTo := b.state, b.ackTo
 	b.stMu.Unlock()
 	before := st
 
@@ -110,24 +150,15 @@ func (b *Bolt) commit(batch []*request) {
 	}
 
 	var err error
-	if len(writes) > 0 {
-		// A commit that only deletes acknowledged entries skips fsync: if
-		// a power cut loses it, those entries come back and are sent
-		// again, and the receiver's watermark drops them as duplicates.
-		// The next synced commit flushes it anyway (fdatasync covers the
-		// whole file). Only this goroutine commits, so flipping NoSync
-		// around the transaction races with nothing.
-		lazy := !b.opts.NoSync && ackOnly(writes)
-		if lazy {
-			b.db.NoSync = true
-		}
+	var freed int64
+	ran := len(writes) > 0 || ackTo > st.acked
+	if ran {
 		err = b.update(func(tx *bolt.Tx) error {
 			st = before // a retry of fn must start over
-			return b.apply(tx, writes, &st)
+			var ferr error
+			freed, ferr = b.apply(tx, writes, ackTo, &st)
+			return ferr
 		})
-		if lazy {
-			b.db.NoSync = false
-		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrDiskFull) {
@@ -140,7 +171,7 @@ func (b *Bolt) commit(batch []*request) {
 			r.err = err
 			r.seq = 0
 		}
-	} else if len(writes) > 0 {
+	} else if ran {
 		if b.diskFull {
 			b.log.Info("queue: commits succeed again", "path", b.path)
 			b.diskFull = false
@@ -148,9 +179,13 @@ func (b *Bolt) commit(batch []*request) {
 		b.commits.Add(1)
 		b.stMu.Lock()
 		b.state = st
+		// Acks released their room when they were made; appends
+		// reserved theirs before they were submitted.
+		b.ackBytes = max(b.ackBytes-freed, 0)
+		if b.ackTo == st.acked {
+			b.ackBytes = 0
+		}
 		b.stMu.Unlock()
-		// Appends reserved their room before; acks give room back.
-		b.limit.release(int(st.acked-before.acked), before.bytes+appendedBytes(writes)-st.bytes)
 	}
 	for _, r := range writes {
 		close(r.done)
@@ -167,37 +202,32 @@ func (b *Bolt) commit(batch []*request) {
 			b.log.Warn("queue: compaction failed", "path", b.path, "err", cerr)
 		}
 	}
+	return err == nil
 }
 
-func ackOnly(writes []*request) bool {
-	for _, r := range writes {
-		if r.kind != reqAck {
-			return false
-		}
-	}
-	return true
-}
-
-func appendedBytes(writes []*request) int64 {
-	var n int64
-	for _, r := range writes {
-		if r.kind == reqAppend {
-			n += r.size
-		}
-	}
-	return n
-}
-
-// apply performs writes in tx, advancing st.
-func (b *Bolt) apply(tx *bolt.Tx, writes []*request, st *state) error {
+// apply deletes the entries up to ackTo and performs writes in tx,
+// advancing st. It returns the entrySize sum of the deleted entries.
+func (b *Bolt) apply(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (int64, error) {
 	mb, ob := tx.Bucket(bucketMeta), tx.Bucket(bucketOutbox)
 	wb, bb := tx.Bucket(bucketWatermarks), tx.Bucket(bucketBindings)
 	if mb == nil || ob == nil || wb == nil || bb == nil {
-		return fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
+		return 0, fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
 	}
 	// Keys only ever grow at the end, so full pages split no further.
 	ob.FillPercent = 0.95
 	old := *st
+	var freed int64
+	if ackTo > st.acked {
+		var err error
+		if freed, err = b.deleteUpTo(ob, ackTo); err != nil {
+			return 0, err
+		}
+		st.acked = ackTo
+		st.bytes = max(st.bytes-freed, 0)
+		if st.acked == st.last {
+			st.bytes = 0 // resets any drift from undecodable entries
+		}
+	}
 	for _, r := range writes {
 		switch r.kind {
 		case reqAppend:
@@ -205,37 +235,23 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, st *state) error {
 			for _, v := range r.values {
 				st.last++
 				if err := ob.Put(seqKey(st.last), v); err != nil {
-					return err
+					return 0, err
 				}
 			}
 			st.bytes += r.size
-		case reqAck:
-			upTo := min(r.seq, st.last)
-			if upTo <= st.acked {
-				continue
-			}
-			freed, err := b.deleteUpTo(ob, upTo)
-			if err != nil {
-				return err
-			}
-			st.acked = upTo
-			st.bytes = max(st.bytes-freed, 0)
-			if st.acked == st.last {
-				st.bytes = 0 // resets any drift from undecodable entries
-			}
 		case reqWatermark:
 			if err := wb.Put(r.key, u64(r.seq)); err != nil {
-				return err
+				return 0, err
 			}
 		case reqBind:
 			if err := bb.Put(r.key, r.value); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
 	if fail := b.testFailCommit.Load(); fail != nil {
 		if err := (*fail)(); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if *st != old {
@@ -244,11 +260,11 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, st *state) error {
 			v uint64
 		}{{keyLastSeq, st.last}, {keyAcked, st.acked}, {keyBytes, uint64(st.bytes)}} {
 			if err := mb.Put(kv.k, u64(kv.v)); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
-	return nil
+	return freed, nil
 }
 
 // deleteUpTo deletes the outbox entries with Seq <= upTo, walking from the
