@@ -48,8 +48,9 @@
 // # Concurrency
 //
 // Client and Server are safe for concurrent use. Handlers for one client run
-// one at a time, in order, from that client's session goroutine; handlers
-// for different clients run concurrently. Client.Close and Server.Close wait
+// one at a time, in order (each call begins after the previous one
+// returned, though not always on the same goroutine: an idle session keeps
+// none for delivery); handlers for different clients run concurrently. Client.Close and Server.Close wait
 // for every goroutine they started.
 //
 // # Security

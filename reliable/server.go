@@ -36,9 +36,10 @@ type Message struct {
 }
 
 // Handler processes one message. It is called for each client's messages
-// one at a time, in order, from that client's session goroutine; calls for
-// different clients run concurrently. It must not block forever: ctx is
-// cancelled when the session ends.
+// one at a time, in order, by that client's session (each call begins
+// after the previous one has returned, though not always on the same
+// goroutine); calls for different clients run concurrently. It must not
+// block forever: ctx is cancelled when the session ends.
 //
 // Returning nil acknowledges the message. An error wrapping ErrRejected
 // rejects it for good (the sender's receipt reports a *RejectError with the
@@ -84,10 +85,11 @@ type ServerOptions struct {
 	AckBatch int
 	// Flush, if set, lets a handler buffer its effects (lines in a
 	// bufio.Writer, rows in an open database transaction) and make them
-	// durable once for many messages. The server calls it from a client's
-	// session goroutine, after the handler and before it commits the
-	// watermark of the messages handled since the last Flush (every
-	// AckBatch messages, and whenever the client's input pauses), so
+	// durable once for many messages. The server calls it in a client's
+	// session, never concurrently with that client's handler calls,
+	// after the handler and before it commits the watermark of the
+	// messages handled since the last Flush (every AckBatch messages,
+	// and whenever the client's input pauses), so
 	// nothing is acknowledged before Flush has returned nil. An error (or
 	// a panic) closes the session with protocol.CloseInternal without an
 	// acknowledgement; those messages are handed to the handler again when
@@ -222,8 +224,9 @@ type peer struct {
 	durable uint64 // committed to the store (guarded by turn)
 }
 
-// ServeHTTP authenticates the request, upgrades it and runs the session
-// until the connection ends.
+// ServeHTTP authenticates the request, upgrades it and starts the session,
+// which runs on a goroutine of its own until the connection ends; ServeHTTP
+// returns once the upgrade is done. Shutdown and Close wait for sessions.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	identity := ""
 	if s.opts.Authenticate != nil {
