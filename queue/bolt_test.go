@@ -393,6 +393,38 @@ func TestBoltAckRidesAlong(t *testing.T) {
 		"the lone ack's delete committed after the idle delay")
 }
 
+// TestBoltAckLargeBacklog: acking more entries than one commit deletes
+// takes several commits, all made before Close returns, and nothing
+// acked is read again.
+func TestBoltAckLargeBacklog(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, &queue.Options{NoSync: true, CompactSize: -1})
+	ctx := testCtx(t)
+	const n = 70_000 // more than one commit's worth of deletes
+	batch := make([]queue.Entry, 1000)
+	for range n / len(batch) {
+		if _, err := b.AppendBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Ack(ctx, n-1); err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(mustRead(t, b, 0, 0, 0)); !slices.Equal(got, []uint64{n}) {
+		t.Fatalf("Read after acking all but the last = %d entries, want only %d", len(got), n)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openBolt(t, path, nil)
+	if st := b.Stats(); st.Acked != n-1 || st.Messages != 1 {
+		t.Fatalf("reopened: %+v, want %d acked and 1 queued", st, n-1)
+	}
+	if got := seqs(mustRead(t, b, 0, 0, 0)); !slices.Equal(got, []uint64{n}) {
+		t.Fatalf("reopened: Read = %d entries, want only %d", len(got), n)
+	}
+}
+
 func TestBoltMaxBatch(t *testing.T) {
 	b := openBolt(t, tempPath(t), &queue.Options{MaxBatch: 1})
 	var wg sync.WaitGroup

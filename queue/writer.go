@@ -86,15 +86,19 @@ func (b *Bolt) run() {
 				continue
 			case <-idle.C:
 				armed = false
-				if !b.commit(nil) {
+				switch {
+				case !b.commit(nil):
 					// Retry a failing delete (a full disk) less eagerly.
 					idle.Reset(time.Second)
+					armed = true
+				case b.acksPending():
+					// A long drain leaves more than one commit deletes.
+					idle.Reset(0)
 					armed = true
 				}
 				continue
 			case <-b.closing:
-				if b.acksPending() {
-					b.commit(nil)
+				for b.acksPending() && b.commit(nil) {
 				}
 				return
 			}
@@ -218,11 +222,13 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (i
 	old := *st
 	var freed int64
 	if ackTo > st.acked {
+		// The rest, if any, goes in the next commits.
+		upTo := min(ackTo, st.acked+maxDeletes)
 		var err error
-		if freed, err = b.deleteUpTo(ob, ackTo); err != nil {
+		if freed, err = b.deleteUpTo(ob, upTo); err != nil {
 			return 0, err
 		}
-		st.acked = ackTo
+		st.acked = upTo
 		st.bytes = max(st.bytes-freed, 0)
 		if st.acked == st.last {
 			st.bytes = 0 // resets any drift from undecodable entries
@@ -267,34 +273,60 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (i
 	return freed, nil
 }
 
+// deleteChunk is how many keys deleteUpTo collects before deleting them;
+// maxDeletes bounds the entries one commit deletes, so that a drained
+// backlog of millions is deleted in commits of bounded size and memory.
+const (
+	deleteChunk = 1024
+	maxDeletes  = 1 << 16
+)
+
 // deleteUpTo deletes the outbox entries with Seq <= upTo, walking from the
-// first key, and returns their total entrySize. It seeks to the first key
-// after each delete because a bbolt cursor skips an element when Next
-// follows Delete.
+// first key, and returns their total entrySize. It collects a chunk of
+// keys with a cursor, deletes them, then seeks past them: a bbolt cursor
+// skips an element when Next follows Delete, and First after deletes
+// walks every emptied leaf again.
 func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64) (int64, error) {
 	var freed int64
-	c := ob.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.First() {
-		if len(k) != 8 {
-			return 0, fmt.Errorf("%w: %s: outbox key %x", ErrCorrupt, b.path, k)
+	keys := make([][]byte, 0, deleteChunk)
+	var from []byte // nil: from the first key
+	for {
+		keys = keys[:0]
+		c := ob.Cursor()
+		var k, v []byte
+		if from == nil {
+			k, v = c.First()
+		} else {
+			k, v = c.Seek(from)
 		}
-		if binary.BigEndian.Uint64(k) > upTo {
-			break
+		for ; k != nil && len(keys) < deleteChunk; k, v = c.Next() {
+			if len(k) != 8 {
+				return 0, fmt.Errorf("%w: %s: outbox key %x", ErrCorrupt, b.path, k)
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if seq > upTo {
+				break
+			}
+			size, err := storedSize(v)
+			if err != nil {
+				// Deleting an acked entry must not fail because it is
+				// damaged; only the byte count loses its share.
+				b.log.Warn("queue: deleting undecodable entry", "path", b.path, "seq", seq, "err", err)
+				size = 0
+			}
+			freed += size
+			keys = append(keys, seqKey(seq))
 		}
-		size, err := storedSize(v)
-		if err != nil {
-			// Deleting an acked entry must not fail because it is
-			// damaged; only the byte count loses its share.
-			b.log.Warn("queue: deleting undecodable entry", "path", b.path,
-				"seq", binary.BigEndian.Uint64(k), "err", err)
-			size = 0
+		if len(keys) == 0 {
+			return freed, nil
 		}
-		if err := c.Delete(); err != nil {
-			return 0, err
+		for _, key := range keys {
+			if err := ob.Delete(key); err != nil {
+				return 0, err
+			}
 		}
-		freed += size
+		from = seqKey(binary.BigEndian.Uint64(keys[len(keys)-1]) + 1)
 	}
-	return freed, nil
 }
 
 // update runs fn in one read-write transaction: one fsync unless NoSync.
