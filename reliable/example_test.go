@@ -1,6 +1,7 @@
 package reliable_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log"
@@ -82,4 +83,50 @@ func ExampleClient_Send() {
 	// Output:
 	// queued as seq 1
 	// acked: true
+}
+
+// ExampleServerOptions_flush batches on both ends: the client queues many
+// messages with one durable commit (SendBatch), and the handler buffers its
+// output, made durable once per batch in Flush, which runs before the
+// server commits and acknowledges.
+func ExampleServerOptions_flush() {
+	dir, _ := os.MkdirTemp("", "wsreliable-example")
+	defer os.RemoveAll(dir)
+
+	var out bufio.Writer // stands for a file, a pipe or a database transaction
+	out.Reset(os.Stdout)
+	srv, err := reliable.NewServer(filepath.Join(dir, "server.db"),
+		func(ctx context.Context, m *reliable.Message) error {
+			_, err := fmt.Fprintf(&out, "%s\n", m.Payload) // buffered, not yet durable
+			return err
+		}, &reliable.ServerOptions{
+			Flush: func(ctx context.Context, clientID string) error {
+				return out.Flush() // nothing is acknowledged before this returns nil
+			},
+		})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+
+	c, err := reliable.NewClient("ws"+strings.TrimPrefix(hs.URL, "http"), filepath.Join(dir, "client.db"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msgs := []reliable.OutgoingMessage{{Payload: []byte("a")}, {Payload: []byte("b")}, {Payload: []byte("c")}}
+	if _, err := c.SendBatch(ctx, msgs); err != nil { // one fsync for all three
+		log.Fatal(err)
+	}
+	if err := c.Drain(ctx); err != nil { // every message acknowledged
+		log.Fatal(err)
+	}
+	// Output:
+	// a
+	// b
+	// c
 }
