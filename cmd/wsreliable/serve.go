@@ -92,6 +92,12 @@ func newBufferedLines(w io.Writer) *bufferedLines {
 // write buffers line for client. It fails only if an early write fails;
 // then the client's next flush fails too.
 func (b *bufferedLines) write(client string, line []byte) error {
+	return b.writeMessage(client, func(dst []byte) []byte { return append(dst, line...) })
+}
+
+// writeMessage buffers the line that build appends to its argument, like
+// write, without a copy of the line.
+func (b *bufferedLines) writeMessage(client string, build func([]byte) []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	buf, ok := b.bufs[client]
@@ -100,7 +106,7 @@ func (b *bufferedLines) write(client string, line []byte) error {
 			buf = (*p)[:0]
 		}
 	}
-	buf = append(buf, line...)
+	buf = build(buf)
 	b.bufs[client] = buf
 	if len(buf) < maxBuffered {
 		return nil
@@ -187,11 +193,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	// the process.
 	out := newBufferedLines(stdout)
 	handler := func(_ context.Context, m *reliable.Message) error {
-		text, b64 := payloadFields(m.Payload)
-		line := encodeLine(deliveredLine{
-			Client: m.ClientID, ID: m.ID.String(), Seq: m.Seq, Payload: text, PayloadB64: b64,
-		})
-		if err := out.write(m.ClientID, line); err != nil {
+		err := out.writeMessage(m.ClientID, func(dst []byte) []byte { return appendDelivered(dst, m) })
+		if err != nil {
 			log.Warn("writing a message to stdout failed; it will be retried", "client", m.ClientID, "seq", m.Seq, "error", err)
 			return fmt.Errorf("write stdout: %w", err)
 		}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"encoding/base64"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/wsreliable/wsreliable/reliable"
+)
+
+// appendDelivered appends serve's line for m to dst: the JSON encoding of
+// deliveredLine, as encodeLine would produce it, built without reflection
+// or allocation.
+func appendDelivered(dst []byte, m *reliable.Message) []byte {
+	dst = append(dst, `{"client":`...)
+	dst = appendJSONString(dst, m.ClientID)
+	dst = append(dst, `,"id":"`...)
+	dst = appendUUID(dst, m.ID)
+	dst = append(dst, `","seq":`...)
+	dst = strconv.AppendUint(dst, m.Seq, 10)
+	if utf8.Valid(m.Payload) {
+		dst = append(dst, `,"payload":`...)
+		dst = appendJSONString(dst, m.Payload)
+	} else {
+		dst = append(dst, `,"payload_b64":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, m.Payload)
+		dst = append(dst, '"')
+	}
+	return append(dst, "}\n"...)
+}
+
+// appendUUID appends id in its canonical 36-character form.
+func appendUUID(dst []byte, id [16]byte) []byte {
+	const hex = "0123456789abcdef"
+	for i, b := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst = append(dst, '-')
+		}
+		dst = append(dst, hex[b>>4], hex[b&0xf])
+	}
+	return dst
+}
+
+// appendJSONString appends s as a JSON string the way encoding/json does
+// with HTML escaping off: quotes, backslashes and control characters
+// escaped (\b \f \n \r \t by name), U+2028 and U+2029 as \u escapes, and
+// each byte of invalid UTF-8 as \ufffd.
+func appendJSONString[T string | []byte](dst []byte, s T) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
