@@ -71,12 +71,8 @@ func TestFlushBeforeAck(t *testing.T) {
 	const n = 500
 	var want []string
 	for batch := range 10 {
-		msgs := make([]reliable.OutgoingMessage, n/10)
-		for i := range msgs {
-			p := strconv.Itoa(batch*len(msgs) + i)
-			want = append(want, p)
-			msgs[i].Payload = []byte(p)
-		}
+		msgs, payloads := numbered(batch*n/10, n/10)
+		want = append(want, payloads...)
 		rs, err := c.SendBatch(ctx, msgs)
 		if err != nil {
 			t.Fatal(err)

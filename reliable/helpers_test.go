@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +76,18 @@ func newClient(tb testing.TB, url string, opts *reliable.ClientOptions) *reliabl
 	}
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// numbered returns n messages whose payloads are the decimal numbers
+// from, from+1, …, and those payloads.
+func numbered(from, n int) ([]reliable.OutgoingMessage, []string) {
+	msgs := make([]reliable.OutgoingMessage, n)
+	payloads := make([]string, n)
+	for i := range msgs {
+		payloads[i] = strconv.Itoa(from + i)
+		msgs[i].Payload = []byte(payloads[i])
+	}
+	return msgs, payloads
 }
 
 // newStream returns a random stream ID.

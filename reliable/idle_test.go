@@ -1,7 +1,6 @@
 package reliable_test
 
 import (
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -9,30 +8,6 @@ import (
 	"github.com/wsreliable/wsreliable/internal/testkit"
 	"github.com/wsreliable/wsreliable/reliable"
 )
-
-// goroutinesIn counts the goroutines whose stack has a call of any of fns
-// (package-qualified names, as in a stack dump).
-func goroutinesIn(fns ...string) int {
-	buf := make([]byte, 64<<10)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		for _, fn := range fns {
-			if strings.Contains(g, fn+"(") {
-				count++
-				break
-			}
-		}
-	}
-	return count
-}
 
 // TestIdleSession checks what an idle server session keeps and still
 // does. Once its input is handled, committed and acknowledged it holds its
@@ -53,7 +28,7 @@ func TestIdleSession(t *testing.T) {
 		"wsconn.(*Conn).sendPing",
 	}
 	idle := func() bool {
-		return goroutinesIn("reliable.(*session).readLoop") == 1 && goroutinesIn(busy...) == 0
+		return testkit.GoroutinesIn("reliable.(*session).readLoop") == 1 && testkit.GoroutinesIn(busy...) == 0
 	}
 
 	sendFrames(t, ws, dataFrame(stream, 1, "a"), dataFrame(stream, 2, "b"))

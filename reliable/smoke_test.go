@@ -64,12 +64,8 @@ func TestSendBatch(t *testing.T) {
 	defer cancel()
 	var want []string
 	for b := range 10 {
-		msgs := make([]reliable.OutgoingMessage, 50)
-		for i := range msgs {
-			p := strconv.Itoa(b*50 + i)
-			want = append(want, p)
-			msgs[i].Payload = []byte(p)
-		}
+		msgs, payloads := numbered(b*50, 50)
+		want = append(want, payloads...)
 		rs, err := c.SendBatch(ctx, msgs)
 		if err != nil {
 			t.Fatal(err)

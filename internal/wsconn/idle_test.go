@@ -1,39 +1,14 @@
 package wsconn_test
 
 import (
-	"runtime"
-	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/wsreliable/wsreliable/internal/testkit"
 	"github.com/wsreliable/wsreliable/internal/wsconn"
 	"github.com/wsreliable/wsreliable/protocol"
 )
-
-// goroutinesIn counts the goroutines whose stack has a call of any of fns
-// (package-qualified names, as in a stack dump).
-func goroutinesIn(fns ...string) int {
-	buf := make([]byte, 64<<10)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		for _, fn := range fns {
-			if strings.Contains(g, fn+"(") {
-				count++
-				break
-			}
-		}
-	}
-	return count
-}
 
 var ours = []string{"wsconn.(*Conn).writeLoop", "wsconn.(*Conn).sendPing"}
 
@@ -60,7 +35,7 @@ func TestIdleHoldsNoGoroutine(t *testing.T) {
 			}
 		}
 		synctest.Wait()
-		if n := goroutinesIn(ours...); n != 0 {
+		if n := testkit.GoroutinesIn(ours...); n != 0 {
 			t.Fatalf("%d goroutines of ours after the queue emptied, want 0", n)
 		}
 
@@ -75,7 +50,7 @@ func TestIdleHoldsNoGoroutine(t *testing.T) {
 				t.Errorf("%s RTT = %v, want at least %v: no ping answered", name, rtt, 2*latency)
 			}
 		}
-		if n := goroutinesIn(ours...); n != 0 {
+		if n := testkit.GoroutinesIn(ours...); n != 0 {
 			t.Fatalf("%d goroutines of ours between pings, want 0", n)
 		}
 
