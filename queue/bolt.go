@@ -513,6 +513,11 @@ func (b *Bolt) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
 	}
 	b.stMu.Unlock()
 	var out []Entry
+	if max > 0 {
+		out = make([]Entry, 0, min(max, 1024))
+	}
+	// Payloads are copied into shared blocks, not one allocation each.
+	var arena []byte
 	err := b.view(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(bucketOutbox)
 		if ob == nil {
@@ -536,7 +541,7 @@ func (b *Bolt) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
 				break
 			}
 			e := Entry{Seq: seq}
-			if err := decodeEntry(v, &e); err != nil {
+			if err := decodeEntryInto(v, &e, &arena); err != nil {
 				return fmt.Errorf("entry %d: %w", seq, err)
 			}
 			out = append(out, e)

@@ -70,7 +70,18 @@ var errShortValue = errors.New("truncated entry")
 // decodeEntry decodes a stored value into e, copying everything out of v
 // (which may point into bbolt's read-only mmap). It never panics; a
 // malformed value yields an error wrapping ErrCorrupt.
-func decodeEntry(v []byte, e *Entry) error {
+func decodeEntry(v []byte, e *Entry) error { return decodeEntryInto(v, e, nil) }
+
+// arenaBlock is the size of the blocks decodeEntryInto copies payloads
+// into; a payload over a quarter of it gets an allocation of its own.
+const arenaBlock = 64 << 10
+
+// decodeEntryInto is decodeEntry with the payload copied into *arena (if
+// arena is not nil), a block shared by the entries of one read that it
+// replaces with a new block when full: one allocation for many payloads.
+// Each payload's capacity ends at its length, so appending to one never
+// overwrites the next.
+func decodeEntryInto(v []byte, e *Entry, arena *[]byte) error {
 	d := decoder{b: v}
 	version := d.byte()
 	if d.err == nil && version != entryVersion {
@@ -94,7 +105,17 @@ func decodeEntry(v []byte, e *Entry) error {
 	if d.err != nil {
 		return fmt.Errorf("%w: %w", ErrCorrupt, d.err)
 	}
-	e.Payload = append([]byte(nil), d.b...)
+	p := d.b
+	if arena == nil || len(p) > arenaBlock/4 {
+		e.Payload = append([]byte(nil), p...)
+		return nil
+	}
+	if cap(*arena)-len(*arena) < len(p) {
+		*arena = make([]byte, 0, arenaBlock)
+	}
+	start := len(*arena)
+	*arena = append(*arena, p...)
+	e.Payload = (*arena)[start:len(*arena):len(*arena)]
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -288,18 +289,20 @@ const (
 // walks every emptied leaf again.
 func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64) (int64, error) {
 	var freed int64
-	keys := make([][]byte, 0, deleteChunk)
-	var from []byte // nil: from the first key
+	seqs := make([]uint64, 0, deleteChunk)
+	var key [8]byte
+	first := true
 	for {
-		keys = keys[:0]
+		seqs = seqs[:0]
 		c := ob.Cursor()
 		var k, v []byte
-		if from == nil {
+		if first {
 			k, v = c.First()
 		} else {
-			k, v = c.Seek(from)
+			k, v = c.Seek(key[:])
 		}
-		for ; k != nil && len(keys) < deleteChunk; k, v = c.Next() {
+		first = false
+		for ; k != nil && len(seqs) < deleteChunk; k, v = c.Next() {
 			if len(k) != 8 {
 				return 0, fmt.Errorf("%w: %s: outbox key %x", ErrCorrupt, b.path, k)
 			}
@@ -315,17 +318,23 @@ func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64) (int64, error) {
 				size = 0
 			}
 			freed += size
-			keys = append(keys, seqKey(seq))
+			seqs = append(seqs, seq)
 		}
-		if len(keys) == 0 {
+		if len(seqs) == 0 {
 			return freed, nil
 		}
-		for _, key := range keys {
-			if err := ob.Delete(key); err != nil {
+		// One cursor for all the deletes: Bucket.Delete would allocate
+		// a cursor, and its search stack, per key.
+		for _, seq := range seqs {
+			binary.BigEndian.PutUint64(key[:], seq)
+			if k, _ := c.Seek(key[:]); !bytes.Equal(k, key[:]) {
+				return 0, fmt.Errorf("%w: %s: outbox entry %d vanished while deleting", ErrCorrupt, b.path, seq)
+			}
+			if err := c.Delete(); err != nil {
 				return 0, err
 			}
 		}
-		from = seqKey(binary.BigEndian.Uint64(keys[len(keys)-1]) + 1)
+		binary.BigEndian.PutUint64(key[:], seqs[len(seqs)-1]+1)
 	}
 }
 
