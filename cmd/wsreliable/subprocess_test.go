@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -125,5 +126,96 @@ func TestSendProcessSIGINT(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "queued:     2 messages") {
 		t.Errorf("inspect after the interrupt:\n%s", out.String())
+	}
+}
+
+// TestPipeServeSIGKILL pipes lines from one send process into serve and
+// SIGKILLs serve three times mid-stream, each time starting it again on
+// the same -data and port. serve writes a client's lines only before the
+// watermark commit that precedes its ack, so every line comes out, the
+// first copy of each in input order, and a line comes out twice only
+// because a kill came between its write and that commit: at most
+// AckBatch (256) per kill.
+func TestPipeServeSIGKILL(t *testing.T) {
+	const n, kills, ackBatch = 60_000, 3, 256
+	var in strings.Builder
+	for i := range n {
+		fmt.Fprintf(&in, "line-%06d\n", i)
+	}
+	addr := testkit.FreeAddr(t)
+	data := filepath.Join(t.TempDir(), "srv")
+	hb := []string{"-heartbeat", "200ms", "-heartbeat-timeout", "500ms"}
+	var outs []*syncBuffer
+	printed := func() int {
+		total := 0
+		for _, o := range outs {
+			total += len(o.lines())
+		}
+		return total
+	}
+	type proc struct {
+		cmd  *exec.Cmd
+		wait func(time.Duration) (int, error)
+	}
+	startServe := func() proc {
+		cmd, stdout, stderr, wait := startBinary(t, "", append([]string{"serve", "-listen", addr, "-data", data}, hb...)...)
+		testkit.Eventually(t, 20*time.Second, func() bool { return listeningRE.MatchString(stderr.String()) },
+			"serve did not listen; stderr:\n%s", stderr)
+		outs = append(outs, stdout)
+		return proc{cmd, wait}
+	}
+
+	srv := startServe()
+	_, _, sendErr, sendWait := startBinary(t, in.String(),
+		append([]string{"send", "-url", "ws://" + addr + "/ws", "-data", filepath.Join(t.TempDir(), "cli"), "-wait", "2m"}, hb...)...)
+	for k := 1; k <= kills; k++ {
+		at := k * n / (kills + 2)
+		testkit.Eventually(t, time.Minute, func() bool { return printed() >= at },
+			"kill %d: %d lines printed, waiting for %d", k, printed(), at)
+		if err := srv.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.wait(20 * time.Second); err != nil {
+			t.Fatalf("killed serve: %v", err)
+		}
+		srv = startServe()
+	}
+	code, err := sendWait(2 * time.Minute)
+	if err != nil || code != exitOK {
+		t.Fatalf("send: exit %d, %v; stderr:\n%s", code, err, sendErr)
+	}
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := srv.wait(20 * time.Second); err != nil || code != 0 {
+		t.Fatalf("serve after SIGTERM: exit %d, %v", code, err)
+	}
+
+	next, dups := 0, 0
+	for _, o := range outs {
+		for _, d := range decodeLines[delivered](t, o.lines()) {
+			var i int
+			if d.Payload == nil || !strings.HasPrefix(*d.Payload, "line-") {
+				t.Fatalf("unexpected line %+v", d)
+			}
+			if _, err := fmt.Sscanf(*d.Payload, "line-%06d", &i); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case i == next:
+				next++
+			case i < next:
+				dups++
+			default:
+				t.Fatalf("line %d came out after line %d: line %d is missing or out of order", i, next-1, next)
+			}
+		}
+	}
+	t.Logf("%d lines through %d serve processes (%d SIGKILLed): %d printed twice", n, len(outs), kills, dups)
+	if next != n {
+		t.Fatalf("only lines 0..%d came out of %d", next-1, n)
+	}
+	if dups > kills*ackBatch {
+		t.Fatalf("%d lines printed twice, more than AckBatch (%d) per kill", dups, ackBatch)
 	}
 }
