@@ -80,16 +80,24 @@ type childStatus struct {
 	NoFile     uint64         `json:"nofile,omitempty"`
 }
 
+// executable returns path, or this program's executable if path is empty.
+func executable(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	p, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("bench: find executable: %w", err)
+	}
+	return p, nil
+}
+
 // command returns the command that runs this program in child mode with
 // args.
 func (l Launcher) command(ctx context.Context, args ...string) (*exec.Cmd, error) {
-	path := l.Path
-	if path == "" {
-		p, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("bench: find executable: %w", err)
-		}
-		path = p
+	path, err := executable(l.Path)
+	if err != nil {
+		return nil, err
 	}
 	argv := append(append(slices.Clone(l.Args), ChildArg), args...)
 	cmd := exec.CommandContext(ctx, path, argv...)

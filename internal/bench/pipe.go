@@ -88,13 +88,9 @@ func Pipe(ctx context.Context, cfg PipeConfig, l Launcher) (PipeResult, error) {
 	if cfg.Lines < 0 || cfg.Size < 9 {
 		return res, fmt.Errorf("bench: pipe needs lines ≥ 0 and a size of at least 9 bytes (got %d, %d)", cfg.Lines, cfg.Size)
 	}
-	cli := cfg.CLI
-	if cli == "" {
-		p, err := os.Executable()
-		if err != nil {
-			return res, fmt.Errorf("bench: find executable: %w", err)
-		}
-		cli = p
+	cli, err := executable(cfg.CLI)
+	if err != nil {
+		return res, err
 	}
 	dir, err := os.MkdirTemp(cfg.Dir, "wsreliable-pipe-")
 	if err != nil {
