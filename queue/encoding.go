@@ -72,8 +72,8 @@ var errShortValue = errors.New("truncated entry")
 // malformed value yields an error wrapping ErrCorrupt.
 func decodeEntry(v []byte, e *Entry) error { return decodeEntryInto(v, e, nil) }
 
-// arenaBlock is the size of the blocks decodeEntryInto copies payloads
-// into; a payload over a quarter of it gets an allocation of its own.
+// arenaBlock is the largest block decodeEntryInto copies payloads into; a
+// payload over a quarter of it gets an allocation of its own.
 const arenaBlock = 64 << 10
 
 // decodeEntryInto is decodeEntry with the payload copied into *arena (if
@@ -111,7 +111,8 @@ func decodeEntryInto(v []byte, e *Entry, arena *[]byte) error {
 		return nil
 	}
 	if cap(*arena)-len(*arena) < len(p) {
-		*arena = make([]byte, 0, arenaBlock)
+		// Blocks grow from small, so a read of one entry stays cheap.
+		*arena = make([]byte, 0, min(arenaBlock, max(2*cap(*arena), 8*len(p), 1024)))
 	}
 	start := len(*arena)
 	*arena = append(*arena, p...)

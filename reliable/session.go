@@ -178,6 +178,7 @@ func (ss *session) serve() {
 
 	ss.in.mu.Lock()
 	ss.in.idle = time.AfterFunc(s.opts.HeartbeatInterval, ss.repeatAck)
+	ss.in.ready = make(chan struct{}, 1)
 	ss.in.mu.Unlock()
 	err = ss.readLoop()
 	ss.cancelIfStopped()
@@ -318,6 +319,9 @@ func (ss *session) deliverLoop() {
 			if !flush() {
 				return
 			}
+			if ss.linger() {
+				continue
+			}
 			if idle = ss.goIdle(); idle {
 				return
 			}
@@ -377,8 +381,14 @@ type inbox struct {
 	closed  bool        // the reader is done: what is queued is still delivered
 	stopped bool        // delivery failed: input is dropped
 	idle    *time.Timer // runs repeatAck; armed while nobody delivers
+	ready   chan struct{} // capacity 1: input or the end of it, for a lingering deliverer
 	wg      sync.WaitGroup
 }
+
+// deliverLinger is how long a delivery goroutine that ran out of input
+// waits for more before it exits (at most half the heartbeat interval): a
+// busy session keeps its goroutine, an idle one still ends up without.
+const deliverLinger = 100 * time.Millisecond
 
 // push queues a batch and starts a delivery goroutine unless one runs.
 // Only the reader calls it.
@@ -394,6 +404,28 @@ func (ss *session) push(batch []*protocol.Data) {
 		in.running = true
 		in.idle.Stop()
 		in.wg.Go(ss.deliverLoop)
+	} else {
+		notify(in.ready)
+	}
+}
+
+// linger waits up to deliverLinger for input and reports whether any may
+// have come. The caller owns delivery.
+func (ss *session) linger() bool {
+	in := &ss.in
+	in.mu.Lock()
+	closed := in.closed
+	in.mu.Unlock()
+	if closed {
+		return false
+	}
+	t := time.NewTimer(min(deliverLinger, ss.srv.opts.HeartbeatInterval/2))
+	defer t.Stop()
+	select {
+	case <-in.ready:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -449,6 +481,7 @@ func (ss *session) endInput() {
 	in.closed = true
 	in.idle.Stop()
 	in.mu.Unlock()
+	notify(in.ready)
 	in.wg.Wait()
 }
 

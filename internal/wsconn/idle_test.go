@@ -34,9 +34,15 @@ func TestIdleHoldsNoGoroutine(t *testing.T) {
 				t.Fatalf("server got %q, want %q", got, want)
 			}
 		}
+		// The writer lingers a moment for more messages, then exits.
+		synctest.Wait()
+		if n := testkit.GoroutinesIn(ours...); n != 1 {
+			t.Fatalf("%d goroutines of ours right after the queue emptied, want the lingering writer", n)
+		}
+		time.Sleep(wsconn.WriterLinger)
 		synctest.Wait()
 		if n := testkit.GoroutinesIn(ours...); n != 0 {
-			t.Fatalf("%d goroutines of ours after the queue emptied, want 0", n)
+			t.Fatalf("%d goroutines of ours after the queue stayed empty, want 0", n)
 		}
 
 		// Only pings travel now; the read deadlines hold because they do.

@@ -185,21 +185,55 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
-// writeLoop writes queued messages until the queue is empty or the
-// connection closes.
+// writerLinger is how long the writer goroutine waits for another message
+// before it exits (at most half the ping interval).
+const writerLinger = 100 * time.Millisecond
+
+// writeMessage writes one message with the write deadline; a failure
+// fails the connection.
+func (c *Conn) writeMessage(msg []byte) error {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.cfg.Timeout))
+	err := c.ws.WriteMessage(websocket.BinaryMessage, msg)
+	if err != nil {
+		c.fail(err)
+	}
+	return err
+}
+
+// writeLoop writes queued messages until the queue has stayed empty for
+// writerLinger or the connection closes.
 func (c *Conn) writeLoop() {
+	var linger *time.Timer
 	for {
 		select {
 		case msg := <-c.out:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(c.cfg.Timeout))
-			if err := c.ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
-				c.fail(err)
+			if err := c.writeMessage(msg); err != nil {
 				return
 			}
 			continue
 		case <-c.done:
 			return
 		default:
+		}
+		// Wait a moment for the next message before exiting: a busy
+		// connection then keeps its writer instead of starting one per
+		// message, an idle one still ends up with none.
+		wait := min(writerLinger, c.cfg.PingInterval/2)
+		if linger == nil {
+			linger = time.NewTimer(wait)
+			defer linger.Stop()
+		} else {
+			linger.Reset(wait)
+		}
+		select {
+		case msg := <-c.out:
+			if err := c.writeMessage(msg); err != nil {
+				return
+			}
+			continue
+		case <-c.done:
+			return
+		case <-linger.C:
 		}
 		c.mu.Lock()
 		if len(c.out) == 0 {

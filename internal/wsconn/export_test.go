@@ -1,0 +1,4 @@
+package wsconn
+
+// WriterLinger is writerLinger, for tests.
+const WriterLinger = writerLinger
