@@ -377,10 +377,10 @@ func (ss *session) drain() {
 type inbox struct {
 	mu      sync.Mutex
 	q       [][]*protocol.Data
-	running bool        // a goroutine owns delivery
-	closed  bool        // the reader is done: what is queued is still delivered
-	stopped bool        // delivery failed: input is dropped
-	idle    *time.Timer // runs repeatAck; armed while nobody delivers
+	running bool          // a goroutine owns delivery
+	closed  bool          // the reader is done: what is queued is still delivered
+	stopped bool          // delivery failed: input is dropped
+	idle    *time.Timer   // runs repeatAck; armed while nobody delivers
 	ready   chan struct{} // capacity 1: input or the end of it, for a lingering deliverer
 	wg      sync.WaitGroup
 }
