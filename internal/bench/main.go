@@ -266,6 +266,7 @@ func (rn *runner) throughput(peakOnly bool) {
 			for _, durable := range []bool{false, true} {
 				c := cfg
 				c.Durable = durable
+				settleDisk()
 				r, err := Throughput(rn.ctx, c)
 				if err != nil {
 					rn.fail(c.Mode()+" "+name, err)
@@ -310,6 +311,7 @@ func (rn *runner) latency() {
 				return
 			}
 			mode := Config{Durable: durable}.Mode()
+			settleDisk()
 			un, err := Latency(rn.ctx, LatencyConfig{Size: size, Durable: durable, Duration: rn.d, Dir: rn.dir})
 			if err != nil {
 				rn.fail(fmt.Sprintf("unloaded latency %s %s", mode, sizeName(size)), err)
@@ -327,6 +329,7 @@ func (rn *runner) latency() {
 					rn.report.Latency = append(rn.report.Latency, row)
 					continue
 				}
+				settleDisk()
 				l, err := Latency(rn.ctx, LatencyConfig{
 					Size: size, Durable: durable, Senders: sc.senders, Clients: sc.clients,
 					Rate: pk / 2, Duration: rn.d, Dir: rn.dir,
@@ -364,6 +367,7 @@ func (rn *runner) memory(n int) {
 
 func (rn *runner) recovery(n int) {
 	fmt.Fprintf(rn.log, "recovery (%d messages)\n", n)
+	settleDisk()
 	r, err := Recovery(rn.ctx, RecoveryConfig{Messages: n, Size: 256, Durable: true, Dir: rn.dir})
 	if err != nil {
 		rn.fail("recovery", err)
@@ -390,6 +394,7 @@ func (rn *runner) storm(n int, healthy time.Duration) {
 
 func (rn *runner) pipe(lines int, cli string) {
 	fmt.Fprintf(rn.log, "CLI pipe (%d lines)\n", lines)
+	settleDisk()
 	r, err := Pipe(rn.ctx, PipeConfig{Lines: lines, CLI: cli, Dir: rn.dir}, rn.launcher)
 	if err != nil {
 		rn.fail("pipe", err)

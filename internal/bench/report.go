@@ -176,7 +176,7 @@ func (r *Report) WriteMarkdown(w io.Writer, chart string) error {
 	p("Everything runs on 127.0.0.1 on one shared, noisy machine; treat differences under ~20%% as noise. ")
 	p("The baseline is raw gorilla/websocket, one-way, one WebSocket message per payload, no acknowledgement and no disk, measured in the same run just before ours. ")
 	p("\"durable\" fsyncs every group commit on the client and the server's watermark commits (the default); \"nosync\" sets NoSync on both. ")
-	p("A wsreliable message counts once the server has acknowledged it. Each measurement ran for %v.\n\n", r.Duration)
+	p("A wsreliable message counts once the server has acknowledged it. Each measurement ran for %v, after a sync(2), so that the writeback of an earlier run's files does not land in its fsyncs.\n\n", r.Duration)
 	if chart != "" {
 		p("![Throughput by mode and size](%s)\n\n", chart)
 	}

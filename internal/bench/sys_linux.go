@@ -9,6 +9,11 @@ import (
 	"syscall"
 )
 
+// settleDisk flushes every dirty page in the system (sync(2)), so that
+// the writeback of an earlier run's files does not land in the fsyncs of
+// the next measurement.
+func settleDisk() { syscall.Sync() }
+
 // raiseNoFile raises the soft RLIMIT_NOFILE to the hard limit and returns
 // the new soft limit.
 func raiseNoFile() (uint64, error) {

@@ -9,3 +9,6 @@ var errNotLinux = errors.New("bench: the memory and storm scenarios need Linux (
 func raiseNoFile() (uint64, error) { return 0, errNotLinux }
 
 func rss() (int64, error) { return 0, errNotLinux }
+
+// settleDisk does nothing here; see the Linux version.
+func settleDisk() {}
