@@ -23,7 +23,9 @@ import (
 // serveStoreName is the server's store file inside -data.
 const serveStoreName = "server.db"
 
-// deliveredLine is what serve prints for each delivered message.
+// deliveredLine is the JSON line serve prints for each delivered message,
+// as encoding/json writes it; appendDelivered builds the same bytes
+// without reflection, and the fuzz test holds it to this type.
 type deliveredLine struct {
 	Client     string  `json:"client"`
 	ID         string  `json:"id"`
