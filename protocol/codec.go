@@ -102,8 +102,11 @@ func decodeFrame(t FrameType, body []byte) (Frame, error) {
 		h := &Hello{}
 		h.ClientID = r.string(MaxClientIDLen)
 		h.Stream = r.id()
+		h.StreamLow = r.uvarint()
 		h.InStream = r.id()
 		h.InWatermark = r.uvarint()
+		h.MaxMessageSize = r.uint32()
+		h.MaxInFlight = r.uint32()
 		f = h
 	case TypeWelcome:
 		w := &Welcome{}
@@ -112,12 +115,15 @@ func decodeFrame(t FrameType, body []byte) (Frame, error) {
 		w.HeartbeatTimeout = r.millis()
 		w.MaxMessageSize = r.uint32()
 		w.MaxInFlight = r.uint32()
+		w.OutStream = r.id()
+		w.OutLow = r.uvarint()
 		f = w
 	case TypeData:
 		d := &Data{}
 		d.Stream = r.id()
 		d.Seq = r.uvarint()
 		d.ID = r.id()
+		d.Expires = r.expiry()
 		nh := r.uvarint()
 		if nh > MaxHeaders {
 			return nil, fmt.Errorf("%w: %d headers (limit %d)", ErrMalformed, nh, MaxHeaders)
@@ -140,13 +146,18 @@ func decodeFrame(t FrameType, body []byte) (Frame, error) {
 		j := &Reject{}
 		j.Stream = r.id()
 		j.Seq = r.uvarint()
-		code := r.uvarint()
-		if code > math.MaxUint16 {
-			r.fail("reject code out of range")
-		}
-		j.Code = uint16(code)
+		j.Code = r.code()
 		j.Reason = r.string(MaxReasonLen)
 		f = j
+	case TypeSkip:
+		k := &Skip{}
+		k.Stream = r.id()
+		k.Seq = r.uvarint()
+		k.Code = r.code()
+		k.Reason = r.string(MaxReasonLen)
+		f = k
+	case TypeHeartbeat:
+		f = &Heartbeat{}
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownFrame, uint8(t))
 	}
@@ -193,6 +204,25 @@ func (r *reader) uint32() uint32 {
 		return 0
 	}
 	return uint32(v)
+}
+
+func (r *reader) code() RejectCode {
+	v := r.uvarint()
+	if v > math.MaxUint16 {
+		r.fail("reject code out of range")
+		return 0
+	}
+	return RejectCode(v)
+}
+
+// expiry reads a Unix-millisecond time, 0 meaning none.
+func (r *reader) expiry() int64 {
+	v := r.uvarint()
+	if v > math.MaxInt64 {
+		r.fail("expiry out of range")
+		return 0
+	}
+	return int64(v)
 }
 
 func (r *reader) millis() time.Duration {
@@ -277,20 +307,24 @@ func millis(d time.Duration) uint64 {
 }
 
 func (h *Hello) bodySize() int {
-	return bytesLen(len(h.ClientID)) + 32 + uvarintLen(h.InWatermark)
+	return bytesLen(len(h.ClientID)) + 32 + uvarintLen(h.StreamLow) + uvarintLen(h.InWatermark) +
+		uvarintLen(uint64(h.MaxMessageSize)) + uvarintLen(uint64(h.MaxInFlight))
 }
 
 func (h *Hello) appendBody(b []byte) []byte {
 	b = appendString(b, h.ClientID)
 	b = append(b, h.Stream[:]...)
+	b = binary.AppendUvarint(b, h.StreamLow)
 	b = append(b, h.InStream[:]...)
-	return binary.AppendUvarint(b, h.InWatermark)
+	b = binary.AppendUvarint(b, h.InWatermark)
+	b = binary.AppendUvarint(b, uint64(h.MaxMessageSize))
+	return binary.AppendUvarint(b, uint64(h.MaxInFlight))
 }
 
 func (w *Welcome) bodySize() int {
 	return uvarintLen(w.Watermark) + uvarintLen(millis(w.HeartbeatInterval)) +
 		uvarintLen(millis(w.HeartbeatTimeout)) + uvarintLen(uint64(w.MaxMessageSize)) +
-		uvarintLen(uint64(w.MaxInFlight))
+		uvarintLen(uint64(w.MaxInFlight)) + 16 + uvarintLen(w.OutLow)
 }
 
 func (w *Welcome) appendBody(b []byte) []byte {
@@ -298,11 +332,13 @@ func (w *Welcome) appendBody(b []byte) []byte {
 	b = binary.AppendUvarint(b, millis(w.HeartbeatInterval))
 	b = binary.AppendUvarint(b, millis(w.HeartbeatTimeout))
 	b = binary.AppendUvarint(b, uint64(w.MaxMessageSize))
-	return binary.AppendUvarint(b, uint64(w.MaxInFlight))
+	b = binary.AppendUvarint(b, uint64(w.MaxInFlight))
+	b = append(b, w.OutStream[:]...)
+	return binary.AppendUvarint(b, w.OutLow)
 }
 
 func (d *Data) bodySize() int {
-	n := 16 + uvarintLen(d.Seq) + 16 + uvarintLen(uint64(len(d.Headers)))
+	n := 16 + uvarintLen(d.Seq) + 16 + uvarintLen(expiry(d.Expires)) + uvarintLen(uint64(len(d.Headers)))
 	for _, h := range d.Headers {
 		n += bytesLen(len(h.Key)) + bytesLen(len(h.Value))
 	}
@@ -313,6 +349,7 @@ func (d *Data) appendBody(b []byte) []byte {
 	b = append(b, d.Stream[:]...)
 	b = binary.AppendUvarint(b, d.Seq)
 	b = append(b, d.ID[:]...)
+	b = binary.AppendUvarint(b, expiry(d.Expires))
 	b = binary.AppendUvarint(b, uint64(len(d.Headers)))
 	for _, h := range d.Headers {
 		b = appendString(b, h.Key)
@@ -328,13 +365,38 @@ func (a *Ack) appendBody(b []byte) []byte {
 	return binary.AppendUvarint(b, a.Seq)
 }
 
-func (j *Reject) bodySize() int {
-	return 16 + uvarintLen(j.Seq) + uvarintLen(uint64(j.Code)) + bytesLen(len(j.Reason))
-}
+func (j *Reject) bodySize() int { return settleSize(j.Seq, j.Code, j.Reason) }
 
 func (j *Reject) appendBody(b []byte) []byte {
-	b = append(b, j.Stream[:]...)
-	b = binary.AppendUvarint(b, j.Seq)
-	b = binary.AppendUvarint(b, uint64(j.Code))
-	return appendString(b, j.Reason)
+	return appendSettle(b, j.Stream, j.Seq, j.Code, j.Reason)
+}
+
+func (k *Skip) bodySize() int { return settleSize(k.Seq, k.Code, k.Reason) }
+
+func (k *Skip) appendBody(b []byte) []byte {
+	return appendSettle(b, k.Stream, k.Seq, k.Code, k.Reason)
+}
+
+// settleSize and appendSettle encode the body shared by Reject and Skip.
+func settleSize(seq uint64, code RejectCode, reason string) int {
+	return 16 + uvarintLen(seq) + uvarintLen(uint64(code)) + bytesLen(len(reason))
+}
+
+func appendSettle(b []byte, stream StreamID, seq uint64, code RejectCode, reason string) []byte {
+	b = append(b, stream[:]...)
+	b = binary.AppendUvarint(b, seq)
+	b = binary.AppendUvarint(b, uint64(code))
+	return appendString(b, reason)
+}
+
+func (*Heartbeat) bodySize() int { return 0 }
+
+func (*Heartbeat) appendBody(b []byte) []byte { return b }
+
+// expiry encodes a Unix-millisecond expiry; negative times mean none.
+func expiry(ms int64) uint64 {
+	if ms < 0 {
+		return 0
+	}
+	return uint64(ms)
 }

@@ -7,11 +7,14 @@ import (
 
 // Subprotocol is the WebSocket subprotocol both peers must negotiate. A peer
 // that does not offer it is refused with [CloseUnsupported].
-const Subprotocol = "wsreliable.v1"
+const Subprotocol = "wsreliable.v2"
 
 // Version is the codec version written as the first byte of every WebSocket
 // message. A message with another first byte is refused with [ErrVersion].
-const Version byte = 1
+// Version 2 made both directions symmetric: the hello and welcome carry
+// each side's lowest held sequence and limits, data carries an expiry, and
+// [Skip] and [Heartbeat] frames exist.
+const Version byte = 2
 
 // MessageID is a message's 16-byte identifier, a UUID (version 7 by default,
 // so IDs sort by creation time). The zero value means "no ID".
@@ -56,11 +59,13 @@ type FrameType uint8
 
 // Frame types. Their values are part of the wire format and never change.
 const (
-	TypeHello   FrameType = 1 // client to server, first frame of a session
-	TypeWelcome FrameType = 2 // server to client, answer to Hello
-	TypeData    FrameType = 3 // one message of a stream
-	TypeAck     FrameType = 4 // cumulative acknowledgement of a stream
-	TypeReject  FrameType = 5 // the receiver refused one message
+	TypeHello     FrameType = 1 // client to server, first frame of a session
+	TypeWelcome   FrameType = 2 // server to client, answer to Hello
+	TypeData      FrameType = 3 // one message of a stream
+	TypeAck       FrameType = 4 // cumulative acknowledgement of a stream
+	TypeReject    FrameType = 5 // the receiver refused one message
+	TypeSkip      FrameType = 6 // the sender passes over sequences it will not send
+	TypeHeartbeat FrameType = 7 // keepalive that page code can see (browsers hide pings)
 )
 
 // String returns the frame type's name.
@@ -76,12 +81,17 @@ func (t FrameType) String() string {
 		return "ack"
 	case TypeReject:
 		return "reject"
+	case TypeSkip:
+		return "skip"
+	case TypeHeartbeat:
+		return "heartbeat"
 	}
 	return "unknown(" + itoa(uint64(t)) + ")"
 }
 
-// Frame is one decoded frame: *[Hello], *[Welcome], *[Data], *[Ack] or
-// *[Reject]. The set is closed; other packages cannot add frame types.
+// Frame is one decoded frame: *[Hello], *[Welcome], *[Data], *[Ack],
+// *[Reject], *[Skip] or *[Heartbeat]. The set is closed; other packages
+// cannot add frame types.
 type Frame interface {
 	Type() FrameType
 	bodySize() int
@@ -95,12 +105,26 @@ type Hello struct {
 	ClientID string
 	// Stream is the client's outgoing stream.
 	Stream StreamID
-	// InStream is the stream the client receives from the server (zero if
-	// it has never received anything).
+	// StreamLow is the lowest sequence of Stream the client still holds
+	// (the last assigned plus one when it holds none). Everything below it
+	// has been acknowledged, expired or evicted: a server without state
+	// for Stream (a lost store, a fleet node meeting the client first)
+	// resumes from here instead of waiting for sequences that will never
+	// come.
+	StreamLow uint64
+	// InStream is the server's stream to this client as the client last
+	// knew it (zero if it has never received anything).
 	InStream StreamID
 	// InWatermark is the highest sequence of InStream the client has
 	// delivered contiguously.
 	InWatermark uint64
+	// MaxMessageSize is the largest WebSocket message the client reads;
+	// the server settles a larger message as rejected instead of sending
+	// it. Zero: no limit announced.
+	MaxMessageSize uint32
+	// MaxInFlight is the most unacknowledged data frames the client
+	// accepts from the server. Zero: no limit announced.
+	MaxInFlight uint32
 }
 
 // Welcome answers a [Hello].
@@ -119,13 +143,24 @@ type Welcome struct {
 	// MaxInFlight is the most unacknowledged data frames the server
 	// accepts from this client.
 	MaxInFlight uint32
+	// OutStream is the server's stream to this client, zero while the
+	// server has never queued anything for it.
+	OutStream StreamID
+	// OutLow is the lowest sequence of OutStream the server still holds
+	// (its last assigned plus one when it holds none): a client without
+	// state for OutStream resumes from here.
+	OutLow uint64
 }
 
 // Data carries one message of a stream.
 type Data struct {
-	Stream  StreamID
-	Seq     uint64
-	ID      MessageID
+	Stream StreamID
+	Seq    uint64
+	ID     MessageID
+	// Expires is when the message stops being worth delivering, in Unix
+	// milliseconds; 0: never. A receiver never hands an expired message to
+	// its handler: it answers with a [Reject] of code [RejectExpired].
+	Expires int64
 	Headers []Header
 	// Payload aliases the decoded buffer: copy it to keep it beyond the
 	// buffer's life.
@@ -143,8 +178,55 @@ type Ack struct {
 type Reject struct {
 	Stream StreamID
 	Seq    uint64
-	Code   uint16
+	Code   RejectCode
 	Reason string
+}
+
+// Skip tells the receiver that the sender will not send the sequences of
+// Stream up to and including Seq that the receiver has not delivered yet
+// (they expired, were evicted or are too large for the receiver): its
+// watermark moves to Seq as though they had been delivered, without the
+// handler. Code says why. The receiver acknowledges Seq as usual.
+type Skip struct {
+	Stream StreamID
+	Seq    uint64
+	Code   RejectCode
+	Reason string
+}
+
+// Heartbeat is an empty frame a peer sends while idle. WebSocket pings
+// serve Go peers; browsers answer pings but never show them to page code,
+// so a page can only see a dead link by the absence of heartbeats.
+type Heartbeat struct{}
+
+// RejectCode says why a message settled without being handled, in
+// [Reject] and [Skip] frames.
+type RejectCode uint16
+
+// Reject codes. Their values are part of the wire format.
+const (
+	RejectHandler  RejectCode = 1 // the receiver's handler rejected it
+	RejectExpired  RejectCode = 2 // its expiry passed before delivery
+	RejectTooLarge RejectCode = 3 // larger than the receiver accepts
+	RejectAttempts RejectCode = 4 // the handler failed MaxAttempts times
+	RejectEvicted  RejectCode = 5 // dropped by the sender to make room
+)
+
+// String returns the code's name.
+func (c RejectCode) String() string {
+	switch c {
+	case RejectHandler:
+		return "rejected"
+	case RejectExpired:
+		return "expired"
+	case RejectTooLarge:
+		return "too large"
+	case RejectAttempts:
+		return "attempts exhausted"
+	case RejectEvicted:
+		return "evicted"
+	}
+	return "reject code " + itoa(uint64(c))
 }
 
 // Type returns [TypeHello].
@@ -161,6 +243,12 @@ func (*Ack) Type() FrameType { return TypeAck }
 
 // Type returns [TypeReject].
 func (*Reject) Type() FrameType { return TypeReject }
+
+// Type returns [TypeSkip].
+func (*Skip) Type() FrameType { return TypeSkip }
+
+// Type returns [TypeHeartbeat].
+func (*Heartbeat) Type() FrameType { return TypeHeartbeat }
 
 // CloseCode is a WebSocket close status code as used by wsreliable.
 type CloseCode uint16
