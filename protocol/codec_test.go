@@ -42,25 +42,29 @@ var roundTripCases = func() []roundTripCase {
 	cases := []roundTripCase{
 		{"hello/zero", []protocol.Frame{&protocol.Hello{}}},
 		{"hello/full", []protocol.Frame{&protocol.Hello{
-			ClientID: "client-1", Stream: sid(1), InStream: sid(0x80), InWatermark: 42,
+			ClientID: "client-1", Stream: sid(1), StreamLow: 40, InStream: sid(0x80), InWatermark: 42,
+			MaxMessageSize: 1 << 20, MaxInFlight: 256,
 		}}},
-		{"hello/max client ID", []protocol.Frame{&protocol.Hello{
-			ClientID: strings.Repeat("é", protocol.MaxClientIDLen/2), Stream: sid(1), InWatermark: math.MaxUint64,
+		{"hello/max", []protocol.Frame{&protocol.Hello{
+			ClientID: strings.Repeat("é", protocol.MaxClientIDLen/2), Stream: sid(1), StreamLow: math.MaxUint64,
+			InStream: sid(0xf0), InWatermark: math.MaxUint64, MaxMessageSize: math.MaxUint32, MaxInFlight: math.MaxUint32,
 		}}},
+		{"hello/only new fields", []protocol.Frame{&protocol.Hello{StreamLow: 1, MaxMessageSize: 1, MaxInFlight: 1}}},
 		{"welcome/zero", []protocol.Frame{&protocol.Welcome{}}},
 		{"welcome/full", []protocol.Frame{&protocol.Welcome{
 			Watermark: 7, HeartbeatInterval: 15 * time.Second, HeartbeatTimeout: 45 * time.Second,
-			MaxMessageSize: 1 << 20, MaxInFlight: 1024,
+			MaxMessageSize: 1 << 20, MaxInFlight: 1024, OutStream: sid(0x40), OutLow: 8,
 		}}},
 		{"welcome/max", []protocol.Frame{&protocol.Welcome{
 			Watermark: math.MaxUint64, HeartbeatInterval: maxMillis, HeartbeatTimeout: maxMillis,
-			MaxMessageSize: math.MaxUint32, MaxInFlight: math.MaxUint32,
+			MaxMessageSize: math.MaxUint32, MaxInFlight: math.MaxUint32, OutStream: sid(0xf0), OutLow: math.MaxUint64,
 		}}},
+		{"welcome/only new fields", []protocol.Frame{&protocol.Welcome{OutStream: sid(1), OutLow: 1}}},
 		{"data/no headers", []protocol.Frame{&protocol.Data{
 			Stream: sid(1), Seq: 1, ID: mid(0x10), Payload: []byte("hello"),
 		}}},
 		{"data/headers", []protocol.Frame{&protocol.Data{
-			Stream: sid(1), Seq: 2, ID: mid(0x10),
+			Stream: sid(1), Seq: 2, ID: mid(0x10), Expires: 1_700_000_000_000,
 			Headers: []protocol.Header{
 				{Key: "content-type", Value: "application/json"},
 				{Key: "", Value: ""},
@@ -78,20 +82,40 @@ var roundTripCases = func() []roundTripCase {
 		{"data/empty headers", []protocol.Frame{&protocol.Data{Stream: sid(1), Seq: 6, Headers: []protocol.Header{}}}},
 		{"data/binary payload", []protocol.Frame{&protocol.Data{Seq: 7, Payload: []byte{0xff, 0xfe, 0, 0x80, 1}}}},
 		{"data/large payload", []protocol.Frame{&protocol.Data{Seq: 8, Payload: bytes.Repeat([]byte{0xa5}, 70_000)}}},
+		{"data/max", []protocol.Frame{&protocol.Data{
+			Stream: sid(0xf0), Seq: math.MaxUint64, ID: mid(0xf0), Expires: math.MaxInt64,
+			Headers: manyHeaders(protocol.MaxHeaders), Payload: bytes.Repeat([]byte{0x5a}, 300),
+		}}},
 		{"ack/zero", []protocol.Frame{&protocol.Ack{}}},
 		{"ack/max seq", []protocol.Frame{&protocol.Ack{Stream: sid(9), Seq: math.MaxUint64}}},
 		{"reject/empty reason", []protocol.Frame{&protocol.Reject{Stream: sid(1), Seq: 9, Code: 0}}},
-		{"reject/full", []protocol.Frame{&protocol.Reject{Stream: sid(1), Seq: 10, Code: 422, Reason: "schema mismatch"}}},
+		{"reject/full", []protocol.Frame{&protocol.Reject{Stream: sid(1), Seq: 10, Code: protocol.RejectHandler, Reason: "schema mismatch"}}},
 		{"reject/max", []protocol.Frame{&protocol.Reject{
 			Stream: sid(1), Seq: math.MaxUint64, Code: math.MaxUint16, Reason: strings.Repeat("r", protocol.MaxReasonLen),
 		}}},
+		{"skip/zero", []protocol.Frame{&protocol.Skip{}}},
+		{"skip/full", []protocol.Frame{&protocol.Skip{Stream: sid(1), Seq: 10, Code: protocol.RejectExpired, Reason: "expired"}}},
+		{"skip/max", []protocol.Frame{&protocol.Skip{
+			Stream: sid(0xf0), Seq: math.MaxUint64, Code: math.MaxUint16, Reason: strings.Repeat("é", protocol.MaxReasonLen/2),
+		}}},
+		{"heartbeat", []protocol.Frame{&protocol.Heartbeat{}}},
 		{"multi/every type", []protocol.Frame{
-			&protocol.Hello{ClientID: "c", Stream: sid(1)},
-			&protocol.Welcome{Watermark: 3, HeartbeatInterval: time.Second},
-			&protocol.Data{Stream: sid(1), Seq: 4, ID: mid(2), Payload: []byte("a")},
+			&protocol.Hello{ClientID: "c", Stream: sid(1), StreamLow: 4, InStream: sid(2), InWatermark: 9, MaxMessageSize: 1 << 16, MaxInFlight: 8},
+			&protocol.Welcome{Watermark: 3, HeartbeatInterval: time.Second, OutStream: sid(2), OutLow: 10},
+			&protocol.Data{Stream: sid(1), Seq: 4, ID: mid(2), Expires: 1_700_000_000_000, Payload: []byte("a")},
 			&protocol.Data{Stream: sid(1), Seq: 5, ID: mid(3), Headers: []protocol.Header{{Key: "k", Value: "v"}}},
 			&protocol.Ack{Stream: sid(1), Seq: 5},
-			&protocol.Reject{Stream: sid(1), Seq: 4, Code: 1, Reason: "no"},
+			&protocol.Reject{Stream: sid(1), Seq: 4, Code: protocol.RejectHandler, Reason: "no"},
+			&protocol.Skip{Stream: sid(2), Seq: 12, Code: protocol.RejectEvicted, Reason: "full"},
+			&protocol.Heartbeat{},
+		}},
+		{"multi/heartbeats", []protocol.Frame{&protocol.Heartbeat{}, &protocol.Heartbeat{}, &protocol.Heartbeat{}}},
+		{"multi/heartbeat between data", []protocol.Frame{
+			&protocol.Data{Stream: sid(1), Seq: 1, Payload: []byte("a")},
+			&protocol.Heartbeat{},
+			&protocol.Data{Stream: sid(1), Seq: 2, Payload: []byte("b")},
+			&protocol.Skip{Stream: sid(1), Seq: 4, Code: protocol.RejectTooLarge},
+			&protocol.Heartbeat{},
 		}},
 		{"multi/batch", dataBatch(100)},
 	}
@@ -100,6 +124,24 @@ var roundTripCases = func() []roundTripCase {
 			name:   fmt.Sprintf("data/seq %d", seq),
 			frames: []protocol.Frame{&protocol.Data{Stream: sid(1), Seq: seq, ID: mid(2), Payload: []byte("p")}},
 		})
+	}
+	for _, exp := range []int64{0, 1, 127, 128, 1_700_000_000_000, 1<<62 - 1, math.MaxInt64 - 1, math.MaxInt64} {
+		cases = append(cases, roundTripCase{
+			name:   fmt.Sprintf("data/expires %d", exp),
+			frames: []protocol.Frame{&protocol.Data{Stream: sid(1), Seq: 1, ID: mid(2), Expires: exp, Payload: []byte("p")}},
+		})
+	}
+	for _, code := range []protocol.RejectCode{protocol.RejectHandler, protocol.RejectExpired, protocol.RejectTooLarge,
+		protocol.RejectAttempts, protocol.RejectEvicted, 127, 128, 16383, 16384, math.MaxUint16} {
+		cases = append(cases,
+			roundTripCase{
+				name:   fmt.Sprintf("reject/code %d", code),
+				frames: []protocol.Frame{&protocol.Reject{Stream: sid(1), Seq: 1, Code: code, Reason: code.String()}},
+			},
+			roundTripCase{
+				name:   fmt.Sprintf("skip/code %d", code),
+				frames: []protocol.Frame{&protocol.Skip{Stream: sid(1), Seq: 1, Code: code, Reason: code.String()}},
+			})
 	}
 	return cases
 }()
@@ -260,28 +302,115 @@ func TestFrameSize(t *testing.T) {
 
 // TestEncodeGolden pins the wire format, which a round trip alone cannot:
 // a change made symmetrically to encoder and decoder would still round-trip.
+// The expected bytes are written out field by field from the version 2
+// layout; each line comments which field it is.
 func TestEncodeGolden(t *testing.T) {
-	ids := "000102030405060708090a0b0c0d0e0f"
+	const (
+		ids   = "000102030405060708090a0b0c0d0e0f" // sid(0), mid(0)
+		ids2  = "101112131415161718191a1b1c1d1e1f" // sid(0x10), mid(0x10)
+		zero  = "00000000000000000000000000000000" // zero StreamID, MessageID
+		max64 = "ffffffffffffffffff01"             // uvarint math.MaxUint64
+		max32 = "ffffffff0f"                       // uvarint math.MaxUint32
+	)
 	tests := []struct {
 		name  string
 		frame protocol.Frame
 		want  string // hex, without the version byte
 	}{
-		{"hello", &protocol.Hello{ClientID: "ab", Stream: sid(0), InStream: sid(0), InWatermark: 300},
-			"01" + "25" + "026162" + ids + ids + "ac02"},
-		{"welcome", &protocol.Welcome{Watermark: 1, HeartbeatInterval: 1500 * time.Millisecond, HeartbeatTimeout: 3 * time.Second, MaxMessageSize: 128, MaxInFlight: 2},
-			"02" + "08" + "01" + "dc0b" + "b817" + "8001" + "02"},
-		{"data", &protocol.Data{Stream: sid(0), Seq: 5, ID: mid(0), Headers: []protocol.Header{{Key: "k", Value: "v"}}, Payload: []byte("hi")},
-			"03" + "29" + ids + "05" + ids + "01" + "016b" + "0176" + "026869"},
+		{"hello", &protocol.Hello{ClientID: "ab", Stream: sid(0), StreamLow: 5, InStream: sid(0x10), InWatermark: 300, MaxMessageSize: 1 << 16, MaxInFlight: 128},
+			"01" + "2b" + // type, body length 43
+				"026162" + // ClientID "ab"
+				ids + // Stream
+				"05" + // StreamLow
+				ids2 + // InStream
+				"ac02" + // InWatermark 300
+				"808004" + // MaxMessageSize 65536
+				"8001"}, // MaxInFlight 128
+		{"hello/zero", &protocol.Hello{},
+			"01" + "25" + "00" + zero + "00" + zero + "00" + "00" + "00"},
+		{"hello/max", &protocol.Hello{Stream: sid(0), StreamLow: math.MaxUint64, InStream: sid(0x10), InWatermark: math.MaxUint64, MaxMessageSize: math.MaxUint32, MaxInFlight: math.MaxUint32},
+			"01" + "3f" + "00" + ids + max64 + ids2 + max64 + max32 + max32},
+		{"welcome", &protocol.Welcome{Watermark: 1, HeartbeatInterval: 1500 * time.Millisecond, HeartbeatTimeout: 3 * time.Second, MaxMessageSize: 128, MaxInFlight: 2, OutStream: sid(0x10), OutLow: 300},
+			"02" + "1a" + // type, body length 26
+				"01" + // Watermark
+				"dc0b" + // HeartbeatInterval 1500 ms
+				"b817" + // HeartbeatTimeout 3000 ms
+				"8001" + // MaxMessageSize 128
+				"02" + // MaxInFlight
+				ids2 + // OutStream
+				"ac02"}, // OutLow 300
+		{"welcome/zero", &protocol.Welcome{},
+			"02" + "16" + "00" + "00" + "00" + "00" + "00" + zero + "00"},
+		{"data", &protocol.Data{Stream: sid(0), Seq: 5, ID: mid(0x10), Expires: 1_700_000_000_000, Headers: []protocol.Header{{Key: "k", Value: "v"}}, Payload: []byte("hi")},
+			"03" + "2f" + // type, body length 47
+				ids + // Stream
+				"05" + // Seq
+				ids2 + // ID
+				"80d095ffbc31" + // Expires 1700000000000 = 0x18bcfe56800
+				"01" + // header count
+				"016b" + "0176" + // "k": "v"
+				"026869"}, // Payload "hi"
+		{"data/no expiry", &protocol.Data{Stream: sid(0), Seq: 5, ID: mid(0), Payload: []byte("hi")},
+			"03" + "26" + ids + "05" + ids + "00" + "00" + "026869"},
+		{"data/max expiry", &protocol.Data{Expires: math.MaxInt64},
+			"03" + "2c" + zero + "00" + zero + "ffffffffffffffff7f" + "00" + "00"},
+		{"data/negative expiry is none", &protocol.Data{Expires: -1},
+			"03" + "24" + zero + "00" + zero + "00" + "00" + "00"},
 		{"ack", &protocol.Ack{Stream: sid(0), Seq: 300}, "04" + "12" + ids + "ac02"},
 		{"reject", &protocol.Reject{Stream: sid(0), Seq: 1, Code: 1000, Reason: "x"},
 			"05" + "15" + ids + "01" + "e807" + "0178"},
+		{"reject/expired", &protocol.Reject{Stream: sid(0x10), Seq: 300, Code: protocol.RejectExpired},
+			"05" + "14" + ids2 + "ac02" + "02" + "00"},
+		{"skip", &protocol.Skip{Stream: sid(0x10), Seq: 300, Code: protocol.RejectEvicted, Reason: "full"},
+			"06" + "18" + // type, body length 24
+				ids2 + // Stream
+				"ac02" + // Seq 300
+				"05" + // Code
+				"0466756c6c"}, // Reason "full"
+		{"skip/max code", &protocol.Skip{Stream: sid(0), Seq: 1, Code: math.MaxUint16},
+			"06" + "15" + ids + "01" + "ffff03" + "00"},
+		{"heartbeat", &protocol.Heartbeat{}, "07" + "00"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got := fmt.Sprintf("%x", protocol.Encode(tc.frame))
-			if want := "01" + tc.want; got != want {
+			if want := "02" + tc.want; got != want {
 				t.Fatalf("Encode:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+
+	// A whole message: the version byte once, then the frames back to back.
+	got := fmt.Sprintf("%x", protocol.Encode(&protocol.Heartbeat{}, &protocol.Ack{Stream: sid(0), Seq: 1}, &protocol.Heartbeat{}))
+	if want := "02" + "0700" + "0411" + ids + "01" + "0700"; got != want {
+		t.Fatalf("Encode(heartbeat, ack, heartbeat):\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestDataExpires: expiries travel as non-negative Unix milliseconds, and
+// negative ones (no expiry) as zero.
+func TestDataExpires(t *testing.T) {
+	tests := []struct {
+		name     string
+		in, want int64
+	}{
+		{"zero", 0, 0},
+		{"one", 1, 1},
+		{"now-ish", 1_700_000_000_000, 1_700_000_000_000},
+		{"max", math.MaxInt64, math.MaxInt64},
+		{"minus one", -1, 0},
+		{"min", math.MinInt64, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := &protocol.Data{Stream: sid(1), Seq: 1, Expires: tc.in, Payload: []byte("p")}
+			msg := protocol.Encode(in)
+			if len(msg) != 1+protocol.FrameSize(in) {
+				t.Fatalf("len(Encode) = %d, FrameSize = %d", len(msg), protocol.FrameSize(in))
+			}
+			d := decodeAll(t, msg)[0].(*protocol.Data)
+			if d.Expires != tc.want {
+				t.Fatalf("Expires %d decoded as %d, want %d", tc.in, d.Expires, tc.want)
 			}
 		})
 	}
@@ -336,24 +465,43 @@ func frame(typ byte, parts ...[]byte) []byte {
 func message(frames ...[]byte) []byte { return cat(append([][]byte{{protocol.Version}}, frames...)...) }
 
 var (
-	tHello   = byte(protocol.TypeHello)
-	tWelcome = byte(protocol.TypeWelcome)
-	tData    = byte(protocol.TypeData)
-	tAck     = byte(protocol.TypeAck)
-	tReject  = byte(protocol.TypeReject)
+	tHello     = byte(protocol.TypeHello)
+	tWelcome   = byte(protocol.TypeWelcome)
+	tData      = byte(protocol.TypeData)
+	tAck       = byte(protocol.TypeAck)
+	tReject    = byte(protocol.TypeReject)
+	tSkip      = byte(protocol.TypeSkip)
+	tHeartbeat = byte(protocol.TypeHeartbeat)
 
 	// overflow is an 11-byte varint; binary.Uvarint reports overflow.
 	overflow = append(bytes.Repeat([]byte{0xff}, 10), 0x01)
 	// overflow10 is a 10-byte varint whose last byte exceeds 64 bits.
 	overflow10 = append(bytes.Repeat([]byte{0xff}, 9), 0x02)
 
-	validAck = frame(tAck, id16(), uv(1))
+	validAck       = frame(tAck, id16(), uv(1))
+	validHeartbeat = frame(tHeartbeat)
 )
+
+// Valid version 2 bodies, field by field, for hand-made input. Bad cases
+// below spell out their bodies so that each shows which field it breaks.
+func helloBody(clientID string) []byte {
+	return cat(str(clientID), id16() /* Stream */, uv(0) /* StreamLow */, id16(), /* InStream */
+		uv(0) /* InWatermark */, uv(0) /* MaxMessageSize */, uv(0) /* MaxInFlight */)
+}
+
+func welcomeBody() []byte {
+	return cat(uv(0) /* Watermark */, uv(0) /* HeartbeatInterval */, uv(0), /* HeartbeatTimeout */
+		uv(0) /* MaxMessageSize */, uv(0) /* MaxInFlight */, id16() /* OutStream */, uv(0) /* OutLow */)
+}
 
 type badCase struct {
 	name string
 	msg  []byte
 	want error
+	// why is a substring of the error: the frame and the reason, so that
+	// a case that breaks for another reason (say, a layout change that
+	// makes it fail earlier) does not pass unnoticed.
+	why string
 }
 
 func headerPairs(n int) []byte {
@@ -365,89 +513,156 @@ func headerPairs(n int) []byte {
 	return b
 }
 
-var badCases = []badCase{
-	{"empty/nil", nil, protocol.ErrMalformed},
-	{"empty/non-nil", []byte{}, protocol.ErrMalformed},
-	{"version byte only", []byte{protocol.Version}, protocol.ErrMalformed},
+var badCases = func() []badCase {
+	mal, unk, ver := protocol.ErrMalformed, protocol.ErrUnknownFrame, protocol.ErrVersion
+	v := protocol.Version
+	cases := []badCase{
+		{"empty/nil", nil, mal, "empty message"},
+		{"empty/non-nil", []byte{}, mal, "empty message"},
+		{"version byte only", []byte{v}, mal, "no frames"},
 
-	{"version/0", cat([]byte{0}, validAck), protocol.ErrVersion},
-	{"version/2", cat([]byte{2}, validAck), protocol.ErrVersion},
-	{"version/255 alone", []byte{0xff}, protocol.ErrVersion},
+		{"version/0", cat([]byte{0}, validAck), ver, "version: 0"},
+		{"version/1", cat([]byte{1}, validAck), ver, "version: 1"},
+		{"version/1 hello", cat([]byte{1}, frame(tHello, str("a"), id16(), id16(), uv(0))), ver, "version: 1"},
+		{"version/3", cat([]byte{3}, validAck), ver, "version: 3"},
+		{"version/255 alone", []byte{0xff}, ver, "version: 255"},
 
-	{"unknown frame/0", message(frame(0)), protocol.ErrUnknownFrame},
-	{"unknown frame/6 with body", message(frame(6, []byte("abc"))), protocol.ErrUnknownFrame},
-	{"unknown frame/255 after valid", message(validAck, frame(0xff)), protocol.ErrUnknownFrame},
+		{"unknown frame/0", message(frame(0)), unk, "type: 0"},
+		{"unknown frame/8", message(frame(8)), unk, "type: 8"},
+		{"unknown frame/8 with body", message(frame(8, []byte("abc"))), unk, "type: 8"},
+		{"unknown frame/8 after heartbeat", message(validHeartbeat, frame(8)), unk, "type: 8"},
+		{"unknown frame/255 after valid", message(validAck, frame(0xff)), unk, "type: 255"},
 
-	{"frame length/missing", []byte{1, tAck}, protocol.ErrMalformed},
-	{"frame length/unterminated", []byte{1, tAck, 0x80}, protocol.ErrMalformed},
-	{"frame length/beyond buffer", cat([]byte{1, tAck, 18}, id16()), protocol.ErrMalformed},
-	{"frame length/beyond buffer by one", cat([]byte{1, tAck, 18}, id16(), []byte{1}), protocol.ErrMalformed},
-	{"frame length/max uint64", cat([]byte{1, tAck}, uv(math.MaxUint64), id16()), protocol.ErrMalformed},
-	{"frame length/max int64", cat([]byte{1, tAck}, uv(math.MaxInt64), id16()), protocol.ErrMalformed},
-	{"frame length/overflow", cat([]byte{1, tAck}, overflow, id16()), protocol.ErrMalformed},
-	{"frame length/overflow in 10th byte", cat([]byte{1, tAck}, overflow10, id16()), protocol.ErrMalformed},
-	{"frame length/unknown type beyond buffer", []byte{1, 9, 5}, protocol.ErrMalformed},
+		{"frame length/missing", []byte{v, tAck}, mal, "ack frame length"},
+		{"frame length/unterminated", []byte{v, tAck, 0x80}, mal, "ack frame length"},
+		{"frame length/beyond buffer", cat([]byte{v, tAck, 18}, id16()), mal, "ack frame length"},
+		{"frame length/beyond buffer by one", cat([]byte{v, tAck, 18}, id16(), []byte{1}), mal, "ack frame length"},
+		{"frame length/max uint64", cat([]byte{v, tAck}, uv(math.MaxUint64), id16()), mal, "ack frame length"},
+		{"frame length/max int64", cat([]byte{v, tAck}, uv(math.MaxInt64), id16()), mal, "ack frame length"},
+		{"frame length/overflow", cat([]byte{v, tAck}, overflow, id16()), mal, "ack frame length"},
+		{"frame length/overflow in 10th byte", cat([]byte{v, tAck}, overflow10, id16()), mal, "ack frame length"},
+		{"frame length/unknown type beyond buffer", []byte{v, 9, 5}, mal, "unknown(9) frame length"},
+		{"frame length/heartbeat missing", []byte{v, tHeartbeat}, mal, "heartbeat frame length"},
+		{"frame length/skip beyond buffer", cat([]byte{v, tSkip, 21}, id16(), uv(1), uv(1)), mal, "skip frame length"},
 
-	{"hello/empty body", message(frame(tHello)), protocol.ErrMalformed},
-	{"hello/client ID too long", message(frame(tHello, str(strings.Repeat("a", protocol.MaxClientIDLen+1)), id16(), id16(), uv(0))), protocol.ErrMalformed},
-	{"hello/client ID length beyond body", message(frame(tHello, uv(200), []byte("abc"))), protocol.ErrMalformed},
-	{"hello/client ID not UTF-8", message(frame(tHello, str("a\xffb"), id16(), id16(), uv(0))), protocol.ErrMalformed},
-	{"hello/client ID surrogate", message(frame(tHello, str("\xed\xa0\x80"), id16(), id16(), uv(0))), protocol.ErrMalformed},
-	{"hello/truncated in stream", message(frame(tHello, str("a"), id16()[:8])), protocol.ErrMalformed},
-	{"hello/truncated in in-stream", message(frame(tHello, str("a"), id16(), id16()[:15])), protocol.ErrMalformed},
-	{"hello/missing watermark", message(frame(tHello, str("a"), id16(), id16())), protocol.ErrMalformed},
-	{"hello/watermark overflow", message(frame(tHello, str("a"), id16(), id16(), overflow)), protocol.ErrMalformed},
-	{"hello/trailing byte", message(frame(tHello, str("a"), id16(), id16(), uv(0), []byte{0})), protocol.ErrMalformed},
+		{"hello/empty body", message(frame(tHello)), mal, "hello frame: bad varint"},
+		{"hello/client ID too long", message(frame(tHello, helloBody(strings.Repeat("a", protocol.MaxClientIDLen+1)))), mal, "hello frame: string too long"},
+		{"hello/client ID length beyond body", message(frame(tHello, uv(200), []byte("abc"))), mal, "hello frame: truncated bytes"},
+		{"hello/client ID not UTF-8", message(frame(tHello, helloBody("a\xffb"))), mal, "hello frame: string is not UTF-8"},
+		{"hello/client ID surrogate", message(frame(tHello, helloBody("\xed\xa0\x80"))), mal, "hello frame: string is not UTF-8"},
+		{"hello/truncated in stream", message(frame(tHello, str("a"), id16()[:8])), mal, "hello frame: truncated id"},
+		{"hello/missing stream low", message(frame(tHello, str("a"), id16())), mal, "hello frame: bad varint"},
+		{"hello/unterminated stream low", message(frame(tHello, str("a"), id16(), []byte{0x80})), mal, "hello frame: bad varint"},
+		{"hello/stream low overflow", message(frame(tHello, str("a"), id16(), overflow, id16(), uv(0), uv(0), uv(0))), mal, "hello frame: bad varint"},
+		{"hello/missing in-stream", message(frame(tHello, str("a"), id16(), uv(0))), mal, "hello frame: truncated id"},
+		{"hello/truncated in in-stream", message(frame(tHello, str("a"), id16(), uv(0), id16()[:15])), mal, "hello frame: truncated id"},
+		{"hello/missing watermark", message(frame(tHello, str("a"), id16(), uv(0), id16())), mal, "hello frame: bad varint"},
+		{"hello/watermark overflow", message(frame(tHello, str("a"), id16(), uv(0), id16(), overflow, uv(0), uv(0))), mal, "hello frame: bad varint"},
+		{"hello/missing max message size", message(frame(tHello, str("a"), id16(), uv(0), id16(), uv(0))), mal, "hello frame: bad varint"},
+		{"hello/max message size over uint32", message(frame(tHello, str("a"), id16(), uv(0), id16(), uv(0), uv(math.MaxUint32+1), uv(0))), mal, "hello frame: value out of range"},
+		{"hello/max message size overflow", message(frame(tHello, str("a"), id16(), uv(0), id16(), uv(0), overflow10, uv(0))), mal, "hello frame: bad varint"},
+		{"hello/missing max in-flight", message(frame(tHello, str("a"), id16(), uv(0), id16(), uv(0), uv(0))), mal, "hello frame: bad varint"},
+		{"hello/unterminated max in-flight", message(frame(tHello, str("a"), id16(), uv(0), id16(), uv(0), uv(0), []byte{0xff})), mal, "hello frame: bad varint"},
+		{"hello/max in-flight over uint32", message(frame(tHello, str("a"), id16(), uv(0), id16(), uv(0), uv(0), uv(math.MaxUint64))), mal, "hello frame: value out of range"},
+		// A version 1 hello (no StreamLow, no limits) under a version 2 byte:
+		// the first byte of InStream is read as StreamLow, and the body runs
+		// out before InWatermark.
+		{"hello/v1 layout", message(frame(tHello, str("a"), id16(), id16(), uv(0))), mal, "hello frame: bad varint"},
+		{"hello/trailing byte", message(frame(tHello, helloBody("a"), []byte{0})), mal, "hello frame: trailing bytes"},
 
-	{"welcome/empty body", message(frame(tWelcome)), protocol.ErrMalformed},
-	{"welcome/missing max in-flight", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0))), protocol.ErrMalformed},
-	{"welcome/watermark overflow", message(frame(tWelcome, overflow10, uv(0), uv(0), uv(0), uv(0))), protocol.ErrMalformed},
-	{"welcome/interval out of range", message(frame(tWelcome, uv(0), uv(uint64(maxMillis/time.Millisecond)+1), uv(0), uv(0), uv(0))), protocol.ErrMalformed},
-	{"welcome/timeout max uint64", message(frame(tWelcome, uv(0), uv(0), uv(math.MaxUint64), uv(0), uv(0))), protocol.ErrMalformed},
-	{"welcome/max message size over uint32", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(math.MaxUint32+1), uv(0))), protocol.ErrMalformed},
-	{"welcome/max in-flight over uint32", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(math.MaxUint64))), protocol.ErrMalformed},
-	{"welcome/trailing byte", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(0), []byte{7})), protocol.ErrMalformed},
+		{"welcome/empty body", message(frame(tWelcome)), mal, "welcome frame: bad varint"},
+		{"welcome/missing max in-flight", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0))), mal, "welcome frame: bad varint"},
+		// A version 1 welcome ends after MaxInFlight.
+		{"welcome/v1 layout (missing out stream)", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(0))), mal, "welcome frame: truncated id"},
+		{"welcome/truncated out stream", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(0), id16()[:15])), mal, "welcome frame: truncated id"},
+		{"welcome/missing out low", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(0), id16())), mal, "welcome frame: bad varint"},
+		{"welcome/unterminated out low", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(0), id16(), []byte{0x80, 0x80})), mal, "welcome frame: bad varint"},
+		{"welcome/out low overflow", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(0), id16(), overflow10)), mal, "welcome frame: bad varint"},
+		{"welcome/watermark overflow", message(frame(tWelcome, overflow10, uv(0), uv(0), uv(0), uv(0), id16(), uv(0))), mal, "welcome frame: bad varint"},
+		{"welcome/interval out of range", message(frame(tWelcome, uv(0), uv(uint64(maxMillis/time.Millisecond)+1), uv(0), uv(0), uv(0), id16(), uv(0))), mal, "welcome frame: duration out of range"},
+		{"welcome/timeout max uint64", message(frame(tWelcome, uv(0), uv(0), uv(math.MaxUint64), uv(0), uv(0), id16(), uv(0))), mal, "welcome frame: duration out of range"},
+		{"welcome/max message size over uint32", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(math.MaxUint32+1), uv(0), id16(), uv(0))), mal, "welcome frame: value out of range"},
+		{"welcome/max in-flight over uint32", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(math.MaxUint64), id16(), uv(0))), mal, "welcome frame: value out of range"},
+		{"welcome/trailing byte", message(frame(tWelcome, welcomeBody(), []byte{7})), mal, "welcome frame: trailing bytes"},
 
-	{"data/empty body", message(frame(tData)), protocol.ErrMalformed},
-	{"data/seq overflow", message(frame(tData, id16(), overflow, id16(), uv(0), str(""))), protocol.ErrMalformed},
-	{"data/truncated ID", message(frame(tData, id16(), uv(1), id16()[:3])), protocol.ErrMalformed},
-	{"data/too many headers", message(frame(tData, id16(), uv(1), id16(), uv(protocol.MaxHeaders+1), headerPairs(protocol.MaxHeaders+1), str("p"))), protocol.ErrMalformed},
-	{"data/header count max uint64", message(frame(tData, id16(), uv(1), id16(), uv(math.MaxUint64), str("p"))), protocol.ErrMalformed},
-	{"data/header count overflow", message(frame(tData, id16(), uv(1), id16(), overflow, str("p"))), protocol.ErrMalformed},
-	{"data/fewer headers than counted", message(frame(tData, id16(), uv(1), id16(), uv(3), headerPairs(1))), protocol.ErrMalformed},
-	{"data/header key not UTF-8", message(frame(tData, id16(), uv(1), id16(), uv(1), str("\xc3"), str("v"), str("p"))), protocol.ErrMalformed},
-	{"data/header value not UTF-8", message(frame(tData, id16(), uv(1), id16(), uv(1), str("k"), str("\x80"), str("p"))), protocol.ErrMalformed},
-	{"data/header key length huge", message(frame(tData, id16(), uv(1), id16(), uv(1), uv(math.MaxUint64), []byte("k"))), protocol.ErrMalformed},
-	{"data/header key length over int32", message(frame(tData, id16(), uv(1), id16(), uv(1), uv(math.MaxInt32+1))), protocol.ErrMalformed},
-	{"data/missing payload", message(frame(tData, id16(), uv(1), id16(), uv(0))), protocol.ErrMalformed},
-	{"data/payload beyond body", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(10), []byte("abc"))), protocol.ErrMalformed},
-	{"data/payload length overflow", message(frame(tData, id16(), uv(1), id16(), uv(0), overflow)), protocol.ErrMalformed},
-	{"data/trailing byte", message(frame(tData, id16(), uv(1), id16(), uv(0), str("p"), []byte{0})), protocol.ErrMalformed},
+		{"data/empty body", message(frame(tData)), mal, "data frame: truncated id"},
+		{"data/seq overflow", message(frame(tData, id16(), overflow, id16(), uv(0), uv(0), str(""))), mal, "data frame: bad varint"},
+		{"data/truncated ID", message(frame(tData, id16(), uv(1), id16()[:3])), mal, "data frame: truncated id"},
+		{"data/missing expiry", message(frame(tData, id16(), uv(1), id16())), mal, "data frame: bad varint"},
+		{"data/unterminated expiry", message(frame(tData, id16(), uv(1), id16(), []byte{0x80})), mal, "data frame: bad varint"},
+		{"data/expiry over int64", message(frame(tData, id16(), uv(1), id16(), uv(math.MaxInt64+1), uv(0), str("p"))), mal, "data frame: expiry out of range"},
+		{"data/expiry max uint64", message(frame(tData, id16(), uv(1), id16(), uv(math.MaxUint64), uv(0), str("p"))), mal, "data frame: expiry out of range"},
+		{"data/expiry overflow", message(frame(tData, id16(), uv(1), id16(), overflow, uv(0), str("p"))), mal, "data frame: bad varint"},
+		{"data/expiry overflow in 10th byte", message(frame(tData, id16(), uv(1), id16(), overflow10, uv(0), str("p"))), mal, "data frame: bad varint"},
+		{"data/missing header count", message(frame(tData, id16(), uv(1), id16(), uv(0))), mal, "data frame: bad varint"},
+		// A version 1 data frame (no expiry) under a version 2 byte: its
+		// header count (0) is read as the expiry, the payload length (1)
+		// as the header count, and the payload "p" as a key length of 0x70.
+		{"data/v1 layout", message(frame(tData, id16(), uv(1), id16(), uv(0), str("p"))), mal, "data frame: truncated bytes"},
+		{"data/too many headers", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(protocol.MaxHeaders+1), headerPairs(protocol.MaxHeaders+1), str("p"))), mal, "65 headers (limit 64)"},
+		{"data/header count max uint64", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(math.MaxUint64), str("p"))), mal, "18446744073709551615 headers"},
+		{"data/header count overflow", message(frame(tData, id16(), uv(1), id16(), uv(0), overflow, str("p"))), mal, "data frame: bad varint"},
+		{"data/fewer headers than counted", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(3), headerPairs(1))), mal, "data frame: bad varint"},
+		{"data/header key not UTF-8", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(1), str("\xc3"), str("v"), str("p"))), mal, "data frame: string is not UTF-8"},
+		{"data/header value not UTF-8", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(1), str("k"), str("\x80"), str("p"))), mal, "data frame: string is not UTF-8"},
+		{"data/header key length huge", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(1), uv(math.MaxUint64), []byte("k"))), mal, "data frame: truncated bytes"},
+		{"data/header key length over int32", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(1), uv(math.MaxInt32+1))), mal, "data frame: truncated bytes"},
+		{"data/missing payload", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(0))), mal, "data frame: bad varint"},
+		{"data/payload beyond body", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(0), uv(10), []byte("abc"))), mal, "data frame: truncated bytes"},
+		{"data/payload length overflow", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(0), overflow)), mal, "data frame: bad varint"},
+		{"data/trailing byte", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(0), str("p"), []byte{0})), mal, "data frame: trailing bytes"},
 
-	{"ack/empty body", message(frame(tAck)), protocol.ErrMalformed},
-	{"ack/truncated stream", message(frame(tAck, id16()[:15])), protocol.ErrMalformed},
-	{"ack/missing seq", message(frame(tAck, id16())), protocol.ErrMalformed},
-	{"ack/unterminated seq", message(frame(tAck, id16(), []byte{0x80})), protocol.ErrMalformed},
-	{"ack/seq overflow", message(frame(tAck, id16(), overflow)), protocol.ErrMalformed},
-	{"ack/seq overflow in 10th byte", message(frame(tAck, id16(), overflow10)), protocol.ErrMalformed},
-	{"ack/trailing byte", message(frame(tAck, id16(), uv(1), []byte{0})), protocol.ErrMalformed},
-	{"ack/valid then trailing byte", message(validAck, frame(tAck, id16(), uv(1), []byte{0})), protocol.ErrMalformed},
+		{"ack/empty body", message(frame(tAck)), mal, "ack frame: truncated id"},
+		{"ack/truncated stream", message(frame(tAck, id16()[:15])), mal, "ack frame: truncated id"},
+		{"ack/missing seq", message(frame(tAck, id16())), mal, "ack frame: bad varint"},
+		{"ack/unterminated seq", message(frame(tAck, id16(), []byte{0x80})), mal, "ack frame: bad varint"},
+		{"ack/seq overflow", message(frame(tAck, id16(), overflow)), mal, "ack frame: bad varint"},
+		{"ack/seq overflow in 10th byte", message(frame(tAck, id16(), overflow10)), mal, "ack frame: bad varint"},
+		{"ack/trailing byte", message(frame(tAck, id16(), uv(1), []byte{0})), mal, "ack frame: trailing bytes"},
+		{"ack/valid then trailing byte", message(validAck, frame(tAck, id16(), uv(1), []byte{0})), mal, "ack frame: trailing bytes"},
 
-	{"reject/empty body", message(frame(tReject)), protocol.ErrMalformed},
-	{"reject/code 65536", message(frame(tReject, id16(), uv(1), uv(math.MaxUint16+1), str("r"))), protocol.ErrMalformed},
-	{"reject/code max uint64", message(frame(tReject, id16(), uv(1), uv(math.MaxUint64), str("r"))), protocol.ErrMalformed},
-	{"reject/code overflow", message(frame(tReject, id16(), uv(1), overflow, str("r"))), protocol.ErrMalformed},
-	{"reject/reason too long", message(frame(tReject, id16(), uv(1), uv(1), str(strings.Repeat("r", protocol.MaxReasonLen+1)))), protocol.ErrMalformed},
-	{"reject/reason not UTF-8", message(frame(tReject, id16(), uv(1), uv(1), str("bad \xff"))), protocol.ErrMalformed},
-	{"reject/missing reason", message(frame(tReject, id16(), uv(1), uv(1))), protocol.ErrMalformed},
-	{"reject/trailing byte", message(frame(tReject, id16(), uv(1), uv(1), str("r"), []byte{0})), protocol.ErrMalformed},
-}
+		{"heartbeat/one body byte", message(frame(tHeartbeat, []byte{0})), mal, "heartbeat frame: trailing bytes"},
+		{"heartbeat/ack body", message(frame(tHeartbeat, id16(), uv(1))), mal, "heartbeat frame: trailing bytes"},
+		{"heartbeat/valid then body", message(validHeartbeat, frame(tHeartbeat, []byte{1})), mal, "heartbeat frame: trailing bytes"},
+	}
+
+	// Reject and Skip share one body layout, so they share their bad cases.
+	for _, typ := range []byte{tReject, tSkip} {
+		name := protocol.FrameType(typ).String()
+		why := func(reason string) string { return name + " frame: " + reason }
+		cases = append(cases, []badCase{
+			{name + "/empty body", message(frame(typ)), mal, why("truncated id")},
+			{name + "/truncated stream", message(frame(typ, id16()[:15])), mal, why("truncated id")},
+			{name + "/missing seq", message(frame(typ, id16())), mal, why("bad varint")},
+			{name + "/seq overflow", message(frame(typ, id16(), overflow, uv(1), str("r"))), mal, why("bad varint")},
+			{name + "/missing code", message(frame(typ, id16(), uv(1))), mal, why("bad varint")},
+			{name + "/code 65536", message(frame(typ, id16(), uv(1), uv(math.MaxUint16+1), str("r"))), mal, why("reject code out of range")},
+			{name + "/code max uint32", message(frame(typ, id16(), uv(1), uv(math.MaxUint32), str("r"))), mal, why("reject code out of range")},
+			{name + "/code max uint64", message(frame(typ, id16(), uv(1), uv(math.MaxUint64), str("r"))), mal, why("reject code out of range")},
+			{name + "/code overflow", message(frame(typ, id16(), uv(1), overflow, str("r"))), mal, why("bad varint")},
+			{name + "/reason too long", message(frame(typ, id16(), uv(1), uv(1), str(strings.Repeat("r", protocol.MaxReasonLen+1)))), mal, why("string too long")},
+			{name + "/reason not UTF-8", message(frame(typ, id16(), uv(1), uv(1), str("bad \xff"))), mal, why("string is not UTF-8")},
+			{name + "/reason beyond body", message(frame(typ, id16(), uv(1), uv(1), uv(5), []byte("ab"))), mal, why("truncated bytes")},
+			{name + "/missing reason", message(frame(typ, id16(), uv(1), uv(1))), mal, why("bad varint")},
+			{name + "/trailing byte", message(frame(typ, id16(), uv(1), uv(1), str("r"), []byte{0})), mal, why("trailing bytes")},
+		}...)
+	}
+	return cases
+}()
 
 func TestDecodeErrors(t *testing.T) {
+	names := map[string]bool{}
 	for _, tc := range badCases {
+		if names[tc.name] {
+			t.Fatalf("duplicate case name %q", tc.name)
+		}
+		names[tc.name] = true
 		t.Run(tc.name, func(t *testing.T) {
 			frames, err := protocol.DecodeAll(tc.msg)
 			assertDecodeError(t, err, tc.want)
+			if !strings.Contains(err.Error(), tc.why) {
+				t.Fatalf("got error %q, want one saying %q", err, tc.why)
+			}
 			if tc.want == protocol.ErrVersion && len(frames) != 0 {
 				t.Fatalf("got %d frames from a message with a bad version", len(frames))
 			}
@@ -458,17 +673,24 @@ func TestDecodeErrors(t *testing.T) {
 // TestDecodeLimits checks that each limit is inclusive: the largest value
 // allowed decodes, one more does not (see TestDecodeErrors).
 func TestDecodeLimits(t *testing.T) {
+	maxMs := uv(uint64(maxMillis / time.Millisecond))
 	tests := []struct {
 		name string
 		msg  []byte
 	}{
-		{"client ID at limit", message(frame(tHello, str(strings.Repeat("a", protocol.MaxClientIDLen)), id16(), id16(), uv(0)))},
-		{"headers at limit", message(frame(tData, id16(), uv(1), id16(), uv(protocol.MaxHeaders), headerPairs(protocol.MaxHeaders), str("p")))},
-		{"reason at limit", message(frame(tReject, id16(), uv(1), uv(1), str(strings.Repeat("r", protocol.MaxReasonLen))))},
-		{"code at limit", message(frame(tReject, id16(), uv(1), uv(math.MaxUint16), str("")))},
-		{"max message size at limit", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(math.MaxUint32), uv(math.MaxUint32)))},
-		{"duration at limit", message(frame(tWelcome, uv(0), uv(uint64(maxMillis/time.Millisecond)), uv(0), uv(0), uv(0)))},
+		{"client ID at limit", message(frame(tHello, helloBody(strings.Repeat("a", protocol.MaxClientIDLen))))},
+		{"hello fields at limit", message(frame(tHello, str(""), id16(), uv(math.MaxUint64), id16(), uv(math.MaxUint64), uv(math.MaxUint32), uv(math.MaxUint32)))},
+		{"headers at limit", message(frame(tData, id16(), uv(1), id16(), uv(0), uv(protocol.MaxHeaders), headerPairs(protocol.MaxHeaders), str("p")))},
+		{"expiry at limit", message(frame(tData, id16(), uv(1), id16(), uv(math.MaxInt64), uv(0), str("")))},
+		{"reject reason at limit", message(frame(tReject, id16(), uv(1), uv(1), str(strings.Repeat("r", protocol.MaxReasonLen))))},
+		{"reject code at limit", message(frame(tReject, id16(), uv(1), uv(math.MaxUint16), str("")))},
+		{"skip reason at limit", message(frame(tSkip, id16(), uv(1), uv(1), str(strings.Repeat("r", protocol.MaxReasonLen))))},
+		{"skip code at limit", message(frame(tSkip, id16(), uv(math.MaxUint64), uv(math.MaxUint16), str("")))},
+		{"welcome limits at limit", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(math.MaxUint32), uv(math.MaxUint32), id16(), uv(0)))},
+		{"durations at limit", message(frame(tWelcome, uv(0), maxMs, maxMs, uv(0), uv(0), id16(), uv(0)))},
+		{"out low max uint64", message(frame(tWelcome, uv(math.MaxUint64), uv(0), uv(0), uv(0), uv(0), id16(), uv(math.MaxUint64)))},
 		{"seq max uint64", message(frame(tAck, id16(), uv(math.MaxUint64)))},
+		{"empty heartbeat", message(validHeartbeat)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -658,8 +880,11 @@ func TestFrameTypeString(t *testing.T) {
 		{protocol.TypeData, "data"},
 		{protocol.TypeAck, "ack"},
 		{protocol.TypeReject, "reject"},
+		{protocol.TypeSkip, "skip"},
+		{protocol.TypeHeartbeat, "heartbeat"},
 		{0, "unknown(0)"},
-		{6, "unknown(6)"},
+		{8, "unknown(8)"},
+		{128, "unknown(128)"},
 		{255, "unknown(255)"},
 	}
 	for _, tc := range tests {
@@ -683,16 +908,67 @@ func TestFrameTypeValues(t *testing.T) {
 		{&protocol.Data{}, protocol.TypeData, 3},
 		{&protocol.Ack{}, protocol.TypeAck, 4},
 		{&protocol.Reject{}, protocol.TypeReject, 5},
+		{&protocol.Skip{}, protocol.TypeSkip, 6},
+		{&protocol.Heartbeat{}, protocol.TypeHeartbeat, 7},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want.String(), func(t *testing.T) {
 			if tc.frame.Type() != tc.want || byte(tc.want) != tc.wire {
 				t.Fatalf("Type() = %d, want %d (wire %d)", tc.frame.Type(), tc.want, tc.wire)
 			}
+			if b := protocol.Encode(tc.frame); b[1] != tc.wire {
+				t.Fatalf("Encode wrote type byte %d, want %d", b[1], tc.wire)
+			}
 		})
 	}
-	if protocol.Version != 1 || protocol.Subprotocol != "wsreliable.v1" {
+	if protocol.Version != 2 || protocol.Subprotocol != "wsreliable.v2" {
 		t.Fatalf("Version %d, Subprotocol %q changed", protocol.Version, protocol.Subprotocol)
+	}
+}
+
+func TestRejectCodeString(t *testing.T) {
+	tests := []struct {
+		code protocol.RejectCode
+		want string
+	}{
+		{protocol.RejectHandler, "rejected"},
+		{protocol.RejectExpired, "expired"},
+		{protocol.RejectTooLarge, "too large"},
+		{protocol.RejectAttempts, "attempts exhausted"},
+		{protocol.RejectEvicted, "evicted"},
+		{0, "reject code 0"},
+		{6, "reject code 6"},
+		{422, "reject code 422"},
+		{1000, "reject code 1000"},
+		{math.MaxUint16, "reject code 65535"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want, func(t *testing.T) {
+			if got := tc.code.String(); got != tc.want {
+				t.Fatalf("RejectCode(%d).String() = %q, want %q", uint16(tc.code), got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRejectCodeValues pins the wire values of the reject codes.
+func TestRejectCodeValues(t *testing.T) {
+	tests := []struct {
+		code protocol.RejectCode
+		wire uint16
+	}{
+		{protocol.RejectHandler, 1},
+		{protocol.RejectExpired, 2},
+		{protocol.RejectTooLarge, 3},
+		{protocol.RejectAttempts, 4},
+		{protocol.RejectEvicted, 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.code.String(), func(t *testing.T) {
+			if uint16(tc.code) != tc.wire {
+				t.Fatalf("%s = %d, want %d", tc.code, uint16(tc.code), tc.wire)
+			}
+		})
 	}
 }
 
