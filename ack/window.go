@@ -95,3 +95,13 @@ func (w *Window) Ack(seq uint64) (prev uint64, err error) {
 	w.acked = seq
 	return prev, nil
 }
+
+// Skip records that every sequence up to seq has been passed over (sent as
+// a skip, not as data). Unlike MarkSent it may exceed the window: a skip
+// costs the receiver one frame however many sequences it covers. Room is
+// zero until acks bring the window back under its maximum.
+func (w *Window) Skip(seq uint64) {
+	if seq > w.sent {
+		w.sent = seq
+	}
+}

@@ -14,7 +14,7 @@ const (
 	MaxClientIDLen = 256
 	// MaxHeaders is the most headers one Data frame may carry.
 	MaxHeaders = 64
-	// MaxReasonLen is the longest Reject reason, in bytes.
+	// MaxReasonLen is the longest Reject or Skip reason, in bytes.
 	MaxReasonLen = 1024
 )
 

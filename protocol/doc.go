@@ -12,8 +12,14 @@
 // # Direction
 //
 // Nothing here assumes a direction: a [Data] frame names the stream it
-// belongs to, and [Ack] and [Reject] name the stream they settle, so the
-// same frames carry client-to-server and server-to-client traffic.
+// belongs to, and [Ack], [Reject] and [Skip] name the stream they settle,
+// so the same frames carry client-to-server and server-to-client traffic.
+// Each side's hello or welcome carries the lowest sequence it still holds
+// of its own stream, so a receiver that lost its state resumes there.
+// [Skip] moves the receiver's watermark past sequences the sender will not
+// send (expired, evicted, too large for the receiver); [Heartbeat] is an
+// empty keepalive either side may send while idle, which browsers can see
+// where they cannot see pings.
 //
 // # Safety
 //
