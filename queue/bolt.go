@@ -475,7 +475,7 @@ func (b *Bolt) AppendBatch(ctx context.Context, entries []Entry) (uint64, error)
 	for i := range entries {
 		e := &entries[i]
 		size += entrySize(e)
-		n := encodedLen(e)
+		n := encodedLen(e, 0)
 		if n > bolt.MaxValueSize {
 			return 0, fmt.Errorf("%w: encoded entry of %d bytes exceeds bbolt's value limit", ErrTooLarge, n)
 		}
@@ -489,7 +489,7 @@ func (b *Bolt) AppendBatch(ctx context.Context, entries []Entry) (uint64, error)
 	values := make([][]byte, len(entries))
 	for i := range entries {
 		start := len(buf)
-		buf = encodeEntry(buf, &entries[i])
+		buf = encodeEntry(buf, &entries[i], 0)
 		values[i] = buf[start:len(buf):len(buf)]
 	}
 	r := &request{kind: reqAppend, values: values, size: size, done: make(chan struct{})}

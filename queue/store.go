@@ -19,6 +19,9 @@ type Entry struct {
 	Headers []protocol.Header
 	// Payload is the message body.
 	Payload []byte
+	// Expires is when the message stops being worth delivering, in Unix
+	// milliseconds; 0: never. The store only keeps it; senders check it.
+	Expires int64
 }
 
 // Meta is the identity a store was created with. Both fields are generated
