@@ -41,7 +41,7 @@ var (
 	keyBytes    = []byte("queued_bytes") // uint64, entrySize sum of the outbox
 )
 
-// Bolt is a [Store] kept in one bbolt file. Create one with [Open]. It is
+// Bolt is a [Store] and the server's [Outboxes], kept in one bbolt file. Create one with [Open]. It is
 // safe for concurrent use. Writes go through one writer goroutine owned by
 // the store, which group commits them; reads run in parallel with it in
 // bbolt read transactions.
@@ -58,10 +58,11 @@ type Bolt struct {
 	dbMu sync.RWMutex
 	db   *bolt.DB
 
-	limit   *limiter
-	reqs    chan *request // unbuffered: see run
-	closing chan struct{} // closed by Close
-	done    chan struct{} // closed when the writer goroutine has exited
+	limit     *limiter
+	outLimits outboxLimits
+	reqs      chan *request // unbuffered: see run
+	closing   chan struct{} // closed by Close
+	done      chan struct{} // closed when the writer goroutine has exited
 
 	closeOnce sync.Once
 	closeErr  error
@@ -155,6 +156,7 @@ func Open(path string, opts *Options) (*Bolt, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	b.limit = newLimiter(&o, b.closing, st.messages(), st.bytes)
+	b.outLimits = o.outboxLimits()
 	b.ackDelay.Store(int64(defaultAckDelay))
 	go b.run()
 	b.log.Info("queue: opened", "path", path, "client_id", meta.ClientID,
@@ -475,7 +477,7 @@ func (b *Bolt) AppendBatch(ctx context.Context, entries []Entry) (uint64, error)
 	for i := range entries {
 		e := &entries[i]
 		size += entrySize(e)
-		n := encodedLen(e)
+		n := encodedLen(e, 0)
 		if n > bolt.MaxValueSize {
 			return 0, fmt.Errorf("%w: encoded entry of %d bytes exceeds bbolt's value limit", ErrTooLarge, n)
 		}
@@ -489,7 +491,7 @@ func (b *Bolt) AppendBatch(ctx context.Context, entries []Entry) (uint64, error)
 	values := make([][]byte, len(entries))
 	for i := range entries {
 		start := len(buf)
-		buf = encodeEntry(buf, &entries[i])
+		buf = encodeEntry(buf, &entries[i], 0)
 		values[i] = buf[start:len(buf):len(buf)]
 	}
 	r := &request{kind: reqAppend, values: values, size: size, done: make(chan struct{})}
@@ -513,44 +515,52 @@ func (b *Bolt) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
 	}
 	b.stMu.Unlock()
 	var out []Entry
-	if max > 0 {
-		out = make([]Entry, 0, min(max, 1024))
-	}
-	// Payloads are copied into shared blocks, not one allocation each.
-	var arena []byte
 	err := b.view(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(bucketOutbox)
 		if ob == nil {
 			return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketOutbox)
 		}
-		c := ob.Cursor()
-		var total int64
-		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
-			if max > 0 && len(out) >= max {
-				break
-			}
-			if len(k) != 8 {
-				return fmt.Errorf("%w: outbox key %x", ErrCorrupt, k)
-			}
-			seq := binary.BigEndian.Uint64(k)
-			size, err := storedSize(v)
-			if err != nil {
-				return fmt.Errorf("entry %d: %w", seq, err)
-			}
-			if maxBytes > 0 && len(out) > 0 && total+size > int64(maxBytes) {
-				break
-			}
-			e := Entry{Seq: seq}
-			if err := decodeEntryInto(v, &e, &arena); err != nil {
-				return fmt.Errorf("entry %d: %w", seq, err)
-			}
-			out = append(out, e)
-			total += size
-		}
-		return nil
+		var err error
+		out, err = readEntries(ob, from, max, maxBytes)
+		return err
 	})
 	if err != nil {
 		return nil, b.wrap("read", err)
+	}
+	return out, nil
+}
+
+// readEntries reads the entries of bucket bkt for Read and ReadOutbox.
+func readEntries(bkt *bolt.Bucket, from uint64, max int, maxBytes int) ([]Entry, error) {
+	var out []Entry
+	if max > 0 {
+		out = make([]Entry, 0, min(max, 1024))
+	}
+	// Payloads are copied into shared blocks, not one allocation each.
+	var arena []byte
+	c := bkt.Cursor()
+	var total int64
+	for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+		if max > 0 && len(out) >= max {
+			break
+		}
+		if len(k) != 8 {
+			return nil, fmt.Errorf("%w: outbox key %x", ErrCorrupt, k)
+		}
+		seq := binary.BigEndian.Uint64(k)
+		size, err := storedSize(v)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", seq, err)
+		}
+		if maxBytes > 0 && len(out) > 0 && total+size > int64(maxBytes) {
+			break
+		}
+		e := Entry{Seq: seq}
+		if err := decodeEntryInto(v, &e, &arena); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", seq, err)
+		}
+		out = append(out, e)
+		total += size
 	}
 	return out, nil
 }

@@ -17,7 +17,7 @@ const maxCheckErrors = 20
 // consistency check (every page reachable or free, no page used twice)
 // plus ours (meta readable, every outbox key 8 bytes and in acked+1..last
 // without gaps, every entry decodes, the byte count matches, watermarks
-// well formed). It returns nil for a sound file and otherwise an error
+// well formed, and the same for every client's push outbox). It returns nil for a sound file and otherwise an error
 // wrapping [ErrCorrupt] (or [ErrVersion]) that lists up to 20 problems.
 //
 // Check opens the file read-only with a shared lock, so it waits up to 1 s
@@ -112,7 +112,81 @@ func checkStore(tx *bolt.Tx, problems []error) []error {
 		}
 		return nil
 	})
+	checkOutboxes(tx.Bucket(bucketPush), add)
 	return problems
+}
+
+// checkOutboxes checks the push outboxes in pb (nil in files never pushed
+// from): every key an outbox bucket named by a valid client ID, its meta
+// readable, its entries exactly acked+1..last, all decodable, their count
+// and bytes as the meta says. It stops when add says there are enough
+// problems.
+func checkOutboxes(pb *bolt.Bucket, add func(format string, args ...any) bool) {
+	if pb == nil {
+		return
+	}
+	c := pb.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		client := string(k)
+		if v != nil {
+			if !add("push bucket holds a value, not an outbox, under %q", k) {
+				return
+			}
+			continue
+		}
+		if err := checkClient(client); err != nil {
+			if !add("outbox key %q: %w", k, err) {
+				return
+			}
+			continue
+		}
+		_, eb, m, _, err := findOutbox(pb, client)
+		if err != nil {
+			if !add("%w", err) {
+				return
+			}
+			continue
+		}
+		var (
+			n     uint64
+			bytes int64
+			want  = m.acked + 1
+		)
+		ec := eb.Cursor()
+		for k, v := ec.First(); k != nil; k, v = ec.Next() {
+			if len(k) != 8 || v == nil {
+				if !add("outbox of client %q: key %x is not an entry", client, k) {
+					return
+				}
+				continue
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if seq != want && !add("outbox of client %q holds %d where %d was expected", client, seq, want) {
+				return
+			}
+			want = seq + 1
+			if seq > m.last && !add("outbox of client %q holds %d beyond the last sequence %d", client, seq, m.last) {
+				return
+			}
+			var e Entry
+			if err := decodeEntry(v, &e); err != nil {
+				if !add("outbox of client %q: entry %d: %w", client, seq, err) {
+					return
+				}
+				continue
+			}
+			n++
+			bytes += entrySize(&e)
+		}
+		if n != m.count || n != m.last-m.acked {
+			if !add("outbox of client %q holds %d entries, meta says %d (acked %d, last %d)", client, n, m.count, m.acked, m.last) {
+				return
+			}
+		}
+		if bytes != m.bytes && !add("outbox of client %q holds %d bytes, meta says %d", client, bytes, m.bytes) {
+			return
+		}
+	}
 }
 
 // Inspect reads the identity and outbox statistics of the store file at

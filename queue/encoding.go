@@ -8,17 +8,30 @@ import (
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
-// entryVersion is the first byte of every stored outbox value. A value with
-// another first byte was written by a newer (or broken) program.
+// Entry encodings: the first byte of every stored entry value. A value
+// with another first byte was written by a newer (or broken) program.
 //
-// Layout of version 1:
+// Layout of version 1, written for entries with neither an expiry nor a
+// queue time (every [Store.Append] without Expires), so that files of the
+// client role stay readable by programs that know only version 1:
 //
 //	version   1 byte
 //	id        16 bytes
 //	nheaders  uvarint
 //	headers   nheaders × (uvarint len, key bytes, uvarint len, value bytes)
 //	payload   the rest of the value
-const entryVersion byte = 1
+//
+// Version 2 adds two signed varints after the ID:
+//
+//	version   1 byte
+//	id        16 bytes
+//	expires   varint, Entry.Expires (Unix ms, 0: never)
+//	queued    varint, when the store queued the entry (Unix ms, 0: unknown)
+//	nheaders, headers, payload as in version 1
+const (
+	entryV1 byte = 1
+	entryV2 byte = 2
+)
 
 // entrySize is the size an entry counts against the byte limits and the
 // byte budgets of Read and of a commit batch: payload plus header keys and
@@ -32,10 +45,19 @@ func entrySize(e *Entry) int64 {
 	return n
 }
 
-// encodeEntry appends the stored form of e to dst.
-func encodeEntry(dst []byte, e *Entry) []byte {
-	dst = append(dst, entryVersion)
-	dst = append(dst, e.ID[:]...)
+// encodeEntry appends the stored form of e, queued at queued (Unix ms, 0:
+// not recorded), to dst: version 1 when there is neither an expiry nor a
+// queue time to keep, version 2 otherwise.
+func encodeEntry(dst []byte, e *Entry, queued int64) []byte {
+	if e.Expires == 0 && queued == 0 {
+		dst = append(dst, entryV1)
+		dst = append(dst, e.ID[:]...)
+	} else {
+		dst = append(dst, entryV2)
+		dst = append(dst, e.ID[:]...)
+		dst = binary.AppendVarint(dst, e.Expires)
+		dst = binary.AppendVarint(dst, queued)
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(e.Headers)))
 	for _, h := range e.Headers {
 		dst = binary.AppendUvarint(dst, uint64(len(h.Key)))
@@ -46,9 +68,12 @@ func encodeEntry(dst []byte, e *Entry) []byte {
 	return append(dst, e.Payload...)
 }
 
-// encodedLen is len(encodeEntry(nil, e)).
-func encodedLen(e *Entry) int {
+// encodedLen is len(encodeEntry(nil, e, queued)).
+func encodedLen(e *Entry, queued int64) int {
 	n := 1 + len(e.ID) + uvarintLen(uint64(len(e.Headers))) + len(e.Payload)
+	if e.Expires != 0 || queued != 0 {
+		n += varintLen(e.Expires) + varintLen(queued)
+	}
 	for _, h := range e.Headers {
 		n += uvarintLen(uint64(len(h.Key))) + len(h.Key)
 		n += uvarintLen(uint64(len(h.Value))) + len(h.Value)
@@ -65,6 +90,15 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
+// varintLen is the length of binary.AppendVarint's encoding of v (zig-zag).
+func varintLen(v int64) int {
+	u := uint64(v) << 1
+	if v < 0 {
+		u = ^u
+	}
+	return uvarintLen(u)
+}
+
 var errShortValue = errors.New("truncated entry")
 
 // decodeEntry decodes a stored value into e, copying everything out of v
@@ -76,6 +110,50 @@ func decodeEntry(v []byte, e *Entry) error { return decodeEntryInto(v, e, nil) }
 // payload over a quarter of it gets an allocation of its own.
 const arenaBlock = 64 << 10
 
+// entryHead is the part of a stored entry before its headers.
+type entryHead struct {
+	id      protocol.MessageID
+	expires int64
+	queued  int64 // Unix ms, 0: unknown
+}
+
+// head reads the version, ID and (version 2) expiry and queue time, and
+// the header count, which it checks against the bytes left.
+func (d *decoder) head() (h entryHead, nheaders uint64) {
+	switch version := d.byte(); {
+	case d.err != nil:
+		return h, 0
+	case version == entryV1:
+		copy(h.id[:], d.bytes(len(h.id)))
+	case version == entryV2:
+		copy(h.id[:], d.bytes(len(h.id)))
+		h.expires = d.varint()
+		h.queued = d.varint()
+	default:
+		d.err = fmt.Errorf("entry encoding version %d, this program reads %d and %d", version, entryV1, entryV2)
+		return h, 0
+	}
+	n := d.uvarint()
+	// Each header takes at least two bytes, so a count beyond half the
+	// remaining bytes is corrupt; checking first avoids a huge allocation.
+	if d.err == nil && n > uint64(len(d.b))/2 {
+		d.err = fmt.Errorf("entry claims %d headers in %d bytes", n, len(d.b))
+		return h, 0
+	}
+	return h, n
+}
+
+// decodeHead returns the head of the entry stored in v without decoding
+// the rest.
+func decodeHead(v []byte) (entryHead, error) {
+	d := decoder{b: v}
+	h, _ := d.head()
+	if d.err != nil {
+		return h, fmt.Errorf("%w: %w", ErrCorrupt, d.err)
+	}
+	return h, nil
+}
+
 // decodeEntryInto is decodeEntry with the payload copied into *arena (if
 // arena is not nil), a block shared by the entries of one read that it
 // replaces with a new block when full: one allocation for many payloads.
@@ -83,17 +161,8 @@ const arenaBlock = 64 << 10
 // overwrites the next.
 func decodeEntryInto(v []byte, e *Entry, arena *[]byte) error {
 	d := decoder{b: v}
-	version := d.byte()
-	if d.err == nil && version != entryVersion {
-		return fmt.Errorf("%w: entry encoding version %d, want %d", ErrCorrupt, version, entryVersion)
-	}
-	copy(e.ID[:], d.bytes(len(protocol.MessageID{})))
-	n := d.uvarint()
-	// Each header takes at least two bytes, so a count beyond half the
-	// remaining bytes is corrupt; checking first avoids a huge allocation.
-	if d.err == nil && n > uint64(len(d.b))/2 {
-		return fmt.Errorf("%w: entry claims %d headers in %d bytes", ErrCorrupt, n, len(d.b))
-	}
+	h, n := d.head()
+	e.ID, e.Expires = h.id, h.expires
 	e.Headers = nil
 	if n > 0 {
 		e.Headers = make([]protocol.Header, n)
@@ -103,6 +172,7 @@ func decodeEntryInto(v []byte, e *Entry, arena *[]byte) error {
 		}
 	}
 	if d.err != nil {
+		e.Headers = nil
 		return fmt.Errorf("%w: %w", ErrCorrupt, d.err)
 	}
 	p := d.b
@@ -124,15 +194,7 @@ func decodeEntryInto(v []byte, e *Entry, arena *[]byte) error {
 // it, for acks that delete entries they never decode.
 func storedSize(v []byte) (int64, error) {
 	d := decoder{b: v}
-	version := d.byte()
-	if d.err == nil && version != entryVersion {
-		return 0, fmt.Errorf("%w: entry encoding version %d, want %d", ErrCorrupt, version, entryVersion)
-	}
-	d.bytes(len(protocol.MessageID{}))
-	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.b))/2 {
-		return 0, fmt.Errorf("%w: entry claims %d headers in %d bytes", ErrCorrupt, n, len(d.b))
-	}
+	_, n := d.head()
 	var size int64
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		size += int64(len(d.bytes(d.length())))
@@ -182,6 +244,19 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errors.New("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
 	if n <= 0 {
 		d.err = errors.New("bad varint")
 		return 0

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/wsreliable/wsreliable/protocol"
 )
 
 // Defaults for zero Options fields.
@@ -17,6 +19,9 @@ const (
 	defaultMaxBatch      = 1024
 	defaultMaxBatchBytes = 4 << 20
 	defaultCompactSize   = 1 << 20
+
+	defaultOutboxMaxMessages = 10_000
+	defaultOutboxMaxBytes    = 64 << 20
 )
 
 // withDefaults returns a copy of o (nil meaning all defaults) with zero
@@ -40,6 +45,12 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.MaxBytes == 0 {
 		c.MaxBytes = defaultMaxBytes
+	}
+	if c.OutboxMaxMessages == 0 {
+		c.OutboxMaxMessages = defaultOutboxMaxMessages
+	}
+	if c.OutboxMaxBytes == 0 {
+		c.OutboxMaxBytes = defaultOutboxMaxBytes
 	}
 	if c.LockTimeout == 0 {
 		c.LockTimeout = defaultLockTimeout
@@ -135,3 +146,59 @@ var errEmptyPeer = errors.New("queue: empty peer name")
 
 // errEmptyBatch rejects an AppendBatch without entries.
 var errEmptyBatch = errors.New("queue: empty batch")
+
+// outboxLimits are the per-client limits of [Outboxes]; a negative field
+// means no limit.
+type outboxLimits struct {
+	maxMessages int
+	maxBytes    int64
+	evict       bool
+}
+
+func (o *Options) outboxLimits() outboxLimits {
+	return outboxLimits{maxMessages: o.OutboxMaxMessages, maxBytes: o.OutboxMaxBytes, evict: o.OutboxEvict}
+}
+
+// fits reports whether an outbox of messages entries of bytes in all
+// is within the limits.
+func (l outboxLimits) fits(messages int, bytes int64) bool {
+	return (l.maxMessages < 0 || messages <= l.maxMessages) && (l.maxBytes < 0 || bytes <= l.maxBytes)
+}
+
+// fullError reports a push over client's limits.
+func (l outboxLimits) fullError(client string, held int, heldBytes int64, n int, size int64) error {
+	return fmt.Errorf("%w: outbox of client %q holds %d messages of %d bytes, pushing %d of %d bytes; limits %d messages, %d bytes",
+		ErrFull, client, held, heldBytes, n, size, l.maxMessages, l.maxBytes)
+}
+
+// checkPush validates a Push call's arguments before anything is queued:
+// at least one message, client IDs not empty and not too long, no entry
+// over the byte limit.
+func (l outboxLimits) checkPush(msgs []Push) error {
+	if len(msgs) == 0 {
+		return errEmptyBatch
+	}
+	for i := range msgs {
+		if err := checkClient(msgs[i].Client); err != nil {
+			return err
+		}
+		if size := entrySize(&msgs[i].Entry); l.maxBytes >= 0 && size > l.maxBytes {
+			return fmt.Errorf("%w: %d bytes for client %q, outbox limit %d", ErrTooLarge, size, msgs[i].Client, l.maxBytes)
+		}
+	}
+	return nil
+}
+
+// checkClient rejects client IDs that cannot key an outbox.
+func checkClient(client string) error {
+	switch {
+	case client == "":
+		return errEmptyClient
+	case len(client) > protocol.MaxClientIDLen:
+		return fmt.Errorf("queue: client ID of %d bytes, longer than %d", len(client), protocol.MaxClientIDLen)
+	}
+	return nil
+}
+
+// errEmptyClient rejects an empty client ID in the outbox calls.
+var errEmptyClient = errors.New("queue: empty client ID")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -25,15 +26,33 @@ type Memory struct {
 	st         state
 	watermarks map[string]uint64
 	bindings   map[string]string
+	outboxes   map[string]*memOutbox
+	outLimits  outboxLimits
+}
+
+// memOutbox is one client's outbox in a Memory.
+type memOutbox struct {
+	stream  protocol.StreamID
+	st      state
+	entries []memPushed // seq st.acked+1..st.last, ascending
+}
+
+type memPushed struct {
+	e      Entry
+	queued int64 // Unix ms
 }
 
 // NewMemory returns an empty in-memory store with a new client ID and
 // stream ID. opts may be nil for defaults; only the limit fields
-// (MaxMessages, MaxBytes, FailWhenFull) apply, the others are ignored.
+// (MaxMessages, MaxBytes, FailWhenFull and the Outbox ones) apply, the
+// others are ignored.
 func NewMemory(opts *Options) *Memory {
 	var o Options
 	if opts != nil {
-		o = Options{MaxMessages: opts.MaxMessages, MaxBytes: opts.MaxBytes, FailWhenFull: opts.FailWhenFull}
+		o = Options{
+			MaxMessages: opts.MaxMessages, MaxBytes: opts.MaxBytes, FailWhenFull: opts.FailWhenFull,
+			OutboxMaxMessages: opts.OutboxMaxMessages, OutboxMaxBytes: opts.OutboxMaxBytes, OutboxEvict: opts.OutboxEvict,
+		}
 	}
 	o, _ = o.withDefaults() // cannot fail: only the limit fields are set
 	m := &Memory{
@@ -44,6 +63,8 @@ func NewMemory(opts *Options) *Memory {
 		closing:    make(chan struct{}),
 		watermarks: make(map[string]uint64),
 		bindings:   make(map[string]string),
+		outboxes:   make(map[string]*memOutbox),
+		outLimits:  o.outboxLimits(),
 	}
 	m.limit = newLimiter(&o, m.closing, 0, 0)
 	return m
@@ -255,4 +276,195 @@ func cloneEntry(e Entry) Entry {
 	return e
 }
 
-var _ Store = (*Memory)(nil)
+// Push appends msgs to their clients' outboxes, all or none; see
+// [Outboxes.Push].
+func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, error) {
+	if m.isClosed() {
+		return nil, nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("queue: push: %w", err)
+	}
+	if err := m.outLimits.checkPush(msgs); err != nil {
+		return nil, nil, err
+	}
+	groups := groupPushes(msgs)
+	now := time.Now().UnixMilli()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, nil, ErrClosed
+	}
+	// Decide every client's evictions before changing anything.
+	type plan struct {
+		k     int
+		freed int64
+	}
+	plans := make([]plan, len(groups))
+	for i := range groups {
+		ob := m.outboxes[groups[i].client]
+		var held []memPushed
+		var bytes int64
+		if ob != nil {
+			held, bytes = ob.entries, ob.st.bytes
+		}
+		j := 0
+		k, freed, err := m.outLimits.makeRoom(&groups[i], len(held), bytes, func() (int64, error) {
+			j++
+			return entrySize(&held[j-1].e), nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		plans[i] = plan{k, freed}
+	}
+	seqs := make([]uint64, len(msgs))
+	var evicted []Evicted
+	for i, g := range groups {
+		ob := m.outboxes[g.client]
+		if ob == nil {
+			ob = &memOutbox{stream: protocol.StreamID(uuid.New())}
+			m.outboxes[g.client] = ob
+		}
+		for _, p := range ob.entries[:plans[i].k] {
+			evicted = append(evicted, Evicted{Client: g.client, Seq: p.e.Seq, ID: p.e.ID})
+		}
+		ob.entries = append([]memPushed(nil), ob.entries[plans[i].k:]...)
+		ob.st.acked += uint64(plans[i].k)
+		ob.st.bytes -= plans[i].freed
+		for _, j := range g.idx {
+			ob.st.last++
+			e := cloneEntry(msgs[j].Entry)
+			e.Seq = ob.st.last
+			ob.entries = append(ob.entries, memPushed{e: e, queued: now})
+			seqs[j] = e.Seq
+		}
+		ob.st.bytes += g.size
+	}
+	return seqs, evicted, nil
+}
+
+// OutboxInfo returns client's outbox; see [Outboxes.OutboxInfo].
+func (m *Memory) OutboxInfo(client string) (OutboxInfo, error) {
+	if err := checkClient(client); err != nil {
+		return OutboxInfo{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return OutboxInfo{}, ErrClosed
+	}
+	return m.outboxes[client].info(client), nil
+}
+
+func (ob *memOutbox) info(client string) OutboxInfo {
+	info := OutboxInfo{Client: client}
+	if ob == nil {
+		return info
+	}
+	info.Stream, info.LastSeq, info.Acked = ob.stream, ob.st.last, ob.st.acked
+	info.Messages, info.Bytes = len(ob.entries), ob.st.bytes
+	if len(ob.entries) > 0 {
+		info.FirstSeq = ob.entries[0].e.Seq
+		info.Oldest = fromUnixMilli(ob.entries[0].queued)
+	}
+	return info
+}
+
+// ReadOutbox returns up to max entries of client's outbox with Seq >=
+// from; see [Outboxes.ReadOutbox]. The entries are copies.
+func (m *Memory) ReadOutbox(client string, from uint64, max int, maxBytes int) ([]Entry, error) {
+	if err := checkClient(client); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	ob := m.outboxes[client]
+	if ob == nil {
+		return nil, nil
+	}
+	i := sort.Search(len(ob.entries), func(i int) bool { return ob.entries[i].e.Seq >= from })
+	var (
+		out   []Entry
+		total int64
+	)
+	for ; i < len(ob.entries); i++ {
+		if max > 0 && len(out) >= max {
+			break
+		}
+		size := entrySize(&ob.entries[i].e)
+		if maxBytes > 0 && len(out) > 0 && total+size > int64(maxBytes) {
+			break
+		}
+		out = append(out, cloneEntry(ob.entries[i].e))
+		total += size
+	}
+	return out, nil
+}
+
+// AckOutbox deletes client's entries with Seq <= upTo; see
+// [Outboxes.AckOutbox].
+func (m *Memory) AckOutbox(ctx context.Context, client string, upTo uint64) error {
+	if m.isClosed() {
+		return ErrClosed
+	}
+	if err := checkClient(client); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("queue: ack outbox: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	ob := m.outboxes[client]
+	if ob == nil {
+		return nil
+	}
+	upTo = min(upTo, ob.st.last)
+	if upTo <= ob.st.acked {
+		return nil
+	}
+	n := int(upTo - ob.st.acked)
+	for _, p := range ob.entries[:n] {
+		ob.st.bytes -= entrySize(&p.e)
+	}
+	ob.entries = append([]memPushed(nil), ob.entries[n:]...)
+	ob.st.acked = upTo
+	return nil
+}
+
+// Clients lists outboxes in client order after the given client; see
+// [Outboxes.Clients].
+func (m *Memory) Clients(after string, limit int) ([]OutboxInfo, error) {
+	if limit <= 0 {
+		limit = defaultClientsLimit
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	var names []string
+	for c := range m.outboxes {
+		if c > after {
+			names = append(names, c)
+		}
+	}
+	sort.Strings(names)
+	out := make([]OutboxInfo, 0, min(limit, len(names)))
+	for _, c := range names[:min(limit, len(names))] {
+		out = append(out, m.outboxes[c].info(c))
+	}
+	return out, nil
+}
+
+var (
+	_ Store    = (*Memory)(nil)
+	_ Outboxes = (*Memory)(nil)
+)

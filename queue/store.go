@@ -19,6 +19,9 @@ type Entry struct {
 	Headers []protocol.Header
 	// Payload is the message body.
 	Payload []byte
+	// Expires is when the message stops being worth delivering, in Unix
+	// milliseconds; 0: never. The store only keeps it; senders check it.
+	Expires int64
 }
 
 // Meta is the identity a store was created with. Both fields are generated
@@ -98,6 +101,80 @@ type Store interface {
 	Close() error
 }
 
+// Push is one message for one client's outbox.
+type Push struct {
+	// Client is the outbox's key (a client ID); not empty, at most
+	// protocol.MaxClientIDLen bytes.
+	Client string
+	// Entry is the message; its Seq is ignored and assigned.
+	Entry Entry
+}
+
+// OutboxInfo describes one client's outbox.
+type OutboxInfo struct {
+	Client   string
+	Stream   protocol.StreamID // created randomly on the first push to the client; zero if never pushed to
+	FirstSeq uint64            // lowest sequence still held, 0 when empty
+	LastSeq  uint64            // highest sequence ever assigned, 0 if none
+	Acked    uint64            // every sequence <= Acked is gone (acked or evicted)
+	Messages int               // entries held
+	Bytes    int64             // their size sum (payload plus header keys and values)
+	Oldest   time.Time         // when the oldest held entry was pushed (millisecond precision); zero when empty
+}
+
+// Evicted is an entry dropped to make room under [Options.OutboxEvict].
+type Evicted struct {
+	Client string
+	Seq    uint64
+	ID     protocol.MessageID
+}
+
+// Outboxes is the server's outbox role: one outgoing stream per client,
+// kept in the same file as the inbox state. Implementations are safe for
+// concurrent use and keep no per-client state in memory ([Memory] aside,
+// which keeps everything there).
+//
+// Push and AckOutbox are group committed with the other writes of a
+// [Store]: each returns once the transaction holding it is committed (and
+// synced, unless the store was opened with NoSync).
+type Outboxes interface {
+	// Push appends every message to its client's outbox in ONE commit,
+	// all or none, and returns the assigned sequences in the order of msgs
+	// (several messages for one client get consecutive sequences in slice
+	// order). Messages of one call for the same client count together
+	// against the per-outbox limits (OutboxMaxMessages, OutboxMaxBytes).
+	// Over them it either fails the whole call with an error wrapping
+	// ErrFull (default) or, with Options.OutboxEvict, deletes the oldest
+	// entries of that outbox in the same commit and returns them in
+	// evicted (in call order of the clients, ascending sequence). Push
+	// never waits for space. A call whose messages for one client exceed
+	// the limits on their own fails with ErrFull even under OutboxEvict.
+	// An entry larger than the per-outbox byte limit fails with
+	// ErrTooLarge; a full disk with ErrDiskFull; an empty msgs or an
+	// empty or too long client ID with an error.
+	Push(ctx context.Context, msgs []Push) (seqs []uint64, evicted []Evicted, err error)
+
+	// OutboxInfo returns client's outbox; a client never pushed to has a
+	// zero Stream and zero counts (not an error).
+	OutboxInfo(client string) (OutboxInfo, error)
+
+	// ReadOutbox is Read for client's outbox (same max/maxBytes rules;
+	// returned entries own their memory; Seq and Expires filled in). An
+	// unknown client has no entries.
+	ReadOutbox(client string, from uint64, max int, maxBytes int) ([]Entry, error)
+
+	// AckOutbox deletes client's entries with Seq <= upTo in a synced
+	// commit (group-committed with other writes) and returns when it is
+	// committed. upTo beyond LastSeq acks up to LastSeq. A no-op for an
+	// unknown client or an already acked sequence.
+	AckOutbox(ctx context.Context, client string, upTo uint64) error
+
+	// Clients lists outboxes (including empty ones that have a stream) in
+	// client order (bytewise), starting after the given client ("" = from
+	// the start), at most limit (<= 0: 100).
+	Clients(after string, limit int) ([]OutboxInfo, error)
+}
+
 // Options configure a store. The zero value (or a nil *Options) is a safe
 // default: fsync on every commit, generous limits, blocking when full.
 type Options struct {
@@ -124,6 +201,16 @@ type Options struct {
 	// CompactSize is the file size above which a store is compacted once
 	// its outbox has drained. Zero: 1 MiB. Negative: never compact.
 	CompactSize int64
+	// OutboxMaxMessages limits the entries of each client's outbox (see
+	// [Outboxes]). Zero: 10,000. Negative: no limit.
+	OutboxMaxMessages int
+	// OutboxMaxBytes limits the payload and header bytes of each client's
+	// outbox. Zero: 64 MiB. Negative: no limit. The store-wide MaxBytes
+	// does not count the outboxes.
+	OutboxMaxBytes int64
+	// OutboxEvict makes a push to a full outbox evict that outbox's oldest
+	// entries instead of failing with ErrFull. Zero: fail.
+	OutboxEvict bool
 	// Logger receives state changes (open, compaction, disk full). Nil:
 	// discard.
 	Logger *slog.Logger

@@ -21,20 +21,27 @@ const (
 	reqWatermark
 	reqBind
 	reqCompact
+	reqPush
+	reqAckOutbox
 )
 
 // request is one write handed to the writer goroutine. The writer fills
-// seq (for appends) and err, then closes done.
+// seq (for appends), push (for pushes) and err, then closes done.
 type request struct {
 	kind   reqKind
-	key    []byte   // watermark or binding key
+	key    []byte   // watermark or binding key; client of an outbox ack
 	value  []byte   // identity
 	values [][]byte // encoded entries of an append
-	size   int64    // entrySize of an append
-	seq    uint64   // watermark: value; append: assigned sequence
+	push   *pushReq // a push's messages and results
+	size   int64    // entrySize of an append or a push
+	seq    uint64   // watermark: value; append: assigned sequence; outbox ack: upTo
 	err    error
 	done   chan struct{}
 }
+
+// errNoChange rolls back a transaction that would write nothing (every
+// push in it refused, every outbox ack a no-op), so it costs no fsync.
+var errNoChange = errors.New("queue: nothing to commit")
 
 // submit hands r to the writer and waits for its answer. It honours ctx
 // and Close only until the writer has taken r; from then on r completes.
@@ -161,9 +168,16 @@ func (b *Bolt) commit(batch []*request) bool {
 		err = b.update(func(tx *bolt.Tx) error {
 			st = before // a retry of fn must start over
 			var ferr error
-			freed, ferr = b.apply(tx, writes, ackTo, &st)
+			var changed bool
+			freed, changed, ferr = b.apply(tx, writes, ackTo, &st)
+			if ferr == nil && !changed {
+				return errNoChange
+			}
 			return ferr
 		})
+		if errors.Is(err, errNoChange) {
+			err, ran = nil, false
+		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrDiskFull) {
@@ -211,24 +225,39 @@ func (b *Bolt) commit(batch []*request) bool {
 }
 
 // apply deletes the entries up to ackTo and performs writes in tx,
-// advancing st. It returns the entrySize sum of the deleted entries.
-func (b *Bolt) apply(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (int64, error) {
+// advancing st. It returns the entrySize sum of the deleted entries and
+// whether it wrote anything to tx. A push refused for its limits fails
+// alone (its err is set) and the others go on; any error returned fails
+// the whole transaction.
+func (b *Bolt) apply(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (freed int64, changed bool, err error) {
+	freed, changed, err = b.applyWrites(tx, writes, ackTo, st)
+	if err == nil {
+		if fail := b.testFailCommit.Load(); fail != nil {
+			err = (*fail)()
+		}
+	}
+	return freed, changed, err
+}
+
+func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (int64, bool, error) {
 	mb, ob := tx.Bucket(bucketMeta), tx.Bucket(bucketOutbox)
 	wb, bb := tx.Bucket(bucketWatermarks), tx.Bucket(bucketBindings)
 	if mb == nil || ob == nil || wb == nil || bb == nil {
-		return 0, fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
+		return 0, false, fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
 	}
 	// Keys only ever grow at the end, so full pages split no further.
 	ob.FillPercent = 0.95
 	old := *st
 	var freed int64
+	changed := false
 	if ackTo > st.acked {
 		// The rest, if any, goes in the next commits.
 		upTo := min(ackTo, st.acked+maxDeletes)
 		var err error
 		if freed, err = b.deleteUpTo(ob, upTo); err != nil {
-			return 0, err
+			return 0, false, err
 		}
+		changed = true
 		st.acked = upTo
 		st.bytes = max(st.bytes-freed, 0)
 		if st.acked == st.last {
@@ -236,29 +265,39 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (i
 		}
 	}
 	for _, r := range writes {
+		var err error
+		changed = changed || r.kind == reqAppend || r.kind == reqWatermark || r.kind == reqBind
 		switch r.kind {
 		case reqAppend:
 			r.seq = st.last + 1
 			for _, v := range r.values {
 				st.last++
 				if err := ob.Put(seqKey(st.last), v); err != nil {
-					return 0, err
+					return 0, false, err
 				}
 			}
 			st.bytes += r.size
 		case reqWatermark:
 			if err := wb.Put(r.key, u64(r.seq)); err != nil {
-				return 0, err
+				return 0, false, err
 			}
 		case reqBind:
 			if err := bb.Put(r.key, r.value); err != nil {
-				return 0, err
+				return 0, false, err
+			}
+		case reqPush:
+			var c bool
+			if c, err = b.applyPush(tx, r); c {
+				changed = true
+			}
+		case reqAckOutbox:
+			var c bool
+			if c, err = b.applyAckOutbox(tx, r); c {
+				changed = true
 			}
 		}
-	}
-	if fail := b.testFailCommit.Load(); fail != nil {
-		if err := (*fail)(); err != nil {
-			return 0, err
+		if err != nil {
+			return 0, false, err
 		}
 	}
 	if *st != old {
@@ -267,11 +306,11 @@ func (b *Bolt) apply(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (i
 			v uint64
 		}{{keyLastSeq, st.last}, {keyAcked, st.acked}, {keyBytes, uint64(st.bytes)}} {
 			if err := mb.Put(kv.k, u64(kv.v)); err != nil {
-				return 0, err
+				return 0, false, err
 			}
 		}
 	}
-	return freed, nil
+	return freed, changed, nil
 }
 
 // deleteChunk is how many keys deleteUpTo collects before deleting them;
