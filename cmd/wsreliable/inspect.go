@@ -15,7 +15,7 @@ import (
 
 func runInspect(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet("inspect", "-data DIR|FILE", stderr)
-	data := fs.String("data", "", "a `directory` given to send or serve (its "+sendStoreName+" and "+serveStoreName+" are shown), or a store file")
+	data := fs.String("data", "", "a `directory` given to send, recv or serve (its "+clientStoreName+" and "+serveStoreName+" are shown), or a store file")
 	lockTimeout := fs.Duration("lock-timeout", 500*time.Millisecond, "how long to wait for a store file held by a running process")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -36,14 +36,14 @@ func runInspect(_ context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	var paths []string
 	if fi.IsDir() {
-		for _, name := range []string{sendStoreName, serveStoreName} {
+		for _, name := range []string{clientStoreName, serveStoreName} {
 			p := filepath.Join(*data, name)
 			if _, err := os.Stat(p); err == nil {
 				paths = append(paths, p)
 			}
 		}
 		if len(paths) == 0 {
-			return fail("no store in %s (looked for %s and %s)", *data, sendStoreName, serveStoreName)
+			return fail("no store in %s (looked for %s and %s)", *data, clientStoreName, serveStoreName)
 		}
 	} else {
 		paths = []string{*data}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"unicode/utf8"
 
@@ -18,15 +21,31 @@ func appendDelivered(dst []byte, m *reliable.Message) []byte {
 	dst = appendUUID(dst, m.ID)
 	dst = append(dst, `","seq":`...)
 	dst = strconv.AppendUint(dst, m.Seq, 10)
-	if utf8.Valid(m.Payload) {
-		dst = append(dst, `,"payload":`...)
-		dst = appendJSONString(dst, m.Payload)
-	} else {
-		dst = append(dst, `,"payload_b64":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, m.Payload)
-		dst = append(dst, '"')
-	}
+	dst = appendPayload(dst, m.Payload)
 	return append(dst, "}\n"...)
+}
+
+// appendReceived appends recv's line for m to dst: the JSON encoding of
+// receivedLine, as encodeLine would produce it.
+func appendReceived(dst []byte, m *reliable.Message) []byte {
+	dst = append(dst, `{"id":"`...)
+	dst = appendUUID(dst, m.ID)
+	dst = append(dst, `","seq":`...)
+	dst = strconv.AppendUint(dst, m.Seq, 10)
+	dst = appendPayload(dst, m.Payload)
+	return append(dst, "}\n"...)
+}
+
+// appendPayload appends the payload field as payloadFields chooses it:
+// ,"payload":"text" for valid UTF-8, else ,"payload_b64":"base64".
+func appendPayload(dst, p []byte) []byte {
+	if utf8.Valid(p) {
+		dst = append(dst, `,"payload":`...)
+		return appendJSONString(dst, p)
+	}
+	dst = append(dst, `,"payload_b64":"`...)
+	dst = base64.StdEncoding.AppendEncode(dst, p)
+	return append(dst, '"')
 }
 
 // appendUUID appends id in its canonical 36-character form.
@@ -96,4 +115,27 @@ func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// payloadFields returns the payload as a JSON string if it is valid UTF-8,
+// else as standard base64 for the payload_b64 field.
+func payloadFields(p []byte) (text *string, b64 string) {
+	if utf8.Valid(p) {
+		s := string(p)
+		return &s, ""
+	}
+	return nil, base64.StdEncoding.EncodeToString(p)
+}
+
+// encodeLine returns v as one line of JSON, newline included, without
+// HTML escaping.
+func encodeLine(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Only strings, numbers and pointers to strings: cannot fail.
+		panic(fmt.Sprintf("wsreliable: encoding %T: %v", v, err))
+	}
+	return b.Bytes()
 }

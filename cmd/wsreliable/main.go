@@ -1,8 +1,10 @@
 // Command wsreliable is the command-line tool of the wsreliable module:
 //
 //	wsreliable demo      run server, clients and a fault-injecting proxy in one process
-//	wsreliable serve     run a server; print each delivered message as a JSON line
+//	wsreliable serve     run a server; print each delivered message as a JSON line;
+//	                     with -api-key-file, push messages to clients over HTTP
 //	wsreliable send      send stdin lines, one message each, and wait for their acks
+//	wsreliable recv      print each message pushed to one client as a JSON line
 //	wsreliable inspect   print the state of a store file
 //	wsreliable version   print the version
 //
@@ -37,9 +39,13 @@ Commands:
   demo      run a server, several clients and a fault-injecting proxy in one
             process and check that nothing is lost, doubled or reordered
   serve     accept clients on -listen (path /ws) and print every delivered
-            message as one JSON line on stdout
+            message as one JSON line on stdout; with -api-key-file, also
+            take pushes to clients at POST /v1/push and report them at
+            GET /v1/messages/{id}
   send      send each stdin line as one message to -url and wait until all
             are acknowledged
+  recv      connect to -url as -client-id and print every message pushed
+            to that client as one JSON line on stdout, until interrupted
   inspect   print the state of the store files in -data
   bench     measure throughput, latency, memory, recovery and a reconnect
             storm against a raw gorilla/websocket baseline (-quick: short)
@@ -56,6 +62,7 @@ var commands = map[string]command{
 	"demo":    runDemo,
 	"serve":   runServe,
 	"send":    runSend,
+	"recv":    runRecv,
 	"inspect": runInspect,
 	"bench":   runBench,
 	"version": runVersion,

@@ -6,19 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/wsreliable/wsreliable/queue"
 	"github.com/wsreliable/wsreliable/reliable"
 )
 
 const (
-	// sendStoreName is the client's store file inside -data.
-	sendStoreName = "client.db"
 	// maxLineBytes is the longest stdin line: the client's default
 	// message size limit.
 	maxLineBytes = 1 << 20
@@ -45,55 +39,24 @@ type receiptLine struct {
 
 func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet("send", "-url URL -data DIR [flags] < lines", stderr)
-	rawURL := fs.String("url", "", "server `URL`, e.g. ws://127.0.0.1:8080/ws")
-	data := fs.String("data", "", "`directory` for the client's store (created if missing; file "+sendStoreName+")")
+	cf := addClientFlags(fs, "client ID sent to the server; empty uses the ID kept in the store")
 	receipts := fs.Bool("receipts", false, "print a JSON line on stdout per message when queued, acknowledged or rejected")
 	wait := fs.Duration("wait", 0, "at end of input, give up waiting for acknowledgements after this long and exit 1; 0 waits forever")
-	clientID := fs.String("client-id", "", "client ID sent to the server; empty uses the ID kept in the store")
-	hbInterval, hbTimeout := heartbeatFlags(fs)
-	verbose := fs.Bool("v", false, "log connection events (info) and debug details")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	switch {
-	case *rawURL == "":
-		return usageError(fs, "-url is required")
-	case *data == "":
-		return usageError(fs, "-data is required")
-	case *wait < 0:
-		return usageError(fs, "-wait must not be negative")
-	}
-	if code, ok := checkHeartbeat(fs, *hbInterval, *hbTimeout); !ok {
+	if code, ok := cf.check(fs, false); !ok {
 		return code
+	}
+	if *wait < 0 {
+		return usageError(fs, "-wait must not be negative")
 	}
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(stderr, "wsreliable send: "+format+"\n", a...)
 	}
-	if err := os.MkdirAll(*data, 0o700); err != nil {
-		logf("data directory: %v", err)
-		return exitFail
-	}
-	storePath := filepath.Join(*data, sendStoreName)
-
-	stopped := make(chan struct{})
-	var stopOnce sync.Once
-	c, err := reliable.NewClient(*rawURL, storePath, &reliable.ClientOptions{
-		ClientID:          *clientID,
-		HeartbeatInterval: *hbInterval,
-		HeartbeatTimeout:  *hbTimeout,
-		Logger:            newLogger(stderr, slog.LevelWarn, *verbose),
-		OnStateChange: func(s reliable.State, _ error) {
-			if s == reliable.StateStopped {
-				stopOnce.Do(func() { close(stopped) })
-			}
-		},
-	})
+	c, storePath, stopped, err := cf.open(reliable.ClientOptions{Logger: cf.logger(stderr)})
 	if err != nil {
-		if errors.Is(err, queue.ErrLocked) {
-			logf("%v (is another wsreliable process using %s?)", err, *data)
-		} else {
-			logf("%v", err)
-		}
+		logf("%v", err)
 		return exitFail
 	}
 	defer c.Close()
@@ -249,7 +212,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		logf("%d of the messages were rejected by the server", st.Rejected)
 		return exitFail
 	}
-	if *verbose {
+	if *cf.verbose {
 		logf("%d lines queued, %d messages acknowledged", queued, st.Acked)
 	}
 	return exitOK
