@@ -33,6 +33,13 @@ func Check(path string) error {
 		defer recoverCorrupt(path, &err)
 		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		return db.View(func(tx *bolt.Tx) error {
+			// bbolt's Check reads pages on a goroutine of its own, where
+			// a fault on a page beyond the end of a truncated file cannot
+			// be recovered: look for truncation here first.
+			if fi, err := os.Stat(path); err == nil && fi.Size() < tx.Size() {
+				problems = append(problems, fmt.Errorf("file is %d bytes, its pages need %d (truncated)", fi.Size(), tx.Size()))
+				return nil
+			}
 			for e := range tx.Check() {
 				if len(problems) < maxCheckErrors {
 					problems = append(problems, e)

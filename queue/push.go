@@ -500,3 +500,8 @@ func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request) (changed bool, err error)
 }
 
 var _ Outboxes = (*Bolt)(nil)
+
+var (
+	_ ServerStore = (*Bolt)(nil)
+	_ ServerStore = (*Memory)(nil)
+)

@@ -43,17 +43,10 @@ type Stats struct {
 	FileSize int64  // size of the backing file, 0 for memory stores
 }
 
-// Store is a durable outbox for one outgoing stream plus the receive-side
-// state of the streams a peer receives (watermarks and identity bindings).
-// Implementations are safe for concurrent use.
-//
-// Writes (Append, Ack, SetWatermark, Bind) from many goroutines are group
-// committed: each call returns once the transaction holding it has been
-// committed (and synced, unless the store was opened without sync).
-type Store interface {
-	// Meta returns the store's client ID and stream ID.
-	Meta() Meta
-
+// Outbox is the sending role: one outgoing stream's durable entries.
+// Implementations are safe for concurrent use; appends and acks from many
+// goroutines are group committed.
+type Outbox interface {
 	// Append assigns the next sequence to e and commits it. It returns the
 	// assigned sequence. When the store is at its limits it waits for space
 	// until ctx ends (returning an error wrapping ErrFull and ctx's error),
@@ -80,6 +73,14 @@ type Store interface {
 	// appended later are never taken as acked.
 	Ack(ctx context.Context, upTo uint64) error
 
+	// Stats returns a snapshot of the outbox.
+	Stats() Stats
+}
+
+// Inbox is the receiving role: per peer stream, the watermark (the whole
+// dedupe state), and the identity each client ID is bound to. Writes are
+// group committed with the store's other writes.
+type Inbox interface {
 	// Watermark returns the highest sequence of (peer, stream) delivered
 	// contiguously, 0 if the stream is unknown.
 	Watermark(peer string, stream protocol.StreamID) (uint64, error)
@@ -92,9 +93,29 @@ type Store interface {
 
 	// Bind durably binds peer to identity.
 	Bind(ctx context.Context, peer, identity string) error
+}
 
-	// Stats returns a snapshot of the outbox.
-	Stats() Stats
+// Store is a client's store: its outbox to the server, the inbox state
+// of the server's stream to it, and the identity the file was created
+// with. [Bolt] and [Memory] implement it.
+type Store interface {
+	Outbox
+	Inbox
+
+	// Meta returns the store's client ID and stream ID.
+	Meta() Meta
+
+	// Close waits for pending commits and releases the store. Calls after
+	// Close return ErrClosed. Close is idempotent.
+	Close() error
+}
+
+// ServerStore is a server's store: the inbox role for every client stream
+// and the outbox role for the pushes to every client. [Bolt] and [Memory]
+// implement it; a fleet backend implements exactly this.
+type ServerStore interface {
+	Inbox
+	Outboxes
 
 	// Close waits for pending commits and releases the store. Calls after
 	// Close return ErrClosed. Close is idempotent.

@@ -109,8 +109,35 @@ type ClientOptions struct {
 	FailWhenFull bool
 
 	// Store replaces the bbolt file at the path given to NewClient (which
-	// is then ignored). The client does not close a store it was given.
+	// is then ignored); NoSync, MaxQueued, MaxQueuedBytes and FailWhenFull
+	// must then be zero, since they belong to the store. The client does
+	// not close a store it was given.
 	Store queue.Store
+
+	// Handler, when set, receives the server's pushes with the server
+	// handler's contract: called one at a time, in order, once per
+	// successful handling; nil acknowledges, an error wrapping ErrRejected
+	// rejects, another error retries. The client keeps its watermark for
+	// the server's stream in its store, so a restart does not deliver
+	// again what was acknowledged. Nil: the client does not take pushes
+	// (they stay queued on the server, which closes the connection after
+	// its AckTimeout and tries again on the next one).
+	Handler Handler
+	// Flush is ServerOptions.Flush for the client's Handler: called before
+	// each watermark commit, with the client's ID. Nil: none.
+	Flush func(ctx context.Context, clientID string) error
+	// AckBatch is the most pushes handled before their watermark is
+	// committed and acknowledged; it bounds the pushes a crash of this
+	// process can hand to the Handler again. Zero: 256.
+	AckBatch int
+	// MaxAttempts, when positive, turns a push's last failed handling into
+	// a rejection. Zero: retry without limit.
+	MaxAttempts int
+
+	// OnSettled, when set, is called for each message this client sent
+	// when it settles (acknowledged, rejected, expired). It is called
+	// from the client's connection goroutines and must not block.
+	OnSettled func(Settlement)
 
 	// OnStateChange, when set, is called on every state change with the
 	// new state and the error that caused it, if any. It is called from
@@ -150,8 +177,24 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 	if err := fillDefaults("ClientOptions",
 		field[int]{"MaxInFlight", &c.MaxInFlight, 1024},
 		field[int]{"MaxMessageSize", &c.MaxMessageSize, 1 << 20},
+		field[int]{"AckBatch", &c.AckBatch, 256},
+		field[int]{"MaxAttempts", &c.MaxAttempts, 0},
+		field[int]{"MaxQueued", &c.MaxQueued, 0},
 	); err != nil {
 		return c, err
+	}
+	if c.MaxQueuedBytes < 0 {
+		return c, fmt.Errorf("reliable: ClientOptions.MaxQueuedBytes is negative (%d)", c.MaxQueuedBytes)
+	}
+	if c.Store != nil {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"NoSync", c.NoSync}, {"MaxQueued", c.MaxQueued != 0}, {"MaxQueuedBytes", c.MaxQueuedBytes != 0}, {"FailWhenFull", c.FailWhenFull}} {
+			if f.set {
+				return c, fmt.Errorf("reliable: ClientOptions.%s is set with ClientOptions.Store; set it on the store", f.name)
+			}
+		}
 	}
 	if c.BackoffMax < c.BackoffMin {
 		return c, fmt.Errorf("reliable: ClientOptions.BackoffMax (%v) is below BackoffMin (%v)", c.BackoffMax, c.BackoffMin)
@@ -168,9 +211,12 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 // Client sends messages to a Server and guarantees each one arrives once,
 // in order, across dropped connections and restarts of either side. Every
 // message is kept in the client's store until the server acknowledges it.
+// With ClientOptions.Handler it also receives the server's pushes, with
+// the same guarantee in that direction.
 //
-// A Client is safe for concurrent use. It owns one connection goroutine and
-// one goroutine that deletes acknowledged messages; Close waits for both.
+// A Client is safe for concurrent use. It owns one connection goroutine,
+// and per connection a reader and, while pushes arrive, a delivery
+// goroutine; Close waits for all of them.
 type Client struct {
 	url      string
 	opts     ClientOptions
@@ -185,33 +231,21 @@ type Client struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
-	wake    chan struct{} // something was appended
-	room    chan struct{} // the window opened
-	ackWake chan struct{} // acked advanced: delete from the store
+	out      *outbox
+	receipts receipts
+	in       streamState // the server's stream to us; owned by the delivery worker
 
-	mu       sync.Mutex
-	receipts map[protocol.MessageID]*Receipt
-	inflight []sentEntry // sent and not acked, ascending seq
-	sentMax  uint64      // highest seq ever sent by this process
-	acked    uint64      // highest seq the server acknowledged
-	progress time.Time   // last ack progress, or when the window last filled from empty
-	ackedCh  chan struct{}
-	state    State
-	err      error // why the client stopped
+	mu    sync.Mutex
+	state State
+	err   error // why the client stopped
 
-	nAcked       atomic.Uint64
 	nRejected    atomic.Uint64
 	nRedelivered atomic.Uint64
 	nConnects    atomic.Uint64
-	inFlight     atomic.Int64
+	nReceived    atomic.Uint64
 	rtt          atomic.Int64
 	conn         atomic.Pointer[wsconn.Conn] // the current session's, nil between sessions
-}
-
-type sentEntry struct {
-	seq uint64
-	id  protocol.MessageID
-	rej *RejectError
+	counters     sendCounters
 }
 
 // NewClient opens (or creates) the store at path and starts connecting to
@@ -226,16 +260,12 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		url:      rawURL,
-		opts:     o,
-		log:      o.Logger,
-		wake:     make(chan struct{}, 1),
-		room:     make(chan struct{}, 1),
-		ackWake:  make(chan struct{}, 1),
-		receipts: make(map[protocol.MessageID]*Receipt),
-		ackedCh:  make(chan struct{}),
-		state:    StateConnecting,
+		url:   rawURL,
+		opts:  o,
+		log:   o.Logger,
+		state: StateConnecting,
 	}
+	c.receipts.init()
 	c.store = o.Store
 	if c.store == nil {
 		b, err := queue.Open(path, &queue.Options{
@@ -246,7 +276,7 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 			Logger:       o.Logger,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("reliable: open client store: %w", err)
+			return nil, fmt.Errorf("reliable: open client store: %w", sendError(err))
 		}
 		c.store, c.ownStore = b, true
 	}
@@ -256,11 +286,10 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 	if c.clientID == "" {
 		c.clientID = meta.ClientID
 	}
-	st := c.store.Stats()
-	c.acked = st.Acked
+	c.out = newOutbox(c.stream, c.store, c.store.Stats().Acked, c.settled, c.log)
+	c.counters.redelivered = func(n int) { c.nRedelivered.Add(uint64(n)) }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Go(c.run)
-	c.wg.Go(c.deleteAcked)
 	return c, nil
 }
 
@@ -270,10 +299,14 @@ func (c *Client) ID() string { return c.clientID }
 // Stream returns the ID of the client's outgoing stream.
 func (c *Client) Stream() protocol.StreamID { return c.stream }
 
-// Message is an outgoing message with optional headers.
+// OutgoingMessage is a message to send, with optional headers and TTL.
 type OutgoingMessage struct {
 	Headers []protocol.Header
 	Payload []byte
+	// TTL, when positive, is how long the message is worth delivering:
+	// once it has passed, the message is never handed to a handler and
+	// settles as expired (ErrExpired). Zero: it never expires.
+	TTL time.Duration
 }
 
 // Send queues payload durably and returns once it is committed to the
@@ -316,93 +349,38 @@ func (c *Client) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]*Rece
 		if len(m.Headers) > protocol.MaxHeaders {
 			return nil, fmt.Errorf("%w: %d headers, limit %d", ErrTooLarge, len(m.Headers), protocol.MaxHeaders)
 		}
+		if m.TTL < 0 {
+			return nil, fmt.Errorf("reliable: send: negative TTL %v", m.TTL)
+		}
 		id, err := uuid.NewV7()
 		if err != nil {
 			return nil, fmt.Errorf("reliable: message ID: %w", err)
 		}
-		rs[i] = &Receipt{id: protocol.MessageID(id), done: make(chan struct{})}
-		entries[i] = queue.Entry{ID: rs[i].id, Headers: m.Headers, Payload: m.Payload}
+		rs[i] = newReceipt(protocol.MessageID(id))
+		entries[i] = queue.Entry{ID: rs[i].id, Headers: m.Headers, Payload: m.Payload, Expires: expiry(m.TTL)}
 	}
 	c.mu.Lock()
-	switch {
-	case c.state == StateClosed:
-		c.mu.Unlock()
-		return nil, ErrClosed
-	case c.err != nil:
-		err := c.err
-		c.mu.Unlock()
-		return nil, err
-	}
-	// Register before the entries are visible to the sender goroutine, so
-	// an ack can never arrive for an unregistered receipt.
-	for _, r := range rs {
-		c.receipts[r.id] = r
-	}
+	state, stopErr := c.state, c.err
 	c.mu.Unlock()
-
+	switch {
+	case state == StateClosed:
+		return nil, ErrClosed
+	case stopErr != nil:
+		return nil, stopErr
+	}
+	// Register before the entries are visible to the sender, so an ack can
+	// never arrive for an unregistered receipt.
+	c.receipts.add(rs)
 	first, err := c.store.AppendBatch(ctx, entries)
 	if err != nil {
-		c.mu.Lock()
-		for _, r := range rs {
-			delete(c.receipts, r.id)
-		}
-		c.mu.Unlock()
-		if errors.Is(err, queue.ErrClosed) {
-			return nil, ErrClosed
-		}
-		return nil, fmt.Errorf("reliable: send: %w", err)
+		c.receipts.remove(rs)
+		return nil, sendError(err)
 	}
 	for i, r := range rs {
 		r.seq.Store(first + uint64(i))
 	}
-	notify(c.wake)
+	notify(c.out.wake)
 	return rs, nil
-}
-
-// Receipt tracks one sent message until the server settles it.
-type Receipt struct {
-	id   protocol.MessageID
-	seq  atomic.Uint64
-	done chan struct{}
-	err  error
-}
-
-// ID returns the message ID.
-func (r *Receipt) ID() protocol.MessageID { return r.id }
-
-// Seq returns the message's sequence number in the client's stream.
-func (r *Receipt) Seq() uint64 { return r.seq.Load() }
-
-// Done is closed when the receipt settles; Err then tells how.
-func (r *Receipt) Done() <-chan struct{} { return r.done }
-
-// Err returns nil before the receipt settles and after an ack, a
-// *RejectError after a rejection, ErrClosed if the client closed first, or
-// the error the client stopped on.
-func (r *Receipt) Err() error {
-	select {
-	case <-r.done:
-		return r.err
-	default:
-		return nil
-	}
-}
-
-// Wait blocks until the server acknowledges the message (nil), rejects it
-// (a *RejectError matching ErrRejected), the client closes (ErrClosed; the
-// message stays queued) or stops, or ctx ends (ctx's error).
-func (r *Receipt) Wait(ctx context.Context) error {
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (r *Receipt) settle(err error) {
-	r.err = err
-	close(r.done)
 }
 
 // Stats is a snapshot of a client's counters.
@@ -414,17 +392,18 @@ type Stats struct {
 	Rejected    uint64        // of those, rejected by the server
 	Redelivered uint64        // messages sent again after a reconnect
 	Reconnects  uint64        // sessions established after the first
+	Received    uint64        // pushes handed to the Handler and acknowledged or rejected
 	RTT         time.Duration // last heartbeat round trip, 0 before the first
 }
 
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
 	st := c.store.Stats()
-	c.mu.Lock()
-	s := Stats{State: c.state, Queued: int(st.LastSeq - min(c.acked, st.LastSeq))}
-	c.mu.Unlock()
-	s.InFlight = int(c.inFlight.Load())
-	s.Acked = c.nAcked.Load()
+	acked, _ := c.out.ackedUpTo()
+	s := Stats{State: c.State(), Queued: int(st.LastSeq - min(acked, st.LastSeq))}
+	s.InFlight = c.out.inFlight()
+	s.Received = c.nReceived.Load()
+	s.Acked = c.out.ackedTotal()
 	s.Rejected = c.nRejected.Load()
 	s.Redelivered = c.nRedelivered.Load()
 	if n := c.nConnects.Load(); n > 1 {
@@ -459,8 +438,9 @@ func (c *Client) Err() error {
 func (c *Client) Drain(ctx context.Context) error {
 	target := c.store.Stats().LastSeq
 	for {
+		acked, ch := c.out.ackedUpTo()
 		c.mu.Lock()
-		acked, ch, state, err := c.acked, c.ackedCh, c.state, c.err
+		state, err := c.state, c.err
 		c.mu.Unlock()
 		switch {
 		case acked >= target:
@@ -492,7 +472,10 @@ func (c *Client) Close() error {
 		c.mu.Unlock()
 		c.cancel()
 		c.wg.Wait()
-		c.settleAll(ErrClosed)
+		if derr := c.out.deleteAcked(); derr != nil {
+			c.log.Warn("deleting acknowledged messages failed", "error", derr)
+		}
+		c.receipts.settleAll(ErrClosed)
 		if c.ownStore {
 			err = c.store.Close()
 		}
@@ -501,41 +484,17 @@ func (c *Client) Close() error {
 	return err
 }
 
-// settleAll settles every pending receipt with err.
-func (c *Client) settleAll(err error) {
-	c.mu.Lock()
-	rs := c.receipts
-	c.receipts = make(map[protocol.MessageID]*Receipt)
-	c.mu.Unlock()
-	for _, r := range rs {
-		r.settle(err)
-	}
-}
-
-// deleteAcked removes acknowledged messages from the store, coalescing
-// many acks into one delete transaction.
-func (c *Client) deleteAcked() {
-	var done uint64
-	flush := func() {
-		c.mu.Lock()
-		target := c.acked
-		c.mu.Unlock()
-		if target <= done {
-			return
+// settled reports settled messages to their receipts, the counters and
+// OnSettled.
+func (c *Client) settled(settled []settlement) {
+	for _, st := range settled {
+		set := Settlement{ClientID: c.clientID, ID: st.id, Seq: st.seq, Status: statusOf(st.code), Code: st.code, Reason: st.reason}
+		if set.Status != StatusAcked {
+			c.nRejected.Add(1)
 		}
-		if err := c.store.Ack(context.Background(), target); err != nil {
-			c.log.Warn("deleting acknowledged messages failed", "error", err)
-			return
-		}
-		done = target
-	}
-	for {
-		select {
-		case <-c.ackWake:
-			flush()
-		case <-c.ctx.Done():
-			flush()
-			return
+		c.receipts.settle(st.id, set.Err())
+		if c.opts.OnSettled != nil {
+			c.opts.OnSettled(set)
 		}
 	}
 }

@@ -9,18 +9,19 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/wsreliable/wsreliable/ack"
 	"github.com/wsreliable/wsreliable/internal/backoff"
 	"github.com/wsreliable/wsreliable/internal/wsconn"
 	"github.com/wsreliable/wsreliable/protocol"
-	"github.com/wsreliable/wsreliable/queue"
 )
 
-// Limits of one outgoing WebSocket message built by the sender.
-const (
-	maxFramesPerMessage = 256
-	maxBatchBytes       = 256 << 10
-)
+// clientReadLimit is the largest WebSocket message a client reads, as
+// announced in its hello: the server settles a push that would not fit as
+// rejected instead of sending it.
+const clientReadLimit = 2 << 20
+
+// inboxPeer is the peer name under which a client's store keeps its
+// watermarks for the server's streams.
+const inboxPeer = "server"
 
 // run is the connection goroutine: dial, run a session, back off, repeat.
 func (c *Client) run() {
@@ -72,9 +73,6 @@ func isFatal(err error) bool {
 	return false
 }
 
-// errAckTimeout: sent messages saw no acknowledgement on a live link.
-var errAckTimeout = errors.New("reliable: no acknowledgement progress")
-
 // errStoreMismatch: the server has seen more of our stream than the store
 // ever assigned (a store restored from an old backup). Sending would have
 // new messages dropped as duplicates, so the client stops.
@@ -88,12 +86,10 @@ func (c *Client) stop(err error) {
 		return
 	}
 	c.err = err
-	close(c.ackedCh)
-	c.ackedCh = make(chan struct{})
 	c.mu.Unlock()
 	c.log.Error("client stopped", "client", c.clientID, "error", err)
 	c.setState(StateStopped, err)
-	c.settleAll(err)
+	c.receipts.settleAll(err)
 }
 
 // connect dials, handshakes and runs one session until it ends.
@@ -140,7 +136,20 @@ func (c *Client) connect(b *backoff.Backoff) error {
 	}
 	deadline, _ := ctx.Deadline()
 	_ = ws.SetWriteDeadline(deadline)
-	hello := &protocol.Hello{ClientID: c.clientID, Stream: c.stream}
+	st := c.store.Stats()
+	low := st.LastSeq + 1
+	if st.FirstSeq > 0 {
+		low = st.FirstSeq
+	}
+	hello := &protocol.Hello{
+		ClientID:       c.clientID,
+		Stream:         c.stream,
+		StreamLow:      low,
+		InStream:       c.in.stream,
+		InWatermark:    c.in.durable,
+		MaxMessageSize: clientReadLimit,
+		MaxInFlight:    uint32(c.opts.MaxInFlight),
+	}
 	if err := ws.WriteMessage(websocket.BinaryMessage, protocol.Encode(hello)); err != nil {
 		ws.Close()
 		return fmt.Errorf("reliable: send hello: %w", err)
@@ -156,14 +165,14 @@ func (c *Client) connect(b *backoff.Backoff) error {
 		return err
 	}
 	_ = ws.SetWriteDeadline(time.Time{})
-	if last := c.store.Stats().LastSeq; welcome.Watermark > last {
+	if last := st.LastSeq; welcome.Watermark > last {
 		closeRaw(ws, protocol.CloseNormal, "", c.opts.HeartbeatTimeout)
 		return fmt.Errorf("%w: server has %d, store assigned up to %d", errStoreMismatch, welcome.Watermark, last)
 	}
 	conn := wsconn.New(ws, wsconn.Config{
 		PingInterval: c.opts.HeartbeatInterval,
 		Timeout:      c.opts.HeartbeatTimeout,
-		ReadLimit:    1 << 20,
+		ReadLimit:    clientReadLimit,
 	})
 	b.Connected(time.Now())
 	defer b.Disconnected(time.Now())
@@ -207,112 +216,98 @@ func closeRaw(ws *websocket.Conn, code protocol.CloseCode, reason string, timeou
 	ws.Close()
 }
 
-// session sends queued messages and applies acks until the connection
-// ends. It returns why it ended.
+// session sends queued messages, applies acks and hands the server's
+// pushes to the Handler until the connection ends. It returns why it
+// ended.
 func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
-	maxIn := c.opts.MaxInFlight
-	if w.MaxInFlight > 0 && int(w.MaxInFlight) < maxIn {
-		maxIn = int(w.MaxInFlight)
+	window := c.opts.MaxInFlight
+	if w.MaxInFlight > 0 && int(w.MaxInFlight) < window {
+		window = int(w.MaxInFlight)
 	}
-	batchBytes := maxBatchBytes
-	if w.MaxMessageSize > 0 && int(w.MaxMessageSize)/2 < batchBytes {
-		batchBytes = int(w.MaxMessageSize) / 2
-	}
-	c.mu.Lock()
-	c.applyAckLocked(w.Watermark)
-	win := ack.NewWindow(maxIn, c.acked)
-	replay := c.sentMax > c.acked
-	c.mu.Unlock()
-	c.inFlight.Store(0)
+	replay := c.out.begin(w.Watermark, window)
+	defer c.out.end()
 	c.log.Info("connected", "client", c.clientID, "watermark", w.Watermark, "replay", replay)
 	c.setState(StateConnected, nil)
 
+	// The handler's context ends with the session: a handler retrying a
+	// message must not keep a dead connection's session open.
+	inCtx, inCancel := context.WithCancel(c.ctx)
+	defer inCancel()
+	in, err := c.openInbox(inCtx, conn, w)
+	if err != nil {
+		conn.Close(protocol.CloseInternal, "")
+		return err
+	}
 	readerErr := make(chan error, 1)
-	done := make(chan struct{})
 	c.conn.Store(conn)
 	defer func() {
 		c.conn.Store(nil)
-		close(done)
 		conn.Abort(nil)
 		<-readerErr
+		inCancel()
+		if in != nil {
+			in.close()
+		}
 	}()
-	go func() { readerErr <- c.readLoop(conn, win) }()
+	go func() { readerErr <- c.readLoop(conn, in, w.OutStream) }()
 
-	stall := time.NewTicker(max(c.opts.AckTimeout/4, 10*time.Millisecond))
-	defer stall.Stop()
-	var buf []byte
-	for {
-		c.mu.Lock()
-		room, next := win.Room(), win.Next()
-		c.mu.Unlock()
-		if room > 0 {
-			entries, err := c.store.Read(next, min(room, maxFramesPerMessage), batchBytes)
-			if err != nil {
-				conn.Close(protocol.CloseNormal, "")
-				return fmt.Errorf("reliable: read queue: %w", err)
-			}
-			if len(entries) > 0 {
-				if entries[0].Seq != next {
-					conn.Close(protocol.CloseNormal, "")
-					return fmt.Errorf("%w: queue has seq %d where %d was expected", queue.ErrCorrupt, entries[0].Seq, next)
-				}
-				buf = buf[:0]
-				buf = protocol.AppendMessageStart(buf)
-				for i := range entries {
-					e := &entries[i]
-					buf = protocol.AppendFrame(buf, &protocol.Data{
-						Stream: c.stream, Seq: e.Seq, ID: e.ID, Headers: e.Headers, Payload: e.Payload,
-					})
-				}
-				last := entries[len(entries)-1].Seq
-				c.mu.Lock()
-				for i := range entries {
-					e := &entries[i]
-					if e.Seq > c.sentMax {
-						c.inflight = append(c.inflight, sentEntry{seq: e.Seq, id: e.ID})
-						c.sentMax = e.Seq
-					} else {
-						c.nRedelivered.Add(1)
-					}
-				}
-				if win.InFlight() == 0 {
-					c.progress = time.Now()
-				}
-				err := win.MarkSent(last)
-				c.inFlight.Store(int64(win.InFlight()))
-				c.mu.Unlock()
-				if err != nil {
-					conn.Close(protocol.CloseInternal, "")
-					return err
-				}
-				msg := make([]byte, len(buf))
-				copy(msg, buf)
-				if err := conn.Write(msg); err != nil {
-					return c.connErr(conn, readerErr)
-				}
-				continue
-			}
+	err = c.out.send(conn, sendConfig{
+		peerMaxMessage: int(w.MaxMessageSize),
+		ackTimeout:     c.opts.AckTimeout,
+		counters:       &c.counters,
+	}, c.ctx.Done())
+	switch {
+	case err != nil:
+		return err
+	case c.ctx.Err() != nil:
+		conn.Close(protocol.CloseNormal, "client closing")
+		return ErrClosed
+	}
+	return c.connErr(conn, readerErr)
+}
+
+// openInbox resumes the server's stream to this client, if the client
+// takes pushes: from the watermark in its store, or from the server's
+// lowest held sequence if that is higher (the client lost its store, or
+// the server dropped what the client never got).
+func (c *Client) openInbox(ctx context.Context, conn *wsconn.Conn, w *protocol.Welcome) (*inbox, error) {
+	if c.opts.Handler == nil {
+		return nil, nil
+	}
+	if !w.OutStream.IsZero() {
+		err := c.in.resume(w.OutStream, w.OutLow, func() (uint64, error) { return c.store.Watermark(inboxPeer, w.OutStream) })
+		if err != nil {
+			return nil, fmt.Errorf("reliable: load watermark: %w", err)
 		}
-		select {
-		case <-c.wake:
-		case <-c.room:
-		case <-stall.C:
-			c.mu.Lock()
-			stuck := win.InFlight() > 0 && time.Since(c.progress) > c.opts.AckTimeout
-			c.mu.Unlock()
-			if stuck {
-				conn.Close(protocol.CloseNormal, "no acknowledgement within the ack timeout")
-				return fmt.Errorf("%w (%v)", errAckTimeout, c.opts.AckTimeout)
-			}
-		case <-conn.Done():
-			return c.connErr(conn, readerErr)
-		case err := <-readerErr:
-			readerErr <- err
-			return err
-		case <-c.ctx.Done():
-			conn.Close(protocol.CloseNormal, "client closing")
-			return ErrClosed
-		}
+	}
+	write := func(frames ...protocol.Frame) error { return conn.Write(protocol.Encode(frames...)) }
+	return newInbox(ctx, &c.in, inboxConfig{
+		handler:     c.opts.Handler,
+		flush:       c.opts.Flush,
+		store:       c.store,
+		peer:        inboxPeer,
+		write:       write,
+		fail:        conn.Close,
+		message:     c.message,
+		clientID:    c.clientID,
+		ackBatch:    c.opts.AckBatch,
+		maxAttempts: c.opts.MaxAttempts,
+		repeat:      c.opts.HeartbeatInterval,
+		log:         c.log,
+		onDeliver:   func(*protocol.Data, protocol.RejectCode) { c.nReceived.Add(1) },
+	}), nil
+}
+
+// message builds the Handler's view of a push.
+func (c *Client) message(d *protocol.Data) *Message {
+	return &Message{
+		ClientID: c.clientID,
+		Stream:   d.Stream,
+		Seq:      d.Seq,
+		ID:       d.ID,
+		Headers:  d.Headers,
+		Payload:  d.Payload,
+		Expires:  expiresTime(d.Expires),
 	}
 }
 
@@ -331,8 +326,13 @@ func (c *Client) connErr(conn *wsconn.Conn, readerErr chan error) error {
 	}
 }
 
-// readLoop applies the server's acks and rejects.
-func (c *Client) readLoop(conn *wsconn.Conn, win *ack.Window) error {
+// readLoop applies the server's acks and rejects to the outbox and hands
+// its pushes to the inbox (nil: the client takes no pushes, and leaves
+// them unacknowledged on the server). inStream is the push stream the
+// welcome announced; zero if the server had none, and then the first
+// push's stream is the session's.
+func (c *Client) readLoop(conn *wsconn.Conn, in *inbox, inStream protocol.StreamID) error {
+	warned := false
 	for {
 		msg, err := conn.ReadMessage()
 		if err != nil {
@@ -344,76 +344,62 @@ func (c *Client) readLoop(conn *wsconn.Conn, win *ack.Window) error {
 			}
 			return fmt.Errorf("reliable: read: %w", err)
 		}
+		var batch []protocol.Frame
+		data := 0
 		err = protocol.Decode(msg, func(f protocol.Frame) error {
 			switch f := f.(type) {
 			case *protocol.Ack:
-				if f.Stream != c.stream {
-					return fmt.Errorf("%w: ack for stream %s", protocol.ErrMalformed, f.Stream)
-				}
-				c.mu.Lock()
-				_, err := win.Ack(f.Seq)
-				if err == nil {
-					c.applyAckLocked(f.Seq)
-					c.inFlight.Store(int64(win.InFlight()))
-				}
-				c.mu.Unlock()
-				if err != nil {
-					return err
-				}
-				notify(c.room)
-				notify(c.ackWake)
+				return c.out.onAck(f)
 			case *protocol.Reject:
-				if f.Stream != c.stream {
-					return fmt.Errorf("%w: reject for stream %s", protocol.ErrMalformed, f.Stream)
+				return c.out.onReject(f)
+			case *protocol.Data, *protocol.Skip:
+				stream := streamOf(f)
+				if inStream.IsZero() {
+					inStream = stream
 				}
-				c.mu.Lock()
-				for i := range c.inflight {
-					if e := &c.inflight[i]; e.seq == f.Seq {
-						e.rej = &RejectError{ID: e.id, Seq: e.seq, Code: f.Code, Reason: f.Reason}
-						break
-					}
+				if stream != inStream {
+					return fmt.Errorf("%w: push for stream %s, session is %s", protocol.ErrMalformed, stream, inStream)
 				}
-				c.mu.Unlock()
+				if _, ok := f.(*protocol.Data); ok {
+					data++
+				}
+				batch = append(batch, f)
+			case *protocol.Heartbeat:
 			default:
 				return fmt.Errorf("%w: unexpected %s frame from server", protocol.ErrMalformed, f.Type())
 			}
 			return nil
 		})
 		if err != nil {
-			conn.Close(protocol.CloseProtocolError, err.Error())
+			conn.Close(protocol.CloseProtocolError, "malformed or unexpected frame")
 			return fmt.Errorf("reliable: from server: %w", err)
+		}
+		switch {
+		case len(batch) == 0:
+		case in == nil:
+			if !warned {
+				c.log.Warn("the server pushes messages but ClientOptions.Handler is nil; they stay queued on the server")
+				warned = true
+			}
+		default:
+			if in.pending.Add(int64(data)) > int64(c.opts.MaxInFlight) {
+				conn.Close(protocol.CloseProtocolError, "server exceeded the client's in-flight window")
+				return errors.New("reliable: server exceeded the client's in-flight window")
+			}
+			in.push(batch)
 		}
 	}
 }
 
-// applyAckLocked records that the server has everything up to seq and
-// settles the receipts it covers. c.mu must be held.
-func (c *Client) applyAckLocked(seq uint64) {
-	if seq <= c.acked {
-		return
+// streamOf returns the stream of a Data or Skip frame.
+func streamOf(f protocol.Frame) protocol.StreamID {
+	switch f := f.(type) {
+	case *protocol.Data:
+		return f.Stream
+	case *protocol.Skip:
+		return f.Stream
 	}
-	c.nAcked.Add(seq - c.acked)
-	c.acked = seq
-	c.progress = time.Now()
-	n := 0
-	for n < len(c.inflight) && c.inflight[n].seq <= seq {
-		e := c.inflight[n]
-		if e.rej != nil {
-			c.nRejected.Add(1)
-		}
-		if r := c.receipts[e.id]; r != nil {
-			delete(c.receipts, e.id)
-			if e.rej != nil {
-				r.settle(e.rej)
-			} else {
-				r.settle(nil)
-			}
-		}
-		n++
-	}
-	c.inflight = append(c.inflight[:0], c.inflight[n:]...)
-	close(c.ackedCh)
-	c.ackedCh = make(chan struct{})
+	return protocol.StreamID{}
 }
 
 func notify(ch chan struct{}) {

@@ -25,8 +25,17 @@ var (
 	// *RejectError, which also matches ErrRejected.
 	ErrRejected = errors.New("reliable: message rejected")
 
-	// ErrTooLarge reports a message larger than the configured limit.
+	// ErrTooLarge reports a message larger than the configured limit:
+	// Send's error, or a receipt's when the receiver's limit was lower.
 	ErrTooLarge = errors.New("reliable: message too large")
+
+	// ErrExpired is matched by a receipt's error when the message's TTL
+	// passed before it was delivered.
+	ErrExpired = errors.New("reliable: message expired")
+
+	// ErrEvicted is matched by a receipt's error when the sender dropped
+	// the message to make room (OutboxEvict, DropOldest).
+	ErrEvicted = errors.New("reliable: message evicted")
 
 	// ErrUnauthorized reports that the server refused the client's
 	// credentials (HTTP 401 or 403 on the upgrade). The client stops.
@@ -51,22 +60,34 @@ var (
 	ErrDiskFull = queue.ErrDiskFull
 )
 
-// RejectError is the error a Receipt reports when the receiver rejected the
-// message. It matches ErrRejected.
+// RejectError is the error a Receipt reports when a message settled
+// without being handled. Code says why: it matches ErrExpired for
+// protocol.RejectExpired, ErrEvicted for protocol.RejectEvicted, and
+// ErrRejected otherwise (also ErrTooLarge for protocol.RejectTooLarge).
 type RejectError struct {
 	ID     protocol.MessageID
 	Seq    uint64
-	Code   uint16
+	Code   protocol.RejectCode
 	Reason string
 }
 
 // Error implements error.
 func (e *RejectError) Error() string {
-	return fmt.Sprintf("reliable: message %s (seq %d) rejected: %s", e.ID, e.Seq, e.Reason)
+	return fmt.Sprintf("reliable: message %s (seq %d) %s: %s", e.ID, e.Seq, e.Code, e.Reason)
 }
 
-// Is makes errors.Is(err, ErrRejected) true.
-func (e *RejectError) Is(target error) bool { return target == ErrRejected }
+// Is matches ErrRejected, ErrExpired, ErrEvicted or ErrTooLarge by Code.
+func (e *RejectError) Is(target error) bool {
+	switch e.Code {
+	case protocol.RejectExpired:
+		return target == ErrExpired
+	case protocol.RejectEvicted:
+		return target == ErrEvicted
+	case protocol.RejectTooLarge:
+		return target == ErrRejected || target == ErrTooLarge
+	}
+	return target == ErrRejected
+}
 
 // CloseError reports a WebSocket close code received from the peer, or the
 // code a client stopped on. RetryAfter carries the server's hint with

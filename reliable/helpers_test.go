@@ -53,7 +53,14 @@ func (s *sink) got(id string) []string {
 
 func startServer(tb testing.TB, h reliable.Handler, opts *reliable.ServerOptions) (*reliable.Server, string) {
 	tb.Helper()
-	srv, err := reliable.NewServer(filepath.Join(tb.TempDir(), "server.db"), h, opts)
+	return startServerAt(tb, filepath.Join(tb.TempDir(), "server.db"), h, opts)
+}
+
+// startServerAt starts a server on the store at path behind an httptest
+// server; the test's cleanup closes both.
+func startServerAt(tb testing.TB, path string, h reliable.Handler, opts *reliable.ServerOptions) (*reliable.Server, string) {
+	tb.Helper()
+	srv, err := reliable.NewServer(path, h, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -191,6 +198,7 @@ func waitAck(tb testing.TB, ws *websocket.Conn, stream protocol.StreamID, seq ui
 			case *protocol.Reject:
 				r := *f
 				rejects = append(rejects, &r)
+			case *protocol.Heartbeat:
 			default:
 				return errors.New("unexpected " + f.Type().String() + " frame")
 			}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -33,10 +34,14 @@ type Message struct {
 	// Payload is the message body. It stays valid after the handler
 	// returns.
 	Payload []byte
+	// Expires is when the sender said the message stops being worth
+	// delivering; zero: never. An expired message never reaches a handler.
+	Expires time.Time
 }
 
-// Handler processes one message. It is called for each client's messages
-// one at a time, in order, by that client's session (each call begins
+// Handler processes one message. On a server it is called for each
+// client's messages (on a client, for the server's pushes) one at a time,
+// in order, by that client's session (each call begins
 // after the previous one has returned, though not always on the same
 // goroutine); calls for different clients run concurrently. It must not
 // block forever: ctx is cancelled when the session ends.
@@ -44,7 +49,8 @@ type Message struct {
 // Returning nil acknowledges the message. An error wrapping ErrRejected
 // rejects it for good (the sender's receipt reports a *RejectError with the
 // error's text). Any other error, or a panic, retries the same message
-// later with backoff; later messages of that client wait behind it.
+// later with backoff; later messages of that client wait behind it, until
+// MaxAttempts (when set) turns the last failure into a rejection.
 type Handler func(ctx context.Context, m *Message) error
 
 // ServerOptions configure a Server. A nil *ServerOptions, and the zero
@@ -98,17 +104,44 @@ type ServerOptions struct {
 	// session ends. Nil: handlers make each message durable before they
 	// return.
 	Flush func(ctx context.Context, clientID string) error
+	// MaxAttempts, when positive, is how many times the handler is called
+	// for one message before its last failure becomes a rejection (code
+	// protocol.RejectAttempts, the error's text as reason), so one bad
+	// message cannot block its client for ever. Zero: retry without limit.
+	MaxAttempts int
+	// AckTimeout is how long pushes in flight may wait for any
+	// acknowledgement progress on a live connection before the server
+	// closes it (the client reconnects and the pushes are sent again).
+	// Zero: 30 s.
+	AckTimeout time.Duration
 	// MaxSessions limits concurrent sessions; beyond it new connections
 	// are closed with protocol.CloseTryAgainLater and a retry hint.
 	// Zero: no limit.
 	MaxSessions int
 
-	// NoSync skips fsync when watermarks are committed: a crash of the
-	// server process loses nothing, a power cut may redeliver.
+	// NoSync skips fsync when watermarks and pushes are committed: a
+	// crash of the server process loses nothing, a power cut may lose
+	// pushes and redeliver messages.
 	NoSync bool
+	// OutboxMaxMessages limits the pushes queued for one client. Zero:
+	// 10,000. Negative: no limit.
+	OutboxMaxMessages int
+	// OutboxMaxBytes limits their bytes. Zero: 64 MiB. Negative: no limit.
+	OutboxMaxBytes int64
+	// OutboxEvict makes a push to a client whose outbox is full evict that
+	// client's oldest pushes (settled as evicted) instead of failing with
+	// ErrQueueFull. Zero: fail.
+	OutboxEvict bool
 	// Store replaces the bbolt file at the path given to NewServer (which
-	// is then ignored). The server does not close a store it was given.
-	Store queue.Store
+	// is then ignored); the Outbox and NoSync settings above must then be
+	// zero, since they belong to the store. The server does not close a
+	// store it was given.
+	Store queue.ServerStore
+
+	// OnSettled, when set, is called for every push when it settles:
+	// acknowledged, rejected, expired or evicted. It is called from
+	// session goroutines and must not block.
+	OnSettled func(Settlement)
 
 	// Logger receives session events. Nil: discard.
 	Logger *slog.Logger
@@ -126,6 +159,7 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 		field[time.Duration]{"HeartbeatInterval", &s.HeartbeatInterval, 5 * time.Second},
 		field[time.Duration]{"HeartbeatTimeout", &s.HeartbeatTimeout, 5 * time.Second},
 		field[time.Duration]{"HelloTimeout", &s.HelloTimeout, 10 * time.Second},
+		field[time.Duration]{"AckTimeout", &s.AckTimeout, 30 * time.Second},
 	); err != nil {
 		return s, err
 	}
@@ -133,11 +167,20 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 		field[int]{"MaxInFlight", &s.MaxInFlight, 1024},
 		field[int]{"AckBatch", &s.AckBatch, 256},
 		field[int]{"MaxSessions", &s.MaxSessions, 0},
+		field[int]{"MaxAttempts", &s.MaxAttempts, 0},
 	); err != nil {
 		return s, err
 	}
 	if err := fillDefaults("ServerOptions", field[int64]{"MaxMessageSize", &s.MaxMessageSize, 2 << 20}); err != nil {
 		return s, err
+	}
+	if s.Store != nil {
+		switch {
+		case s.NoSync:
+			return s, errors.New("reliable: ServerOptions.NoSync is set with ServerOptions.Store; set it on the store")
+		case s.OutboxMaxMessages != 0 || s.OutboxMaxBytes != 0 || s.OutboxEvict:
+			return s, errors.New("reliable: ServerOptions.Outbox limits are set with ServerOptions.Store; set them on the store")
+		}
 	}
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
@@ -154,7 +197,7 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 // hijacked connections: call Server.Shutdown (graceful) or Server.Close.
 type Server struct {
 	opts     ServerOptions
-	store    queue.Store
+	store    queue.ServerStore
 	ownStore bool
 	handler  Handler
 	log      *slog.Logger
@@ -170,6 +213,13 @@ type Server struct {
 	wg       sync.WaitGroup
 	once     sync.Once
 	closeErr error
+
+	drainOnce sync.Once
+	drainCh   chan struct{}
+
+	receipts     receipts
+	pushCounters sendCounters
+	nRedelivered atomic.Uint64
 }
 
 // NewServer opens (or creates) the store at path, which keeps each
@@ -203,25 +253,22 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 	}
 	s.store = o.Store
 	if s.store == nil {
-		b, err := queue.Open(path, &queue.Options{NoSync: o.NoSync, Logger: o.Logger})
+		b, err := queue.Open(path, &queue.Options{
+			NoSync:            o.NoSync,
+			OutboxMaxMessages: o.OutboxMaxMessages,
+			OutboxMaxBytes:    o.OutboxMaxBytes,
+			OutboxEvict:       o.OutboxEvict,
+			Logger:            o.Logger,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("reliable: open server store: %w", err)
 		}
 		s.store, s.ownStore = b, true
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.receipts.init()
+	s.pushCounters.redelivered = func(n int) { s.nRedelivered.Add(uint64(n)) }
 	return s, nil
-}
-
-// peer is the server's state for one client ID, shared by its successive
-// sessions. Only the session holding turn delivers to the handler.
-type peer struct {
-	id      string
-	turn    chan struct{} // one token: held by the delivering session
-	current *session      // the newest session, guarded by Server.mu
-	stream  protocol.StreamID
-	wm      uint64 // delivered contiguously (guarded by turn)
-	durable uint64 // committed to the store (guarded by turn)
 }
 
 // ServeHTTP authenticates the request, upgrades it and starts the session,
@@ -278,51 +325,62 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // protocol.CloseGoingAway (clients reconnect, to this server's successor),
 // waits for in-progress handler calls and commits, and closes the store if
 // the server opened it. If ctx ends first, Shutdown cancels the handlers'
-// contexts, waits for them and returns ctx's error.
+// contexts and returns ctx's error at once, as http.Server.Shutdown does;
+// the store is then closed when the last session has ended, which Close
+// waits for.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for sess := range s.sessions {
-		sess.goAway(protocol.CloseGoingAway, "server shutting down")
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	var err error
+	s.goAwayAll("server shutting down")
 	select {
-	case <-done:
+	case <-s.drained():
 	case <-ctx.Done():
-		err = ctx.Err()
 		s.cancel()
-		<-done
+		go func() {
+			<-s.drained()
+			_ = s.finish()
+		}()
+		return ctx.Err()
 	}
-	if cerr := s.finish(); err == nil {
-		err = cerr
-	}
-	return err
+	return s.finish()
 }
 
 // Close closes every session at once (clients reconnect), cancels the
 // handlers' contexts, waits for the session goroutines and closes the store
 // if the server opened it. Close is idempotent.
 func (s *Server) Close() error {
+	s.goAwayAll("server closing")
+	s.cancel()
+	<-s.drained()
+	return s.finish()
+}
+
+// goAwayAll refuses new sessions and closes the open ones with
+// protocol.CloseGoingAway.
+func (s *Server) goAwayAll(reason string) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closing = true
 	for sess := range s.sessions {
-		sess.goAway(protocol.CloseGoingAway, "server closing")
+		sess.goAway(protocol.CloseGoingAway, reason)
 	}
-	s.mu.Unlock()
-	s.cancel()
-	s.wg.Wait()
-	return s.finish()
+}
+
+// drained returns a channel closed once every session goroutine has
+// ended (after goAwayAll, no new one starts).
+func (s *Server) drained() <-chan struct{} {
+	s.drainOnce.Do(func() {
+		s.drainCh = make(chan struct{})
+		go func() {
+			s.wg.Wait()
+			close(s.drainCh)
+		}()
+	})
+	return s.drainCh
 }
 
 func (s *Server) finish() error {
 	s.once.Do(func() {
 		s.cancel()
+		s.receipts.settleAll(ErrClosed)
 		if s.ownStore {
 			s.closeErr = s.store.Close()
 		}
@@ -333,13 +391,29 @@ func (s *Server) finish() error {
 
 // ServerStats is a snapshot of a server's counters.
 type ServerStats struct {
-	Sessions int // open sessions
-	Clients  int // client IDs seen since the server started
+	Sessions    int    // open sessions
+	Clients     int    // clients with a session (or one ending)
+	Redelivered uint64 // pushes sent again after a reconnect
 }
 
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() ServerStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ServerStats{Sessions: len(s.sessions), Clients: len(s.peers)}
+	return ServerStats{Sessions: len(s.sessions), Clients: len(s.peers), Redelivered: s.nRedelivered.Load()}
+}
+
+// unregister removes a session that has ended, and its peer with its last
+// session.
+func (s *Server) unregister(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, ss)
+	p := ss.peer
+	if p.current == ss {
+		p.current = nil
+	}
+	if p.refs--; p.refs == 0 {
+		delete(s.peers, p.id)
+	}
 }

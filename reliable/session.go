@@ -5,24 +5,34 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
-	"github.com/wsreliable/wsreliable/ack"
 	"github.com/wsreliable/wsreliable/internal/wsconn"
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
+// peer is the server's state for one client ID while it has a session:
+// its position in the client's stream (inbox) and its push stream
+// (outbox). Successive sessions of the client share it; only the session
+// holding turn delivers and sends. A peer leaves memory with its last
+// session, so offline clients cost nothing here.
+type peer struct {
+	id      string
+	turn    chan struct{} // one token: held by the session that delivers
+	current *session      // the newest session, guarded by Server.mu
+	refs    int           // sessions holding the peer, guarded by Server.mu
+	in      streamState   // guarded by turn
+	out     *outbox       // nil until the client has a push stream; guarded by turn
+}
+
 // session is one client connection on the server. Its goroutines: the one
-// ServeHTTP starts reads; a delivery goroutine, started when input arrives
-// and ended once everything queued is handled, committed and acknowledged,
-// calls the handler; a timer repeats the latest ack while the session is
-// idle; and wsconn writes (also only while there is something to write).
-// An idle session thus keeps one goroutine, its reader.
+// ServeHTTP starts reads; the inbox's worker (while there is input, or to
+// repeat an ack) calls the handler; a sender (while pushes are queued or
+// in flight) writes them; wsconn writes (while there is something to
+// write). An idle session thus keeps one goroutine, its reader.
 type session struct {
 	srv      *Server
 	ws       *websocket.Conn
@@ -31,19 +41,17 @@ type session struct {
 	log      *slog.Logger
 	peer     *peer
 	hello    *protocol.Hello
+	inbox    *inbox
 
-	in     inbox           // batches from the reader, bounded by the window
-	ctx    context.Context // ends with the session
+	ctx    context.Context // ends the handler calls
 	cancel context.CancelFunc
 
-	// pending counts data frames read and not yet handled by the delivery
-	// loop; the in-flight window (ServerOptions.MaxInFlight) bounds it.
-	pending atomic.Int64
-
-	// released is set when the peer's turn has been given back. The
-	// delivering goroutine sets it if delivery fails; serve reads it
-	// after waiting for delivery to end.
-	released bool
+	mu      sync.Mutex
+	ready   bool          // the welcome is out: pushes may be sent
+	sending bool          // a sender goroutine runs
+	ended   bool          // the session is over: start no sender
+	stop    chan struct{} // closed when the session ends
+	wg      sync.WaitGroup
 }
 
 // goAway closes the session with code; safe from any goroutine, before or
@@ -58,45 +66,13 @@ func (ss *session) goAway(code protocol.CloseCode, reason string) {
 	}
 }
 
+// serve runs the session: handshake, register, then run until the
+// connection ends.
 func (ss *session) serve() {
 	s := ss.srv
-	hello, err := ss.readHello()
-	if err != nil {
-		code := protocol.CloseProtocolError
-		switch {
-		case errors.Is(err, protocol.ErrVersion):
-			code = protocol.CloseUnsupported
-		case isTimeout(err):
-			code = protocol.CloseHelloTimeout
-		}
-		if _, ok := closeErrorFrom(err); ok {
-			ss.ws.Close()
-		} else {
-			closeRaw(ss.ws, code, err.Error(), s.opts.HeartbeatTimeout)
-		}
-		s.log.Info("handshake failed", "remote", ss.ws.RemoteAddr().String(), "error", err)
+	if !ss.handshake() {
 		return
 	}
-	ss.hello = hello
-	log := s.log.With("client", hello.ClientID)
-	ss.log = log
-
-	bound, err := s.store.Binding(hello.ClientID)
-	if err == nil && bound == "" {
-		err = s.store.Bind(s.ctx, hello.ClientID, ss.identity)
-		bound = ss.identity
-	}
-	if err != nil {
-		closeRaw(ss.ws, protocol.CloseInternal, "store unavailable", s.opts.HeartbeatTimeout)
-		log.Error("identity binding failed", "error", err)
-		return
-	}
-	if bound != ss.identity {
-		closeRaw(ss.ws, protocol.CloseIdentity, "client ID belongs to another identity", s.opts.HeartbeatTimeout)
-		log.Warn("client ID presented by another identity")
-		return
-	}
-
 	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
 	defer ss.cancel()
 	ss.conn = wsconn.New(ss.ws, wsconn.Config{
@@ -105,42 +81,13 @@ func (ss *session) serve() {
 		ReadLimit:    s.opts.MaxMessageSize,
 	})
 	defer ss.conn.Abort(nil)
-
-	// Register, taking over an older session of the same client.
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		ss.conn.Close(protocol.CloseGoingAway, "server shutting down")
+	if !ss.register() {
 		return
 	}
-	if s.opts.MaxSessions > 0 && len(s.sessions) >= s.opts.MaxSessions {
-		s.mu.Unlock()
-		ss.conn.Close(protocol.CloseTryAgainLater, retryAfterKey+"1s")
-		return
-	}
-	p := s.peers[hello.ClientID]
-	if p == nil {
-		p = &peer{id: hello.ClientID, turn: make(chan struct{}, 1)}
-		p.turn <- struct{}{}
-		s.peers[hello.ClientID] = p
-	}
-	if old := p.current; old != nil {
-		old.goAway(protocol.CloseSuperseded, "a newer connection took over this client ID")
-	}
-	p.current = ss
-	ss.peer = p
-	s.sessions[ss] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.sessions, ss)
-		if p.current == ss {
-			p.current = nil
-		}
-		s.mu.Unlock()
-	}()
+	defer s.unregister(ss)
 
 	// Wait for the previous session of this client to finish delivering.
+	p := ss.peer
 	select {
 	case <-p.turn:
 	case <-ss.ctx.Done():
@@ -148,63 +95,50 @@ func (ss *session) serve() {
 	case <-ss.conn.Done():
 		return
 	}
-	defer ss.releaseTurn()
-
-	if p.stream != hello.Stream || p.wm == 0 {
-		wm, err := s.store.Watermark(hello.ClientID, hello.Stream)
-		if err != nil {
-			ss.conn.Close(protocol.CloseInternal, "store unavailable")
-			log.Error("loading watermark failed", "error", err)
-			return
-		}
-		p.stream, p.wm, p.durable = hello.Stream, wm, wm
-	}
-	// Only what is committed may be announced: the client deletes
-	// everything up to the welcome's watermark. If an earlier session
-	// delivered messages whose commit failed (a full disk), they are
-	// delivered again rather than acknowledged without a durable record.
-	p.wm = p.durable
-	err = ss.conn.Write(protocol.Encode(&protocol.Welcome{
-		Watermark:         p.durable,
-		HeartbeatInterval: s.opts.HeartbeatInterval,
-		HeartbeatTimeout:  s.opts.HeartbeatTimeout,
-		MaxMessageSize:    uint32(min(s.opts.MaxMessageSize, 1<<31)),
-		MaxInFlight:       uint32(s.opts.MaxInFlight),
-	}))
-	if err != nil {
-		return
-	}
-	log.Info("session started", "stream", hello.Stream.String(), "watermark", p.wm)
-
-	ss.in.mu.Lock()
-	ss.in.idle = time.AfterFunc(s.opts.HeartbeatInterval, ss.repeatAck)
-	ss.in.ready = make(chan struct{}, 1)
-	ss.in.mu.Unlock()
-	err = ss.readLoop()
-	ss.cancelIfStopped()
-	ss.endInput()
-	log.Info("session ended", "error", err)
+	defer func() { p.turn <- struct{}{} }()
+	ss.run()
 }
 
-// releaseTurn lets the next session of the client deliver. The caller owns
-// delivery, or it has ended.
-func (ss *session) releaseTurn() {
-	if !ss.released {
-		ss.released = true
-		ss.peer.turn <- struct{}{}
-	}
-}
-
-// cancelIfStopped ends the handler's context unless the server is shutting
-// down gracefully (then the delivery loop finishes what it has).
-func (ss *session) cancelIfStopped() {
+// handshake reads and checks the hello and the client ID's binding, and
+// reports whether the session may go on (it closed the connection if not).
+func (ss *session) handshake() bool {
 	s := ss.srv
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if !closing {
-		ss.cancel()
+	hello, err := ss.readHello()
+	if err != nil {
+		code, reason := protocol.CloseProtocolError, "malformed hello"
+		switch {
+		case errors.Is(err, protocol.ErrVersion):
+			code, reason = protocol.CloseUnsupported, "unsupported codec version"
+		case isTimeout(err):
+			code, reason = protocol.CloseHelloTimeout, "no hello in time"
+		}
+		if _, ok := closeErrorFrom(err); ok {
+			ss.ws.Close()
+		} else {
+			closeRaw(ss.ws, code, reason, s.opts.HeartbeatTimeout)
+		}
+		s.log.Info("handshake failed", "remote", ss.ws.RemoteAddr().String(), "error", err)
+		return false
 	}
+	ss.hello = hello
+	ss.log = s.log.With("client", hello.ClientID)
+
+	bound, err := s.store.Binding(hello.ClientID)
+	if err == nil && bound == "" {
+		err = s.store.Bind(s.ctx, hello.ClientID, ss.identity)
+		bound = ss.identity
+	}
+	if err != nil {
+		closeRaw(ss.ws, protocol.CloseInternal, "store unavailable", s.opts.HeartbeatTimeout)
+		ss.log.Error("identity binding failed", "error", err)
+		return false
+	}
+	if bound != ss.identity {
+		closeRaw(ss.ws, protocol.CloseIdentity, "client ID belongs to another identity", s.opts.HeartbeatTimeout)
+		ss.log.Warn("client ID presented by another identity")
+		return false
+	}
+	return true
 }
 
 func (ss *session) readHello() (*protocol.Hello, error) {
@@ -230,8 +164,252 @@ func (ss *session) readHello() (*protocol.Hello, error) {
 	return h, nil
 }
 
-// readLoop reads data frames and queues them for delivery. It never blocks
-// on the handler: a client that exceeds its window is a protocol error.
+// register adds the session to the server, taking over an older session
+// of the same client, and reports whether it may go on.
+func (ss *session) register() bool {
+	s := ss.srv
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		ss.conn.Close(protocol.CloseGoingAway, "server shutting down")
+		return false
+	}
+	if s.opts.MaxSessions > 0 && len(s.sessions) >= s.opts.MaxSessions {
+		ss.conn.Close(protocol.CloseTryAgainLater, retryAfterKey+"1s")
+		return false
+	}
+	p := s.peers[ss.hello.ClientID]
+	if p == nil {
+		p = &peer{id: ss.hello.ClientID, turn: make(chan struct{}, 1)}
+		p.turn <- struct{}{}
+		s.peers[p.id] = p
+	}
+	if old := p.current; old != nil {
+		old.goAway(protocol.CloseSuperseded, "a newer connection took over this client ID")
+	}
+	p.current = ss
+	p.refs++
+	ss.peer = p
+	ss.stop = make(chan struct{})
+	s.sessions[ss] = struct{}{}
+	return true
+}
+
+// run resumes both streams, welcomes the client and serves the connection
+// until it ends. The caller holds the peer's turn.
+func (ss *session) run() {
+	s, p, h := ss.srv, ss.peer, ss.hello
+	err := p.in.resume(h.Stream, h.StreamLow, func() (uint64, error) { return s.store.Watermark(p.id, h.Stream) })
+	if err != nil {
+		ss.conn.Close(protocol.CloseInternal, "store unavailable")
+		ss.log.Error("loading watermark failed", "error", err)
+		return
+	}
+	outStream, outLow, err := ss.resumeOutbox()
+	if err != nil {
+		ss.conn.Close(protocol.CloseInternal, "store unavailable")
+		ss.log.Error("loading push outbox failed", "error", err)
+		return
+	}
+	// Only what is committed may be announced: the client deletes
+	// everything up to the welcome's watermark.
+	err = ss.conn.Write(protocol.Encode(&protocol.Welcome{
+		Watermark:         p.in.durable,
+		HeartbeatInterval: s.opts.HeartbeatInterval,
+		HeartbeatTimeout:  s.opts.HeartbeatTimeout,
+		MaxMessageSize:    uint32(min(s.opts.MaxMessageSize, 1<<31)),
+		MaxInFlight:       uint32(s.opts.MaxInFlight),
+		OutStream:         outStream,
+		OutLow:            outLow,
+	}))
+	if err != nil {
+		return
+	}
+	ss.log.Info("session started", "stream", h.Stream.String(), "watermark", p.in.durable, "push_low", outLow)
+
+	ss.inbox = newInbox(ss.ctx, &p.in, inboxConfig{
+		handler:     s.handler,
+		flush:       s.opts.Flush,
+		store:       s.store,
+		peer:        p.id,
+		write:       ss.write,
+		fail:        ss.conn.Close,
+		message:     ss.message,
+		clientID:    p.id,
+		ackBatch:    s.opts.AckBatch,
+		maxAttempts: s.opts.MaxAttempts,
+		repeat:      s.opts.HeartbeatInterval,
+		heartbeat:   true,
+		log:         ss.log,
+	})
+	ss.mu.Lock()
+	ss.ready = true
+	ss.mu.Unlock()
+	ss.kick()
+	err = ss.readLoop()
+	ss.end()
+	ss.log.Info("session ended", "error", err)
+}
+
+// resumeOutbox prepares the client's push stream for this session: what
+// the client's hello says it has is acknowledged, and the welcome tells
+// the client where the stream starts.
+func (ss *session) resumeOutbox() (protocol.StreamID, uint64, error) {
+	s, p, h := ss.srv, ss.peer, ss.hello
+	info, err := s.store.OutboxInfo(p.id)
+	if err != nil || info.Stream.IsZero() {
+		return protocol.StreamID{}, 0, err
+	}
+	ss.mu.Lock()
+	if p.out == nil || p.out.stream != info.Stream {
+		p.out = s.newPushOutbox(p.id, info)
+	}
+	ss.mu.Unlock()
+	peerAcked := info.Acked
+	if h.InStream == info.Stream {
+		if h.InWatermark > info.LastSeq {
+			ss.log.Error("client claims push sequences this store never assigned; ignoring its watermark",
+				"client_watermark", h.InWatermark, "last_seq", info.LastSeq)
+		} else {
+			peerAcked = max(peerAcked, h.InWatermark)
+		}
+	}
+	p.out.begin(peerAcked, ss.pushWindow())
+	low := info.LastSeq + 1
+	if info.FirstSeq > 0 {
+		low = info.FirstSeq
+	}
+	return info.Stream, low, nil
+}
+
+// kick starts the sender unless it runs, or wakes it: a push was queued,
+// an ack arrived, or the session started.
+func (ss *session) kick() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended || !ss.ready {
+		return
+	}
+	if ss.sending {
+		if o := ss.peer.out; o != nil {
+			notify(o.wake)
+		}
+		return
+	}
+	if ss.peer.out == nil && !ss.openOutboxLocked() {
+		return
+	}
+	ss.sending = true
+	ss.wg.Go(ss.sendLoop)
+}
+
+// sendLoop runs the sender while there is something to send or delete,
+// then exits. It holds no turn of its own: the session holds the peer's.
+func (ss *session) sendLoop() {
+	s, p := ss.srv, ss.peer
+	for {
+		ss.mu.Lock()
+		o := p.out
+		ss.mu.Unlock()
+		var err error
+		if o != nil {
+			err = o.send(ss.conn, sendConfig{
+				peerMaxMessage: int(ss.hello.MaxMessageSize),
+				ackTimeout:     s.opts.AckTimeout,
+				exitWhenIdle:   true,
+				linger:         min(inboxLinger, s.opts.HeartbeatInterval/2),
+				counters:       &s.pushCounters,
+			}, ss.stop)
+			if err != nil {
+				ss.log.Warn("push sender stopped", "error", err)
+			}
+		}
+		ss.mu.Lock()
+		if err == nil && !ss.ended && p.out != nil && len(p.out.wake) > 0 {
+			ss.mu.Unlock()
+			continue
+		}
+		ss.sending = false
+		ss.mu.Unlock()
+		return
+	}
+}
+
+// openOutboxLocked creates the session's push outbox if the client has a
+// push stream now (the first push may come after the welcome), and
+// reports whether it exists. ss.mu must be held.
+func (ss *session) openOutboxLocked() bool {
+	s, p := ss.srv, ss.peer
+	info, err := s.store.OutboxInfo(p.id)
+	if err != nil {
+		ss.log.Error("loading push outbox failed", "error", err)
+		return false
+	}
+	if info.Stream.IsZero() {
+		return false
+	}
+	p.out = s.newPushOutbox(p.id, info)
+	p.out.begin(info.Acked, ss.pushWindow())
+	return true
+}
+
+// pushWindow is the most pushes in flight: the lower of the server's and
+// the client's limits.
+func (ss *session) pushWindow() int {
+	window := ss.srv.opts.MaxInFlight
+	if h := ss.hello; h.MaxInFlight > 0 {
+		window = min(window, int(h.MaxInFlight))
+	}
+	return window
+}
+
+// end stops the session's workers: the inbox delivers what it has
+// (unless the session's context ended) and the sender exits.
+func (ss *session) end() {
+	s := ss.srv
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if !closing {
+		// A graceful shutdown lets delivery finish what it has.
+		ss.cancel()
+	}
+	ss.inbox.close()
+	ss.mu.Lock()
+	ss.ended = true
+	close(ss.stop)
+	ss.mu.Unlock()
+	ss.wg.Wait()
+	if o := ss.peer.out; o != nil { // no sender runs: nothing else touches it
+		o.end()
+		if err := o.deleteAcked(); err != nil {
+			ss.log.Warn("deleting acknowledged pushes failed", "error", err)
+		}
+	}
+}
+
+// write sends frames as one WebSocket message.
+func (ss *session) write(frames ...protocol.Frame) error {
+	return ss.conn.Write(protocol.Encode(frames...))
+}
+
+// message builds the handler's view of d.
+func (ss *session) message(d *protocol.Data) *Message {
+	return &Message{
+		ClientID: ss.hello.ClientID,
+		Identity: ss.identity,
+		Stream:   d.Stream,
+		Seq:      d.Seq,
+		ID:       d.ID,
+		Headers:  d.Headers,
+		Payload:  d.Payload,
+		Expires:  expiresTime(d.Expires),
+	}
+}
+
+// readLoop reads the client's frames: data and skips go to the inbox,
+// acks and rejects of pushes to the outbox. It never blocks on the
+// handler: a client that exceeds its window is a protocol error.
 func (ss *session) readLoop() error {
 	for {
 		msg, err := ss.conn.ReadMessage()
@@ -244,325 +422,76 @@ func (ss *session) readLoop() error {
 			}
 			return err
 		}
-		var batch []*protocol.Data
+		var batch []protocol.Frame
+		data, acked := 0, false
 		err = protocol.Decode(msg, func(f protocol.Frame) error {
-			d, ok := f.(*protocol.Data)
-			if !ok {
+			switch f := f.(type) {
+			case *protocol.Data:
+				if f.Stream != ss.hello.Stream {
+					return fmt.Errorf("%w: data for stream %s, session is %s", protocol.ErrMalformed, f.Stream, ss.hello.Stream)
+				}
+				data++
+				batch = append(batch, f)
+			case *protocol.Skip:
+				if f.Stream != ss.hello.Stream {
+					return fmt.Errorf("%w: skip for stream %s, session is %s", protocol.ErrMalformed, f.Stream, ss.hello.Stream)
+				}
+				batch = append(batch, f)
+			case *protocol.Ack:
+				acked = true
+				o, err := ss.outbox()
+				if err != nil {
+					return err
+				}
+				return o.onAck(f)
+			case *protocol.Reject:
+				o, err := ss.outbox()
+				if err != nil {
+					return err
+				}
+				return o.onReject(f)
+			case *protocol.Heartbeat:
+			default:
 				return fmt.Errorf("%w: unexpected %s frame from client", protocol.ErrMalformed, f.Type())
 			}
-			if d.Stream != ss.hello.Stream {
-				return fmt.Errorf("%w: data for stream %s, session is %s", protocol.ErrMalformed, d.Stream, ss.hello.Stream)
-			}
-			batch = append(batch, d)
 			return nil
 		})
 		if err != nil {
-			ss.conn.Close(protocol.CloseProtocolError, err.Error())
+			ss.conn.Close(protocol.CloseProtocolError, "malformed or unexpected frame")
 			return err
+		}
+		if acked {
+			ss.kick()
+		}
+		if len(batch) == 0 {
+			continue
 		}
 		// The window counts data frames, not messages: one message may
 		// carry many frames.
-		if ss.pending.Add(int64(len(batch))) > int64(ss.srv.opts.MaxInFlight) {
+		if ss.inbox.pending.Add(int64(data)) > int64(ss.srv.opts.MaxInFlight) {
 			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
 			return errors.New("reliable: client exceeded its in-flight window")
 		}
-		ss.push(batch)
+		ss.inbox.push(batch)
 	}
 }
 
-// deliverLoop hands messages to the handler in order, commits the
-// watermark every AckBatch messages or whenever it runs out of input, and
-// acks only after the commit. It runs while its goroutine owns delivery
-// (inbox.running) and returns once nothing is queued, having committed
-// and acknowledged everything it handled. If delivery fails, it commits
-// what was handled, stops delivery for the rest of the session and
-// releases the peer's turn.
-func (ss *session) deliverLoop() {
-	s, p := ss.srv, ss.peer
-	wm := ack.NewWatermark(p.wm)
-	co := ack.NewCoalescer(s.opts.AckBatch, 0)
-	var rejects []protocol.Frame
-	// flush commits the watermark and sends rejects and the ack.
-	flush := func() bool {
-		seq, ok := co.Take()
-		if !ok {
-			return true
-		}
-		if p.wm > p.durable {
-			if err := ss.flushHandler(); err != nil {
-				ss.log.Error("Flush failed; closing without ack, the messages since the last flush will be delivered again", "error", err)
-				ss.conn.Close(protocol.CloseInternal, "handler flush failed")
-				return false
-			}
-			if err := s.store.SetWatermark(context.Background(), p.id, p.stream, p.wm); err != nil {
-				ss.log.Error("committing watermark failed; closing without ack", "error", err)
-				ss.conn.Close(protocol.CloseInternal, "store unavailable")
-				return false
-			}
-			p.durable = p.wm
-		}
-		frames := append(rejects, &protocol.Ack{Stream: p.stream, Seq: min(seq, p.durable)})
-		rejects = nil
-		_ = ss.conn.Write(protocol.Encode(frames...))
-		return true
+// outbox returns the session's push outbox; an ack or reject for a push
+// stream that does not exist is a protocol error.
+func (ss *session) outbox() (*outbox, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if o := ss.peer.out; o != nil {
+		return o, nil
 	}
-	idle := false
-	defer func() {
-		if !idle {
-			flush()
-			ss.stopDelivery()
-		}
-	}()
-	for {
-		batch, ok := ss.take()
-		if !ok {
-			if !flush() {
-				return
-			}
-			if ss.linger() {
-				continue
-			}
-			if idle = ss.goIdle(); idle {
-				return
-			}
-			continue
-		}
-		for _, d := range batch {
-			switch wm.Check(d.Seq) {
-			case ack.Duplicate:
-				ss.pending.Add(-1)
-				co.Add(wm.Seq(), time.Now())
-				continue
-			case ack.Gap:
-				ss.log.Warn("sequence gap", "watermark", wm.Seq(), "seq", d.Seq)
-				ss.conn.Close(protocol.CloseSequenceGap, fmt.Sprintf("seq %d after watermark %d", d.Seq, wm.Seq()))
-				ss.drain()
-				return
-			}
-			rej, ok := ss.deliver(d)
-			if !ok {
-				ss.drain()
-				return
-			}
-			if rej != nil {
-				rejects = append(rejects, rej)
-			}
-			wm.Advance(d.Seq)
-			p.wm = wm.Seq()
-			// A handled frame leaves the window before its ack is sent,
-			// so a client that waits for acks never exceeds it.
-			ss.pending.Add(-1)
-			if co.Add(wm.Seq(), time.Now()) && !flush() {
-				ss.drain()
-				return
-			}
-		}
-	}
+	return nil, fmt.Errorf("%w: ack or reject before any push", protocol.ErrMalformed)
 }
 
-// drain ends the session's handler context; the reader never blocks on
-// the delivery loop, so queued input can simply be abandoned.
-func (ss *session) drain() {
-	ss.cancel()
-}
-
-// inbox queues batches from the reader for delivery and says who delivers:
-// at most one goroutine at a time owns delivery (and with it the peer's
-// watermarks). push starts a delivery goroutine when input arrives and
-// none is running; it gives up ownership once the queue is empty. While
-// nobody owns delivery, the idle timer repeats the latest ack. Unlike a
-// channel sized for the worst case, the queue holds memory only for what
-// is queued. push never blocks; the reader bounds the queue by the
-// in-flight window.
-type inbox struct {
-	mu      sync.Mutex
-	q       [][]*protocol.Data
-	running bool          // a goroutine owns delivery
-	closed  bool          // the reader is done: what is queued is still delivered
-	stopped bool          // delivery failed: input is dropped
-	idle    *time.Timer   // runs repeatAck; armed while nobody delivers
-	ready   chan struct{} // capacity 1: input or the end of it, for a lingering deliverer
-	wg      sync.WaitGroup
-}
-
-// deliverLinger is how long a delivery goroutine that ran out of input
-// waits for more before it exits (at most half the heartbeat interval): a
-// busy session keeps its goroutine, an idle one still ends up without.
-const deliverLinger = 100 * time.Millisecond
-
-// push queues a batch and starts a delivery goroutine unless one runs.
-// Only the reader calls it.
-func (ss *session) push(batch []*protocol.Data) {
-	in := &ss.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.stopped {
-		return
+func expiresTime(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
 	}
-	in.q = append(in.q, batch)
-	if !in.running {
-		in.running = true
-		in.idle.Stop()
-		in.wg.Go(ss.deliverLoop)
-	} else {
-		notify(in.ready)
-	}
-}
-
-// linger waits up to deliverLinger for input and reports whether any may
-// have come. The caller owns delivery.
-func (ss *session) linger() bool {
-	in := &ss.in
-	in.mu.Lock()
-	closed := in.closed
-	in.mu.Unlock()
-	if closed {
-		return false
-	}
-	t := time.NewTimer(min(deliverLinger, ss.srv.opts.HeartbeatInterval/2))
-	defer t.Stop()
-	select {
-	case <-in.ready:
-		return true
-	case <-t.C:
-		return false
-	}
-}
-
-// take returns the oldest batch, or false if the queue is empty.
-func (ss *session) take() ([]*protocol.Data, bool) {
-	in := &ss.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if len(in.q) == 0 {
-		return nil, false
-	}
-	batch := in.q[0]
-	in.q[0] = nil
-	in.q = in.q[1:]
-	return batch, true
-}
-
-// goIdle gives up delivery if nothing is queued, arming the idle timer
-// unless the input has ended, and reports whether it did.
-func (ss *session) goIdle() bool {
-	in := &ss.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if len(in.q) > 0 {
-		return false
-	}
-	in.q = nil // give back a burst's memory
-	in.running = false
-	if !in.closed {
-		in.idle.Reset(ss.srv.opts.HeartbeatInterval)
-	}
-	return true
-}
-
-// stopDelivery ends delivery for the rest of the session after a failure
-// and lets the client's next session deliver. The caller owns delivery.
-func (ss *session) stopDelivery() {
-	in := &ss.in
-	in.mu.Lock()
-	in.stopped = true
-	in.running = false
-	in.q = nil
-	in.idle.Stop()
-	in.mu.Unlock()
-	ss.releaseTurn()
-}
-
-// endInput tells delivery that the reader is done and waits until what
-// was queued is delivered (or abandoned) and committed.
-func (ss *session) endInput() {
-	in := &ss.in
-	in.mu.Lock()
-	in.closed = true
-	in.idle.Stop()
-	in.mu.Unlock()
-	notify(in.ready)
-	in.wg.Wait()
-}
-
-// repeatAck is the idle timer's function. While the session is idle it
-// repeats its latest ack every heartbeat interval: an ack lost on the way
-// (a faulty middlebox or peer) would otherwise leave the client waiting on
-// a healthy link forever.
-func (ss *session) repeatAck() {
-	in := &ss.in
-	in.mu.Lock()
-	if in.running || in.closed || in.stopped {
-		in.mu.Unlock()
-		return
-	}
-	in.running = true
-	in.wg.Add(1)
-	in.mu.Unlock()
-	defer in.wg.Done()
-	if p := ss.peer; p.durable > 0 {
-		_ = ss.conn.Write(protocol.Encode(&protocol.Ack{Stream: p.stream, Seq: p.durable}))
-	}
-	if !ss.goIdle() {
-		ss.deliverLoop() // input arrived meanwhile
-	}
-}
-
-// deliver calls the handler until it accepts or rejects d, retrying other
-// errors with backoff. It reports false if the session ended first.
-func (ss *session) deliver(d *protocol.Data) (*protocol.Reject, bool) {
-	m := &Message{
-		ClientID: ss.hello.ClientID,
-		Identity: ss.identity,
-		Stream:   d.Stream,
-		Seq:      d.Seq,
-		ID:       d.ID,
-		Headers:  d.Headers,
-		Payload:  d.Payload,
-	}
-	delay := 50 * time.Millisecond
-	for {
-		err := ss.call(m)
-		switch {
-		case err == nil:
-			return nil, true
-		case errors.Is(err, ErrRejected):
-			return &protocol.Reject{Stream: d.Stream, Seq: d.Seq, Code: 1, Reason: truncate(err.Error(), protocol.MaxReasonLen)}, true
-		}
-		ss.log.Warn("handler failed; will retry", "seq", d.Seq, "error", err, "retry_in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ss.ctx.Done():
-			t.Stop()
-			return nil, false
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
-}
-
-// flushHandler runs ServerOptions.Flush, if set, turning a panic into an
-// error.
-func (ss *session) flushHandler() (err error) {
-	if ss.srv.opts.Flush == nil {
-		return nil
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("reliable: Flush panicked: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return ss.srv.opts.Flush(ss.ctx, ss.hello.ClientID)
-}
-
-// call runs the handler, turning a panic into an error.
-func (ss *session) call(m *Message) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("reliable: handler panicked: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return ss.srv.handler(ss.ctx, m)
+	return time.UnixMilli(ms)
 }
 
 func truncate(s string, n int) string {

@@ -1,0 +1,377 @@
+package reliable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/wsreliable/wsreliable/ack"
+	"github.com/wsreliable/wsreliable/internal/wsconn"
+	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/queue"
+)
+
+// outStore holds one outgoing stream's entries: the client's own queue, or
+// one client's push outbox on the server.
+type outStore interface {
+	Read(from uint64, max int, maxBytes int) ([]queue.Entry, error)
+	Ack(ctx context.Context, upTo uint64) error
+}
+
+// settlement is how one message ended: acked (code 0) or settled without
+// being handled (rejected, expired, too large, evicted).
+type settlement struct {
+	seq    uint64
+	id     protocol.MessageID
+	code   protocol.RejectCode
+	reason string
+}
+
+// sentEntry is a message sent (or skipped) and not yet acknowledged.
+type sentEntry = settlement
+
+// Limits of one outgoing WebSocket message built by a sender.
+const (
+	maxFramesPerMessage = 256
+	maxBatchBytes       = 256 << 10
+)
+
+// outbox owns one outgoing stream across connections: what was sent and
+// not acknowledged, the window of the current connection, and settlement.
+// The connection's reader applies acks and rejects; one sender at a time
+// reads the store and writes. It is safe for concurrent use.
+type outbox struct {
+	stream protocol.StreamID
+	store  outStore
+	settle func([]settlement) // called without o.mu, in ack order
+	log    *slog.Logger
+
+	wake chan struct{} // capacity 1: appended, acked, or the window opened
+
+	mu       sync.Mutex
+	acked    uint64        // highest sequence the peer acknowledged
+	deleted  uint64        // acked sequences deleted from the store
+	sentMax  uint64        // highest sequence sent by this process
+	inflight []sentEntry   // sent and not acked, ascending
+	win      *ack.Window   // the current connection's; nil between
+	progress time.Time     // last ack progress, or when the window last filled from empty
+	ackedCh  chan struct{} // closed and replaced when acked advances
+	total    uint64        // sequences acknowledged since the outbox was made
+}
+
+func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle func([]settlement), log *slog.Logger) *outbox {
+	return &outbox{
+		stream:  stream,
+		store:   store,
+		settle:  settle,
+		log:     log,
+		wake:    make(chan struct{}, 1),
+		acked:   acked,
+		deleted: acked,
+		ackedCh: make(chan struct{}),
+	}
+}
+
+// begin starts a connection: the peer has everything up to peerAcked, and
+// at most window messages may be in flight. It reports how many sent
+// messages will be sent again.
+func (o *outbox) begin(peerAcked uint64, window int) (replay int) {
+	o.mu.Lock()
+	settled := o.applyAckLocked(peerAcked)
+	o.win = ack.NewWindow(window, o.acked)
+	replay = int(o.sentMax - min(o.sentMax, o.acked))
+	o.mu.Unlock()
+	o.report(settled)
+	notify(o.wake)
+	return replay
+}
+
+// end ends the current connection's window.
+func (o *outbox) end() {
+	o.mu.Lock()
+	o.win = nil
+	o.mu.Unlock()
+}
+
+// ackedUpTo returns the highest acknowledged sequence and a channel closed
+// when it next advances.
+func (o *outbox) ackedUpTo() (uint64, <-chan struct{}) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.acked, o.ackedCh
+}
+
+// ackedTotal returns the sequences acknowledged since o was made,
+// including those of earlier runs that the peer's first ack covered.
+func (o *outbox) ackedTotal() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.total
+}
+
+// inFlight returns the messages sent on the current connection and not
+// yet acknowledged.
+func (o *outbox) inFlight() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.win == nil {
+		return 0
+	}
+	return o.win.InFlight()
+}
+
+// onAck applies a cumulative ack from the peer.
+func (o *outbox) onAck(a *protocol.Ack) error {
+	if a.Stream != o.stream {
+		return fmt.Errorf("%w: ack for stream %s, sending %s", protocol.ErrMalformed, a.Stream, o.stream)
+	}
+	o.mu.Lock()
+	var err error
+	if o.win != nil {
+		_, err = o.win.Ack(a.Seq)
+	}
+	var settled []settlement
+	if err == nil {
+		settled = o.applyAckLocked(a.Seq)
+	}
+	o.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	o.report(settled)
+	notify(o.wake)
+	return nil
+}
+
+// onReject records the peer's rejection of one sent message; it settles
+// with the ack that covers it.
+func (o *outbox) onReject(j *protocol.Reject) error {
+	if j.Stream != o.stream {
+		return fmt.Errorf("%w: reject for stream %s, sending %s", protocol.ErrMalformed, j.Stream, o.stream)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range o.inflight {
+		if e := &o.inflight[i]; e.seq == j.Seq {
+			e.code = j.Code
+			if e.code == 0 {
+				e.code = protocol.RejectHandler
+			}
+			e.reason = j.Reason
+			break
+		}
+	}
+	return nil
+}
+
+// applyAckLocked records that the peer has everything up to seq and
+// returns the settlements it completes. o.mu must be held.
+func (o *outbox) applyAckLocked(seq uint64) []settlement {
+	if seq <= o.acked {
+		return nil
+	}
+	o.total += seq - o.acked
+	o.acked = seq
+	o.progress = time.Now()
+	n := 0
+	for n < len(o.inflight) && o.inflight[n].seq <= seq {
+		n++
+	}
+	settled := append([]settlement(nil), o.inflight[:n]...)
+	o.inflight = append(o.inflight[:0], o.inflight[n:]...)
+	close(o.ackedCh)
+	o.ackedCh = make(chan struct{})
+	return settled
+}
+
+func (o *outbox) report(settled []settlement) {
+	if len(settled) > 0 && o.settle != nil {
+		o.settle(settled)
+	}
+}
+
+// sendConfig is one connection's sending limits.
+type sendConfig struct {
+	peerMaxMessage int           // the peer's read limit; 0: none announced
+	ackTimeout     time.Duration // no ack progress this long on a live link: reconnect
+	exitWhenIdle   bool          // return nil once nothing is in flight or queued
+	linger         time.Duration // with exitWhenIdle: wait this long for more first
+	counters       *sendCounters // may be nil
+}
+
+// sendCounters are counted by the sender.
+type sendCounters struct {
+	redelivered func(n int)
+}
+
+// errAckTimeout: sent messages saw no acknowledgement on a live link.
+var errAckTimeout = errors.New("reliable: no acknowledgement progress")
+
+// send writes the stream's queued messages on conn, within the window, and
+// deletes acknowledged ones from the store, until conn ends (nil), stop is
+// closed (nil), the peer stops acknowledging (errAckTimeout, having closed
+// conn) or the store fails. With exitWhenIdle it also returns nil once
+// nothing is in flight and nothing is queued.
+func (o *outbox) send(conn *wsconn.Conn, cfg sendConfig, stop <-chan struct{}) error {
+	batchBytes := maxBatchBytes
+	if cfg.peerMaxMessage > 0 {
+		batchBytes = min(batchBytes, cfg.peerMaxMessage/2)
+	}
+	stall := time.NewTicker(max(cfg.ackTimeout/4, 10*time.Millisecond))
+	defer stall.Stop()
+	var idle *time.Timer
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
+	var buf []byte
+	for {
+		if err := o.deleteAcked(); err != nil {
+			conn.Close(protocol.CloseInternal, "store unavailable")
+			return err
+		}
+		o.mu.Lock()
+		room, next, inFlight := 0, uint64(0), 0
+		if o.win != nil {
+			room, next, inFlight = o.win.Room(), o.win.Next(), o.win.InFlight()
+		}
+		o.mu.Unlock()
+		if room > 0 {
+			entries, err := o.store.Read(next, min(room, maxFramesPerMessage), batchBytes)
+			if err != nil {
+				conn.Close(protocol.CloseInternal, "store unavailable")
+				return fmt.Errorf("reliable: read queue: %w", err)
+			}
+			if len(entries) > 0 {
+				msg, err := o.frame(buf[:0], next, entries, cfg)
+				if err != nil {
+					conn.Close(protocol.CloseInternal, "")
+					return err
+				}
+				buf = msg
+				out := make([]byte, len(msg))
+				copy(out, msg)
+				if err := conn.Write(out); err != nil {
+					return nil
+				}
+				continue
+			}
+		}
+		var idleC <-chan time.Time
+		if cfg.exitWhenIdle && inFlight == 0 {
+			if idle == nil {
+				idle = time.NewTimer(cfg.linger)
+			} else {
+				idle.Reset(cfg.linger)
+			}
+			idleC = idle.C
+		}
+		select {
+		case <-o.wake:
+		case <-idleC:
+			return nil
+		case <-stall.C:
+			o.mu.Lock()
+			stuck := o.win != nil && o.win.InFlight() > 0 && time.Since(o.progress) > cfg.ackTimeout
+			o.mu.Unlock()
+			if stuck {
+				conn.Close(protocol.CloseNormal, "no acknowledgement within the ack timeout")
+				return fmt.Errorf("%w (%v)", errAckTimeout, cfg.ackTimeout)
+			}
+		case <-conn.Done():
+			return nil
+		case <-stop:
+			return nil
+		}
+		if idle != nil && idleC == nil {
+			idle.Stop()
+		}
+	}
+}
+
+// frame appends one WebSocket message carrying entries, which start at or
+// after next, and records them as sent. Sequences the store no longer
+// holds (evicted) become a skip; so do expired messages and messages too
+// large for the peer, which settle with that code once acknowledged.
+func (o *outbox) frame(buf []byte, next uint64, entries []queue.Entry, cfg sendConfig) ([]byte, error) {
+	now := time.Now().UnixMilli()
+	buf = protocol.AppendMessageStart(buf)
+	sent := make([]sentEntry, 0, len(entries)+1)
+	if first := entries[0].Seq; first > next {
+		buf = protocol.AppendFrame(buf, &protocol.Skip{Stream: o.stream, Seq: first - 1, Code: protocol.RejectEvicted})
+	} else if first < next {
+		return nil, fmt.Errorf("%w: queue has seq %d where %d was expected", queue.ErrCorrupt, first, next)
+	}
+	for i := range entries {
+		e := &entries[i]
+		d := protocol.Data{Stream: o.stream, Seq: e.Seq, ID: e.ID, Expires: e.Expires, Headers: e.Headers, Payload: e.Payload}
+		s := sentEntry{seq: e.Seq, id: e.ID}
+		switch {
+		case e.Expires > 0 && now >= e.Expires:
+			s.code, s.reason = protocol.RejectExpired, "expired before delivery"
+		case cfg.peerMaxMessage > 0 && 1+protocol.FrameSize(&d) > cfg.peerMaxMessage:
+			s.code, s.reason = protocol.RejectTooLarge, fmt.Sprintf("message of %d bytes exceeds the receiver's limit of %d", len(e.Payload), cfg.peerMaxMessage)
+		}
+		if s.code != 0 {
+			buf = protocol.AppendFrame(buf, &protocol.Skip{Stream: o.stream, Seq: e.Seq, Code: s.code, Reason: s.reason})
+		} else {
+			buf = protocol.AppendFrame(buf, &d)
+		}
+		sent = append(sent, s)
+	}
+	last := entries[len(entries)-1].Seq
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.win == nil {
+		return nil, errors.New("reliable: connection ended")
+	}
+	redelivered := 0
+	for _, s := range sent {
+		if s.seq > o.sentMax {
+			o.inflight = append(o.inflight, s)
+			o.sentMax = s.seq
+		} else {
+			redelivered++
+			// A code decided now (expired since) replaces the old one.
+			for i := range o.inflight {
+				if o.inflight[i].seq == s.seq && s.code != 0 {
+					o.inflight[i].code, o.inflight[i].reason = s.code, s.reason
+				}
+			}
+		}
+	}
+	if redelivered > 0 && cfg.counters != nil && cfg.counters.redelivered != nil {
+		cfg.counters.redelivered(redelivered)
+	}
+	if o.win.InFlight() == 0 {
+		o.progress = time.Now()
+	}
+	if entries[0].Seq > next {
+		o.win.Skip(entries[0].Seq - 1)
+	}
+	if err := o.win.MarkSent(last); err != nil {
+		o.win.Skip(last)
+	}
+	return buf, nil
+}
+
+// deleteAcked deletes acknowledged entries from the store.
+func (o *outbox) deleteAcked() error {
+	o.mu.Lock()
+	acked, deleted := o.acked, o.deleted
+	o.mu.Unlock()
+	if acked <= deleted {
+		return nil
+	}
+	if err := o.store.Ack(context.Background(), acked); err != nil {
+		return fmt.Errorf("reliable: delete acknowledged messages: %w", err)
+	}
+	o.mu.Lock()
+	o.deleted = max(o.deleted, acked)
+	o.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,253 @@
+package reliable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/queue"
+)
+
+// Status is how a message ended, as [Settlement] reports it.
+type Status uint8
+
+// Statuses of a message.
+const (
+	StatusPending  Status = iota // queued, not settled yet
+	StatusAcked                  // the receiver handled it
+	StatusRejected               // the receiver refused it (or it was too large, or its attempts ran out)
+	StatusExpired                // its expiry passed before delivery
+	StatusEvicted                // the sender dropped it to make room
+)
+
+// String returns the status's name: pending, acked, rejected, expired or
+// evicted.
+func (s Status) String() string {
+	switch s {
+	case StatusPending:
+		return "pending"
+	case StatusAcked:
+		return "acked"
+	case StatusRejected:
+		return "rejected"
+	case StatusExpired:
+		return "expired"
+	case StatusEvicted:
+		return "evicted"
+	}
+	return "unknown"
+}
+
+// Settlement is how one message settled, as OnSettled reports it.
+type Settlement struct {
+	// ClientID is the client whose stream carried the message: the
+	// recipient of a push, or the sending client itself.
+	ClientID string
+	ID       protocol.MessageID
+	Seq      uint64
+	Status   Status
+	// Code and Reason say why a message settled without being handled;
+	// zero and empty for an ack.
+	Code   protocol.RejectCode
+	Reason string
+}
+
+// Err returns the error a receipt reports for s: nil for an ack, else a
+// *RejectError.
+func (s Settlement) Err() error {
+	if s.Status == StatusAcked {
+		return nil
+	}
+	return &RejectError{ID: s.ID, Seq: s.Seq, Code: s.Code, Reason: s.Reason}
+}
+
+// statusOf maps a settlement code to its status.
+func statusOf(code protocol.RejectCode) Status {
+	switch code {
+	case 0:
+		return StatusAcked
+	case protocol.RejectExpired:
+		return StatusExpired
+	case protocol.RejectEvicted:
+		return StatusEvicted
+	}
+	return StatusRejected
+}
+
+// Send queues payload durably for clientID and returns once it is
+// committed to the server's store (fsynced unless NoSync). The message
+// reaches the client when it is connected, at once if it is; until then
+// it waits on disk, in the client's outbox. The receipt settles when the
+// client acknowledges, rejects, the message expires or is evicted.
+//
+// Errors: ErrTooLarge (over MaxMessageSize or the outbox's byte limit),
+// ErrQueueFull (the client's outbox is full and OutboxEvict is off),
+// ErrDiskFull, ErrClosed. On error nothing was queued.
+func (s *Server) Send(ctx context.Context, clientID string, payload []byte) (*Receipt, error) {
+	return s.SendMessage(ctx, clientID, OutgoingMessage{Payload: payload})
+}
+
+// SendMessage is Send with headers and a TTL.
+func (s *Server) SendMessage(ctx context.Context, clientID string, m OutgoingMessage) (*Receipt, error) {
+	rs, err := s.SendMany(ctx, []string{clientID}, m)
+	if err != nil {
+		return nil, err
+	}
+	return rs[0], nil
+}
+
+// SendMany queues one message for every client in clientIDs in ONE
+// durable commit, all or none: a gateway notifying 10,000 devices pays one
+// fsync, not 10,000. Each recipient's copy has its own message ID and
+// receipt, returned in the order of clientIDs. A client ID may appear
+// once. Errors are those of Send.
+func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMessage) ([]*Receipt, error) {
+	if len(clientIDs) == 0 {
+		return nil, nil
+	}
+	if err := s.checkOutgoing(m); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return nil, ErrClosed
+	}
+	expires := expiry(m.TTL)
+	pushes := make([]queue.Push, len(clientIDs))
+	rs := make([]*Receipt, len(clientIDs))
+	seen := make(map[string]struct{}, len(clientIDs))
+	for i, id := range clientIDs {
+		if id == "" || len(id) > protocol.MaxClientIDLen {
+			return nil, fmt.Errorf("reliable: send: client ID %q is empty or longer than %d bytes", truncate(id, 64), protocol.MaxClientIDLen)
+		}
+		if _, dup := seen[id]; dup {
+			return nil, fmt.Errorf("reliable: send: client ID %q appears twice", truncate(id, 64))
+		}
+		seen[id] = struct{}{}
+		mid, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("reliable: message ID: %w", err)
+		}
+		rs[i] = newReceipt(protocol.MessageID(mid))
+		pushes[i] = queue.Push{Client: id, Entry: queue.Entry{ID: rs[i].id, Headers: m.Headers, Payload: m.Payload, Expires: expires}}
+	}
+	// Registered before the commit, so an ack can never find a receipt
+	// missing.
+	s.receipts.add(rs)
+	seqs, evicted, err := s.store.Push(ctx, pushes)
+	if err != nil {
+		s.receipts.remove(rs)
+		return nil, sendError(err)
+	}
+	for i, r := range rs {
+		r.seq.Store(seqs[i])
+	}
+	for _, e := range evicted {
+		s.settled(e.Client, []settlement{{seq: e.Seq, id: e.ID, code: protocol.RejectEvicted, reason: "evicted to make room"}})
+	}
+	for _, id := range clientIDs {
+		s.wakeClient(id)
+	}
+	return rs, nil
+}
+
+// wakeClient tells a connected client's session that pushes are queued.
+func (s *Server) wakeClient(id string) {
+	s.mu.Lock()
+	var ss *session
+	if p := s.peers[id]; p != nil {
+		ss = p.current
+	}
+	s.mu.Unlock()
+	if ss != nil {
+		ss.kick()
+	}
+}
+
+// checkOutgoing checks a message against the server's limits.
+func (s *Server) checkOutgoing(m OutgoingMessage) error {
+	if int64(len(m.Payload)) > s.opts.MaxMessageSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(m.Payload), s.opts.MaxMessageSize)
+	}
+	if len(m.Headers) > protocol.MaxHeaders {
+		return fmt.Errorf("%w: %d headers, limit %d", ErrTooLarge, len(m.Headers), protocol.MaxHeaders)
+	}
+	if m.TTL < 0 {
+		return fmt.Errorf("reliable: send: negative TTL %v", m.TTL)
+	}
+	return nil
+}
+
+// sendError maps a store error to the package's errors.
+func sendError(err error) error {
+	switch {
+	case errors.Is(err, queue.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, queue.ErrTooLarge) && !errors.Is(err, ErrTooLarge):
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
+	return fmt.Errorf("reliable: send: %w", err)
+}
+
+// expiry turns a TTL into the wire's Unix-millisecond expiry, 0 for none.
+func expiry(ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return time.Now().Add(ttl).UnixMilli()
+}
+
+// newPushOutbox returns the sender of client's push stream.
+func (s *Server) newPushOutbox(client string, info queue.OutboxInfo) *outbox {
+	return newOutbox(info.Stream, pushStore{s.store, client}, info.Acked,
+		func(settled []settlement) { s.settled(client, settled) }, s.log.With("client", client))
+}
+
+// settled reports settled pushes to their receipts and OnSettled.
+func (s *Server) settled(client string, settled []settlement) {
+	for _, st := range settled {
+		set := Settlement{ClientID: client, ID: st.id, Seq: st.seq, Status: statusOf(st.code), Code: st.code, Reason: st.reason}
+		s.receipts.settle(st.id, set.Err())
+		if s.opts.OnSettled != nil {
+			s.opts.OnSettled(set)
+		}
+	}
+}
+
+// pushStore is one client's push outbox seen as an outStore.
+type pushStore struct {
+	store  queue.Outboxes
+	client string
+}
+
+func (p pushStore) Read(from uint64, max int, maxBytes int) ([]queue.Entry, error) {
+	return p.store.ReadOutbox(p.client, from, max, maxBytes)
+}
+
+func (p pushStore) Ack(ctx context.Context, upTo uint64) error {
+	return p.store.AckOutbox(ctx, p.client, upTo)
+}
+
+// PushStatus is what a server knows of one push.
+type PushStatus struct {
+	ID       protocol.MessageID
+	ClientID string
+	Seq      uint64
+	Status   Status
+	// Code and Reason say why a push settled without being handled.
+	Code   protocol.RejectCode
+	Reason string
+	// Settled is when it settled; zero while pending.
+	Settled time.Time
+}
+
+// ErrUnknownMessage is returned by Server.Status for an ID the server
+// does not know: never pushed, or settled longer ago than the store keeps
+// statuses (24 h by default).
+var ErrUnknownMessage = errors.New("reliable: unknown message")

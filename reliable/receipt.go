@@ -1,0 +1,106 @@
+package reliable
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/wsreliable/wsreliable/protocol"
+)
+
+// Receipt tracks one sent message until the peer settles it: a client's
+// message to the server, or a server's push to one client.
+type Receipt struct {
+	id   protocol.MessageID
+	seq  atomic.Uint64
+	done chan struct{}
+	err  error
+}
+
+func newReceipt(id protocol.MessageID) *Receipt {
+	return &Receipt{id: id, done: make(chan struct{})}
+}
+
+// ID returns the message ID.
+func (r *Receipt) ID() protocol.MessageID { return r.id }
+
+// Seq returns the message's sequence number in its stream.
+func (r *Receipt) Seq() uint64 { return r.seq.Load() }
+
+// Done is closed when the receipt settles; Err then tells how.
+func (r *Receipt) Done() <-chan struct{} { return r.done }
+
+// Err returns nil before the receipt settles and after an ack; a
+// *RejectError after a rejection, expiry or eviction (matching
+// ErrRejected, ErrExpired or ErrEvicted); ErrClosed if the sender closed
+// first; or the error a client stopped on.
+func (r *Receipt) Err() error {
+	select {
+	case <-r.done:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// Wait blocks until the peer acknowledges the message (nil), rejects it,
+// or it expires or is evicted (a *RejectError), the sender closes
+// (ErrClosed; the message stays queued) or a client stops, or ctx ends
+// (ctx's error).
+func (r *Receipt) Wait(ctx context.Context) error {
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// receipts are the unsettled receipts of one sender, by message ID. A
+// receipt settles once: the registry forgets it as it settles it.
+type receipts struct {
+	mu sync.Mutex
+	m  map[protocol.MessageID]*Receipt
+}
+
+func (rs *receipts) init() { rs.m = make(map[protocol.MessageID]*Receipt) }
+
+func (rs *receipts) add(list []*Receipt) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, r := range list {
+		rs.m[r.id] = r
+	}
+}
+
+func (rs *receipts) remove(list []*Receipt) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, r := range list {
+		delete(rs.m, r.id)
+	}
+}
+
+// settle settles the receipt of id, if it is still waiting, with err.
+func (rs *receipts) settle(id protocol.MessageID, err error) {
+	rs.mu.Lock()
+	r := rs.m[id]
+	delete(rs.m, id)
+	rs.mu.Unlock()
+	if r != nil {
+		r.err = err
+		close(r.done)
+	}
+}
+
+// settleAll settles every waiting receipt with err.
+func (rs *receipts) settleAll(err error) {
+	rs.mu.Lock()
+	m := rs.m
+	rs.m = make(map[protocol.MessageID]*Receipt)
+	rs.mu.Unlock()
+	for _, r := range m {
+		r.err = err
+		close(r.done)
+	}
+}
