@@ -16,9 +16,25 @@
 // A damaged file, a foreign bbolt file or a truncated one is reported as
 // [ErrCorrupt] and a file from a newer program as [ErrVersion]; the store
 // never panics on what it reads from disk. [Check] verifies a file
-// completely (bbolt's page check plus the outbox invariants) and is meant
+// completely (bbolt's page check plus the invariants of the outbox and of
+// every push outbox) and is meant
 // for tests and tools after a crash; [Inspect] reads a file's identity and
 // statistics.
+//
+// # Push outboxes
+//
+// A server also keeps one outgoing stream per client: [Outboxes], which
+// [Bolt] and [Memory] implement. [Bolt] keeps them in the same file, under
+// a push bucket created by the first push (files written before it open
+// unchanged), and reads a client's outbox from the file when asked, so an
+// offline client costs disk, not memory. A [Outboxes.Push] of one message
+// to many clients is one transaction and one fsync, all or none; each
+// client's stream ID is created at its first push and its sequences, like
+// the client outbox's, are never reused. Each outbox has its own limits
+// (Options.OutboxMaxMessages, Options.OutboxMaxBytes): over them a push
+// fails with [ErrFull] or, with Options.OutboxEvict, evicts the outbox's
+// oldest entries and reports them. [Outboxes.AckOutbox] deletes in a
+// synced commit and returns when it is done.
 //
 // # Group commit
 //

@@ -371,9 +371,9 @@ func (b *Bolt) Clients(after string, limit int) ([]OutboxInfo, error) {
 	return out, nil
 }
 
-// applyPush performs r, a push, in tx. A push over the limits fails alone
-// (r.err wraps ErrFull) and changes nothing; the other requests of the
-// transaction go on. changed reports whether tx was written to; an error
+// applyPush performs r, a push, in tx. A push over the limits, or to an
+// outbox found damaged, fails alone (r.err wraps ErrFull or ErrCorrupt)
+// and changes nothing; the other requests of the transaction go on. changed reports whether tx was written to; an error
 // fails the whole transaction.
 func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
 	p := r.push
@@ -393,7 +393,9 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
 		g, pl := &p.groups[i], &plans[i]
 		pl.cb, pl.eb, pl.m, pl.found, err = findOutbox(pb, g.client)
 		if err != nil {
-			return false, err
+			// Nothing is written yet: only this push fails.
+			r.err = fmt.Errorf("queue: push %s: %w", b.path, err)
+			return false, nil
 		}
 		var c *bolt.Cursor
 		var k int
@@ -421,7 +423,8 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
 			return false, nil
 		}
 		if err != nil {
-			return false, err
+			r.err = fmt.Errorf("queue: push %s: %w", b.path, err)
+			return false, nil
 		}
 		pl.evicted = pl.evicted[:k]
 	}
@@ -474,13 +477,18 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
 	return true, nil
 }
 
-// applyAckOutbox performs r, an outbox ack, in tx. changed reports
-// whether tx was written to.
+// applyAckOutbox performs r, an outbox ack, in tx; an outbox found
+// damaged fails r alone. changed reports whether tx was written to.
 func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request) (changed bool, err error) {
 	client := string(r.key)
+	r.err = nil // a retried transaction starts over
 	cb, eb, m, found, err := findOutbox(tx.Bucket(bucketPush), client)
-	if err != nil || !found {
-		return false, err
+	if err != nil {
+		r.err = fmt.Errorf("queue: ack outbox %s: %w", b.path, err)
+		return false, nil
+	}
+	if !found {
+		return false, nil
 	}
 	upTo := min(r.seq, m.last)
 	if upTo <= m.acked {
