@@ -80,25 +80,27 @@ func (s *syncBuffer) lines() []string {
 
 // serveProc is a serve command running in-process.
 type serveProc struct {
-	url    string
+	addr   string // host:port
+	url    string // its WebSocket endpoint
 	stdout *syncBuffer
 	stderr *syncBuffer
 	stop   func() int
 }
 
-// startServe runs serve on 127.0.0.1:0 with its store in dataDir until
-// the returned stop is called (or the test ends).
-func startServe(t *testing.T, dataDir string) *serveProc {
+// startServe runs serve on 127.0.0.1:0 with its store in dataDir and the
+// extra flags until the returned stop is called (or the test ends).
+func startServe(t *testing.T, dataDir string, extra ...string) *serveProc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &serveProc{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
 	addrs := make(chan net.Addr, 1)
 	codes := make(chan int, 1)
-	args := []string{"-listen", "127.0.0.1:0", "-data", dataDir, "-heartbeat", "500ms", "-heartbeat-timeout", "1s"}
+	args := append([]string{"-listen", "127.0.0.1:0", "-data", dataDir, "-heartbeat", "500ms", "-heartbeat-timeout", "1s"}, extra...)
 	go func() { codes <- serve(ctx, args, p.stdout, p.stderr, func(a net.Addr) { addrs <- a }) }()
 	select {
 	case a := <-addrs:
-		p.url = "ws://" + a.String() + "/ws"
+		p.addr = a.String()
+		p.url = "ws://" + p.addr + "/ws"
 	case code := <-codes:
 		cancel()
 		t.Fatalf("serve exited with %d before listening; stderr:\n%s", code, p.stderr)
@@ -145,6 +147,13 @@ func TestUsage(t *testing.T) {
 		{"serve without data", []string{"serve"}, exitUsage, "-data is required"},
 		{"send bad flag", []string{"send", "-bogus"}, exitUsage, "flag provided but not defined"},
 		{"send help", []string{"send", "-h"}, exitOK, "-receipts"},
+		{"recv help", []string{"recv", "-h"}, exitOK, "-client-id"},
+		{"recv without url", []string{"recv", "-data", t.TempDir(), "-client-id", "a"}, exitUsage, "-url is required"},
+		{"recv without data", []string{"recv", "-url", "ws://127.0.0.1:1/ws", "-client-id", "a"}, exitUsage, "-data is required"},
+		{"recv without client id", []string{"recv", "-url", "ws://127.0.0.1:1/ws", "-data", t.TempDir()}, exitUsage, "-client-id is required"},
+		{"recv bad heartbeat", []string{"recv", "-url", "ws://127.0.0.1:1/ws", "-data", t.TempDir(), "-client-id", "a", "-heartbeat", "-1s"}, exitUsage, "-heartbeat must not be negative"},
+		{"help lists recv", []string{"-h"}, exitOK, "recv      connect to -url"},
+		{"serve help lists the API", []string{"serve", "-h"}, exitOK, "-outbox-max-messages"},
 		{"extra argument", []string{"inspect", "-data", "x", "y"}, exitUsage, `unexpected argument "y"`},
 		{"version", []string{"version"}, exitOK, "wsreliable "},
 		{"demo bad clients", []string{"demo", "-clients", "0"}, exitUsage, "-clients"},

@@ -29,27 +29,37 @@ import (
 // answered as {"error":"..."} with Content-Type application/json. A pushAPI
 // is safe for concurrent use.
 type pushAPI struct {
-	srv      *reliable.Server
-	statuses *pushStatuses     // until Server.Status exists
-	keySum   [sha256.Size]byte // of the key: compared in constant time, whatever the length
-	maxBody  int64
-	log      *slog.Logger
+	srv        *reliable.Server
+	statuses   *pushStatuses     // until Server.Status exists
+	keySum     [sha256.Size]byte // of the key: compared in constant time, whatever the length
+	maxPayload int
+	maxBody    int64
+	log        *slog.Logger
 }
 
-// pushBodySlack is what a push request may hold beyond its payload's
-// base64 form: the JSON around it and the client IDs.
-const pushBodySlack = 64 << 10
+const (
+	// maxPushPayload is the largest payload the push API takes: the
+	// client's default message size. The server's own limit (2 MiB) is
+	// the same number as the largest frame a client reads, so a push
+	// near it would be accepted and then settle as rejected, never
+	// delivered.
+	maxPushPayload = 1 << 20
+	// pushBodySlack is what a push request may hold beyond its payload's
+	// base64 form: the JSON around it and the client IDs.
+	pushBodySlack = 64 << 10
+)
 
-// newPushAPI returns the API over srv. maxMessage is srv's
-// MaxMessageSize: a request body is capped at its base64 size plus
+// newPushAPI returns the API over srv, taking payloads of up to
+// maxPayload bytes; a request body is capped at their base64 size plus
 // pushBodySlack.
-func newPushAPI(srv *reliable.Server, statuses *pushStatuses, key string, maxMessage int64, log *slog.Logger) *pushAPI {
+func newPushAPI(srv *reliable.Server, statuses *pushStatuses, key string, maxPayload int, log *slog.Logger) *pushAPI {
 	return &pushAPI{
-		srv:      srv,
-		statuses: statuses,
-		keySum:   sha256.Sum256([]byte(key)),
-		maxBody:  (maxMessage+2)/3*4 + pushBodySlack,
-		log:      log,
+		srv:        srv,
+		statuses:   statuses,
+		keySum:     sha256.Sum256([]byte(key)),
+		maxPayload: maxPayload,
+		maxBody:    int64(maxPayload+2)/3*4 + pushBodySlack,
+		log:        log,
 	}
 }
 
@@ -117,6 +127,10 @@ func (a *pushAPI) push(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(msg.Payload) > a.maxPayload {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message too large: %d bytes, limit %d", len(msg.Payload), a.maxPayload))
 		return
 	}
 	// Not cancelled with the request: a commit that began ends in a

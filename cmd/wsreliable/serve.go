@@ -16,14 +16,8 @@ import (
 	"github.com/wsreliable/wsreliable/reliable"
 )
 
-const (
-	// serveStoreName is the server's store file inside -data.
-	serveStoreName = "server.db"
-	// serveMaxMessageSize is the largest message serve takes from a
-	// client or the push API (the library's default, set here so that
-	// the push API can size its request bodies from it).
-	serveMaxMessageSize = 2 << 20
-)
+// serveStoreName is the server's store file inside -data.
+const serveStoreName = "server.db"
 
 // deliveredLine is the JSON line serve prints for each delivered message,
 // as encoding/json writes it; appendDelivered builds the same bytes
@@ -94,7 +88,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	srv, err := reliable.NewServer(filepath.Join(*data, serveStoreName), handler, &reliable.ServerOptions{
 		HeartbeatInterval: *hbInterval,
 		HeartbeatTimeout:  *hbTimeout,
-		MaxMessageSize:    serveMaxMessageSize,
 		OutboxMaxMessages: *outboxMax,
 		OutboxMaxBytes:    *outboxMaxBytes,
 		OutboxEvict:       *outboxEvict,
@@ -113,7 +106,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	mux := http.NewServeMux()
 	mux.Handle("/ws", srv)
 	if apiKey != "" {
-		newPushAPI(srv, statuses, apiKey, serveMaxMessageSize, log).register(mux)
+		newPushAPI(srv, statuses, apiKey, maxPushPayload, log).register(mux)
 	}
 	hs := &http.Server{
 		Handler:           mux,
