@@ -391,6 +391,17 @@ func (c *Client) readLoop(conn *wsconn.Conn, in *inbox, inStream protocol.Stream
 	}
 }
 
+// seqOf returns the sequence of a Data or Skip frame.
+func seqOf(f protocol.Frame) uint64 {
+	switch f := f.(type) {
+	case *protocol.Data:
+		return f.Seq
+	case *protocol.Skip:
+		return f.Seq
+	}
+	return 0
+}
+
 // streamOf returns the stream of a Data or Skip frame.
 func streamOf(f protocol.Frame) protocol.StreamID {
 	switch f := f.(type) {

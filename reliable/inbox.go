@@ -82,6 +82,9 @@ type inbox struct {
 	// pending counts data frames read and not yet handled; the reader
 	// bounds it by the in-flight window.
 	pending atomic.Int64
+	// seen is the highest sequence received on this connection (worker
+	// only): acks never go beyond it.
+	seen uint64
 
 	mu      sync.Mutex
 	q       [][]protocol.Frame
@@ -244,6 +247,11 @@ type delivery struct {
 	replies []protocol.Frame // rejects to send before the next ack
 }
 
+// An ack never names more than the connection has carried: the sender's
+// window counts what it sent on this connection, and a receiver that had
+// more from an earlier one (its ack was lost) acks it when the sender
+// sends it again. inbox.seen is that high-water mark.
+
 // handle delivers one batch and reports false if delivery must stop.
 func (d *delivery) handle(batch []protocol.Frame) bool {
 	in, st := d.in, d.in.state
@@ -257,6 +265,7 @@ func (d *delivery) handle(batch []protocol.Frame) bool {
 				return false
 			}
 		}
+		in.seen = max(in.seen, seqOf(f))
 		switch f := f.(type) {
 		case *protocol.Skip:
 			if f.Seq > st.wm {
@@ -314,7 +323,7 @@ func (d *delivery) flush() bool {
 		}
 		st.durable = st.wm
 	}
-	frames := append(d.replies, &protocol.Ack{Stream: st.stream, Seq: min(seq, st.durable)})
+	frames := append(d.replies, &protocol.Ack{Stream: st.stream, Seq: min(seq, st.durable, in.seen)})
 	d.replies = nil
 	_ = in.cfg.write(frames...)
 	return true
@@ -333,8 +342,8 @@ func (d *delivery) fail() {
 func (d *delivery) repeatAck() {
 	in, st := d.in, d.in.state
 	var frames []protocol.Frame
-	if st.durable > 0 {
-		frames = append(frames, &protocol.Ack{Stream: st.stream, Seq: st.durable})
+	if seq := min(st.durable, in.seen); seq > 0 {
+		frames = append(frames, &protocol.Ack{Stream: st.stream, Seq: seq})
 	}
 	if in.cfg.heartbeat {
 		frames = append(frames, &protocol.Heartbeat{})

@@ -89,6 +89,20 @@ func (o *outbox) begin(peerAcked uint64, window int) (replay int) {
 	return replay
 }
 
+// adopt records entries as sent by this process: the peer reports having
+// them (sent by an earlier incarnation of this outbox), and the ack that
+// follows must settle them.
+func (o *outbox) adopt(entries []queue.Entry) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range entries {
+		if e := &entries[i]; e.Seq > o.sentMax && e.Seq > o.acked {
+			o.inflight = append(o.inflight, sentEntry{seq: e.Seq, id: e.ID})
+			o.sentMax = e.Seq
+		}
+	}
+}
+
 // end ends the current connection's window.
 func (o *outbox) end() {
 	o.mu.Lock()

@@ -274,6 +274,15 @@ func (ss *session) resumeOutbox() (protocol.StreamID, uint64, error) {
 			peerAcked = max(peerAcked, h.InWatermark)
 		}
 	}
+	if peerAcked > info.Acked {
+		// The client has pushes whose ack was lost, perhaps sent before
+		// this outbox was loaded: their receipts settle now.
+		entries, err := s.store.ReadOutbox(p.id, info.Acked+1, int(peerAcked-info.Acked), 0)
+		if err != nil {
+			return protocol.StreamID{}, 0, err
+		}
+		p.out.adopt(entries)
+	}
 	p.out.begin(peerAcked, ss.pushWindow())
 	low := info.LastSeq + 1
 	if info.FirstSeq > 0 {
