@@ -1,20 +1,32 @@
 // Package reliable carries application messages over WebSocket and loses
-// none of them. A [Client] writes each message to a local store before
-// [Client.Send] returns and keeps it there until the [Server] acknowledges
-// it; the server hands each message to its [Handler] once, in order, and
-// commits its per-stream watermark before it acknowledges.
+// none of them, in both directions. A [Client] writes each message to a
+// local store before [Client.Send] returns and keeps it there until the
+// [Server] acknowledges it; the server hands each message to its [Handler]
+// once, in order, and commits its per-stream watermark before it
+// acknowledges. The other way, [Server.Send] and [Server.SendMany] queue a
+// push durably in the recipient client's outbox on the server (offline
+// clients cost disk, not memory), and a client with
+// ClientOptions.Handler receives it under the same guarantees.
+//
+// Both directions are built from the same two parts: an outbox (one
+// outgoing stream: durable entries, the send window, replay, skips,
+// settlement) and an inbox (one incoming stream: handler calls in order,
+// Flush, watermark commits, acks). A client is one of each; a server holds
+// an inbox per client stream and an outbox per client.
 //
 // # Guarantees
 //
 //   - No loss: once Send returns nil the message is on disk and reaches the
-//     handler, across dropped and half-open connections and restarts of
-//     either process, until it is acknowledged or rejected.
+//     peer's handler, across dropped and half-open connections and restarts
+//     of either process, until it is acknowledged, rejected, expires (its
+//     TTL) or is evicted (a full outbox with OutboxEvict). Every settlement
+//     is reported: receipts in process, OnSettled as it happens.
 //   - No duplicates: the server keeps, per client stream, the highest
 //     sequence delivered contiguously (the watermark) and drops anything at
 //     or below it. This costs O(1) per stream and survives restarts. The one
-//     exception is a server crash between a handler's return and the commit
-//     of its watermark: up to ServerOptions.AckBatch messages of each client
-//     may then be handed to the handler again.
+//     exception is a receiver crash between a handler's return and the
+//     commit of its watermark: up to AckBatch messages of that stream may
+//     then be handed to the handler again.
 //   - Order: per client, the handler sees messages in Send order.
 //   - Dead links found: both sides ping every heartbeat interval and give up
 //     on a link that is silent for interval + timeout; the client then
@@ -22,12 +34,21 @@
 //
 // # Sessions
 //
-// The client dials with the subprotocol wsreliable.v1 and sends a hello
-// (client ID, stream ID); the server authenticates the HTTP request first,
-// binds the client ID to the identity, and answers with its watermark for
-// the stream. The client drops what the server already has and replays the
-// rest. A second connection with the same client ID takes over; the older
-// one is closed with [protocol.CloseSuperseded].
+// The client dials with the subprotocol wsreliable.v2 and sends a hello:
+// client ID, its stream ID and the lowest sequence it still holds, its
+// watermark for the server's stream to it, and its limits. The server
+// authenticates the HTTP request first, binds the client ID to the
+// identity, and answers with its watermark for the client's stream, its
+// push stream to the client with the lowest sequence it still holds, and
+// its limits. Each side drops what the other already has and replays the
+// rest. A receiver without state for a stream (it lost its store) resumes
+// from the sender's lowest held sequence instead of waiting for sequences
+// that will never come. A message larger than the receiver accepts, or
+// past its TTL, is skipped: it settles as rejected (too large) or expired
+// and never blocks the stream. A second connection with the same client ID
+// takes over; the older one is closed with [protocol.CloseSuperseded].
+// While idle, the server also sends heartbeat frames, which a browser can
+// see where it cannot see pings.
 //
 // # Close codes
 //
