@@ -40,11 +40,12 @@ func (c *Client) run() {
 			c.stop(err)
 			return
 		}
-		delay := b.Next()
+		var hint time.Duration
 		var ce *CloseError
-		if errors.As(err, &ce) && ce.RetryAfter > 0 {
-			delay = max(delay, ce.RetryAfter)
+		if errors.As(err, &ce) {
+			hint = ce.RetryAfter
 		}
+		delay := b.NextAtLeast(hint)
 		c.log.Info("disconnected", "client", c.clientID, "error", err, "retry_in", delay)
 		c.setState(StateDisconnected, err)
 		t := time.NewTimer(delay)
