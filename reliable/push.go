@@ -251,3 +251,57 @@ type PushStatus struct {
 // does not know: never pushed, or settled longer ago than the store keeps
 // statuses (24 h by default).
 var ErrUnknownMessage = errors.New("reliable: unknown message")
+
+// ClientInfo is what a server knows of one client's push outbox.
+type ClientInfo struct {
+	ClientID  string
+	Connected bool              // a session is open now
+	Stream    protocol.StreamID // the push stream; zero if nothing was ever pushed
+	Queued    int               // pushes not yet acknowledged
+	Bytes     int64             // their payload and header bytes
+	FirstSeq  uint64            // lowest queued sequence, 0 when none
+	LastSeq   uint64            // highest sequence assigned
+	Oldest    time.Time         // when the oldest queued push was queued; zero when none
+}
+
+// Client returns what the server knows of clientID's pushes. A client
+// never pushed to has a zero Stream and counts.
+func (s *Server) Client(clientID string) (ClientInfo, error) {
+	info, err := s.store.OutboxInfo(clientID)
+	if err != nil {
+		return ClientInfo{}, fmt.Errorf("reliable: client %q: %w", truncate(clientID, 64), err)
+	}
+	return s.clientInfo(info), nil
+}
+
+// Clients lists the clients that have a push stream, in client ID order,
+// starting after the given ID ("" from the start), at most limit of them
+// (<= 0: 100). Page through them by passing the last ID returned.
+func (s *Server) Clients(after string, limit int) ([]ClientInfo, error) {
+	infos, err := s.store.Clients(after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reliable: list clients: %w", err)
+	}
+	out := make([]ClientInfo, len(infos))
+	for i, info := range infos {
+		out[i] = s.clientInfo(info)
+	}
+	return out, nil
+}
+
+func (s *Server) clientInfo(info queue.OutboxInfo) ClientInfo {
+	s.mu.Lock()
+	p := s.peers[info.Client]
+	connected := p != nil && p.current != nil
+	s.mu.Unlock()
+	return ClientInfo{
+		ClientID:  info.Client,
+		Connected: connected,
+		Stream:    info.Stream,
+		Queued:    info.Messages,
+		Bytes:     info.Bytes,
+		FirstSeq:  info.FirstSeq,
+		LastSeq:   info.LastSeq,
+		Oldest:    info.Oldest,
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsreliable/wsreliable/internal/testkit"
 	"github.com/wsreliable/wsreliable/protocol"
 	"github.com/wsreliable/wsreliable/queue"
 	"github.com/wsreliable/wsreliable/reliable"
@@ -453,5 +454,37 @@ func TestStoreOptionConflicts(t *testing.T) {
 		if _, err := reliable.NewClient("ws://127.0.0.1:1/", "", o); err == nil {
 			t.Errorf("NewClient with Store and %+v: no error", *o)
 		}
+	}
+}
+
+func TestServerClients(t *testing.T) {
+	ctx := testCtx(t)
+	var s sink
+	srv, url := startServer(t, s.handle, nil)
+	pushNumbered(t, ctx, srv, "b", 0, 3)
+	pushNumbered(t, ctx, srv, "a", 0, 2)
+	list, err := srv.Clients("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].ClientID != "a" || list[0].Queued != 2 || list[1].ClientID != "b" || list[1].Queued != 3 {
+		t.Fatalf("Clients = %+v", list)
+	}
+	if list[0].Connected || list[0].Oldest.IsZero() || list[0].Bytes != 2 {
+		t.Fatalf("client a: %+v", list[0])
+	}
+	page, err := srv.Clients("a", 1)
+	if err != nil || len(page) != 1 || page[0].ClientID != "b" {
+		t.Fatalf("second page: %+v, %v", page, err)
+	}
+	in := newInboxSink()
+	newClient(t, url, &reliable.ClientOptions{ClientID: "a", Handler: in.handle})
+	in.waitFor(t, ctx, 2)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		a, err := srv.Client("a")
+		return err == nil && a.Connected && a.Queued == 0
+	}, "client a never shown connected with an empty outbox")
+	if c, err := srv.Client("nobody"); err != nil || !c.Stream.IsZero() || c.Queued != 0 {
+		t.Fatalf("unknown client: %+v, %v", c, err)
 	}
 }
