@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -104,11 +105,12 @@ func TestRecvEndToEnd(t *testing.T) {
 
 // TestRecvSIGKILL pushes numbered messages to one client through the API
 // while recv, a child process, is SIGKILLed three times and started again
-// on the same -data. recv writes its lines out before the watermark
-// commit that precedes their ack, so every push is printed, the first
-// copy of each in push order, and a push is printed twice only because a
-// kill came between its line's write and that commit: at most recv's
-// AckBatch (the library default, 256) per kill.
+// on the same -data, the first kills while it works through a backlog.
+// recv writes its lines out before the watermark commit that precedes
+// their ack, so every push is printed, the first copy of each in push
+// order, and a push is printed twice only because a kill came between
+// its line's write and that commit: at most recv's AckBatch (the library
+// default, 256) per kill.
 func TestRecvSIGKILL(t *testing.T) {
 	const n, kills, ackBatch = 3000, 3, 256
 	srv, c := startServeAPI(t)
@@ -135,6 +137,9 @@ func TestRecvSIGKILL(t *testing.T) {
 
 	// The pusher queues the messages one request at a time, so their
 	// sequence is their number; it stops early if the test ends first.
+	// recv starts once half are queued, so it first takes a backlog in
+	// full batches and the early kills land in the middle of them.
+	var queued atomic.Int64
 	pushErr := make(chan error, 1)
 	stop, pusherDone := make(chan struct{}), make(chan struct{})
 	defer func() {
@@ -158,10 +163,13 @@ func TestRecvSIGKILL(t *testing.T) {
 				pushErr <- fmt.Errorf("push %d: %w", i, err)
 				return
 			}
+			queued.Add(1)
 		}
 		pushErr <- nil
 	}()
 
+	testkit.Eventually(t, time.Minute, func() bool { return queued.Load() >= n/2 || len(pushErr) > 0 },
+		"%d of %d pushes queued", queued.Load(), n/2)
 	rp := startRecvProc()
 	for k := 1; k <= kills; k++ {
 		at := k * n / (kills + 2)
