@@ -134,7 +134,8 @@ func encodeLine(v any) []byte {
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		// Only strings, numbers and pointers to strings: cannot fail.
+		// Only this package's line and answer types, made of strings,
+		// numbers and slices of them: cannot fail.
 		panic(fmt.Sprintf("wsreliable: encoding %T: %v", v, err))
 	}
 	return b.Bytes()
