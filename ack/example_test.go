@@ -3,7 +3,6 @@ package ack_test
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/wsreliable/wsreliable/ack"
 )
@@ -20,26 +19,26 @@ func ExampleWindow() {
 	}
 
 	prev, _ := w.Ack(2) // cumulative: 1 and 2 arrived
-	fmt.Printf("acked %d..%d, in flight %d, room %d\n", prev+1, w.Acked(), w.InFlight(), w.Room())
+	fmt.Printf("acked %d..2, in flight %d, room %d\n", prev+1, w.InFlight(), w.Room())
 
-	w.Ack(1) // a stale ack changes nothing
-	fmt.Println("acked", w.Acked())
-
-	// The connection drops; the peer's handshake says it has up to 2, so
-	// the sender resends from 3.
-	w.Reset(2)
-	fmt.Println("resend from", w.Next())
+	prev, _ = w.Ack(1) // a stale ack changes nothing
+	fmt.Println("stale ack, acked up to", prev, "in flight", w.InFlight())
 
 	_, err := w.Ack(5)
 	fmt.Println(errors.Is(err, ack.ErrAckBeyondSent))
+
+	// The connection drops; the peer's handshake says it has up to 2, so
+	// the next connection's window resends from 3.
+	w = ack.NewWindow(3, 2)
+	fmt.Println("resend from", w.Next())
 	// Output:
 	// send 1
 	// send 2
 	// send 3
 	// acked 1..2, in flight 1, room 2
-	// acked 2
-	// resend from 3
+	// stale ack, acked up to 2 in flight 1
 	// true
+	// resend from 3
 }
 
 func ExampleWatermark() {
@@ -53,6 +52,10 @@ func ExampleWatermark() {
 		fmt.Println(seq, v)
 	}
 	fmt.Println("watermark", w.Seq())
+
+	// The sender skips 4 to 6 (they expired): 7 is next.
+	w.Skip(6)
+	fmt.Println(7, w.Check(7))
 	// Output:
 	// 1 deliver
 	// 2 deliver
@@ -61,24 +64,26 @@ func ExampleWatermark() {
 	// 3 deliver
 	// 1 duplicate
 	// watermark 3
+	// 7 deliver
 }
 
 func ExampleCoalescer() {
-	c := ack.NewCoalescer(3, 10*time.Millisecond)
-	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := ack.NewCoalescer(3) // one ack per 3 delivered at most
 
-	c.Add(1, start)
-	c.Add(2, start.Add(time.Millisecond))
-	deadline, _ := c.Deadline()
-	fmt.Println("due at", deadline.Sub(start), "due now:", c.Due(start.Add(2*time.Millisecond)))
-
-	if c.Add(3, start.Add(2*time.Millisecond)) { // the third reaches the count
-		seq, _ := c.Take()
-		fmt.Println("ack up to", seq)
+	for seq := uint64(1); seq <= 4; seq++ {
+		if c.Add(seq) { // the third reaches the count
+			up, _ := c.Take()
+			fmt.Println("ack up to", up)
+		}
 	}
-	fmt.Println("pending:", c.Pending())
+	// Input runs dry: the receiver flushes what is waiting.
+	if up, ok := c.Take(); ok {
+		fmt.Println("idle, ack up to", up)
+	}
+	_, ok := c.Take()
+	fmt.Println("waiting:", ok)
 	// Output:
-	// due at 10ms due now: false
 	// ack up to 3
-	// pending: false
+	// idle, ack up to 4
+	// waiting: false
 }

@@ -27,8 +27,8 @@ func (v Verdict) String() string {
 }
 
 // Watermark is the receiving side of one stream: the highest sequence
-// delivered contiguously. It is the whole dedupe state, O(1) per stream.
-// The zero value is a new stream (nothing delivered).
+// delivered (or skipped) contiguously. It is the whole dedupe state, O(1)
+// per stream. The zero value is a new stream (nothing delivered).
 type Watermark struct {
 	seq uint64
 }
@@ -36,7 +36,7 @@ type Watermark struct {
 // NewWatermark returns a watermark resuming at seq (as loaded from disk).
 func NewWatermark(seq uint64) Watermark { return Watermark{seq: seq} }
 
-// Seq returns the highest sequence delivered contiguously.
+// Seq returns the highest sequence delivered (or skipped) contiguously.
 func (w *Watermark) Seq() uint64 { return w.seq }
 
 // Check classifies seq against the watermark without changing it.
@@ -58,4 +58,14 @@ func (w *Watermark) Advance(seq uint64) bool {
 	}
 	w.seq = seq
 	return true
+}
+
+// Skip records that the sender passed over every sequence up to seq (a
+// skip frame: they expired, were evicted or were too large): they count as
+// delivered, without the handler. A seq at or below the watermark changes
+// nothing; unlike Advance, seq may lie any distance ahead.
+func (w *Watermark) Skip(seq uint64) {
+	if seq > w.seq {
+		w.seq = seq
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"testing"
 	"testing/quick"
-	"time"
 
 	"github.com/wsreliable/wsreliable/ack"
 )
@@ -120,9 +119,47 @@ func TestWatermarkAdvance(t *testing.T) {
 	}
 }
 
+func TestWatermarkSkip(t *testing.T) {
+	cases := []struct {
+		name string
+		mark uint64
+		seq  uint64
+		want uint64
+	}{
+		{"new stream", 0, 5, 5},
+		{"to the next", 41, 42, 42},
+		{"far ahead", 41, 1000, 1000},
+		{"to the top", 41, math.MaxUint64, math.MaxUint64},
+		{"current changes nothing", 41, 41, 41},
+		{"old changes nothing", 41, 3, 41},
+		{"zero changes nothing", 41, 0, 41},
+		{"zero on a new stream", 0, 0, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := ack.NewWatermark(tc.mark)
+			w.Skip(tc.seq)
+			if got := w.Seq(); got != tc.want {
+				t.Fatalf("NewWatermark(%d) after Skip(%d): Seq() = %d, want %d", tc.mark, tc.seq, got, tc.want)
+			}
+			// Everything up to the new mark is a duplicate; the one after
+			// it is delivered.
+			if got := w.Check(tc.want); got != ack.Duplicate {
+				t.Errorf("Check(%d) = %v after the skip, want duplicate", tc.want, got)
+			}
+			if tc.want < math.MaxUint64 {
+				if got := w.Check(tc.want + 1); got != ack.Deliver {
+					t.Errorf("Check(%d) = %v after the skip, want deliver", tc.want+1, got)
+				}
+			}
+		})
+	}
+}
+
 // TestWatermarkModel checks Watermark against a reference that remembers
 // every delivered sequence in a set: a sequence in the set is a duplicate,
-// the smallest one missing from it is delivered, anything else is a gap.
+// the smallest one missing from it is delivered, anything else is a gap;
+// a skip puts every sequence up to it in the set.
 func TestWatermarkModel(t *testing.T) {
 	const (
 		seeds = 50
@@ -145,6 +182,7 @@ func TestWatermarkModel(t *testing.T) {
 				return low
 			}
 			next := start + 1
+			skips := 0
 			for i := range ops {
 				// Mostly near the watermark: old, current, next, a little ahead.
 				var seq uint64
@@ -152,6 +190,18 @@ func TestWatermarkModel(t *testing.T) {
 					seq = next
 				} else {
 					seq = uint64(max(0, int64(next)+int64(r.IntN(12))-8))
+				}
+				if r.IntN(8) == 0 {
+					skips++
+					w.Skip(seq)
+					for s := lowest(); s <= seq; s++ {
+						delivered[s] = true
+					}
+					next = max(next, seq+1)
+					if got, want := w.Seq(), lowest()-1; got != want {
+						t.Fatalf("op %d: Seq() = %d after Skip(%d), model %d", i, got, seq, want)
+					}
+					continue
 				}
 				var want ack.Verdict
 				switch {
@@ -177,6 +227,9 @@ func TestWatermarkModel(t *testing.T) {
 					t.Fatalf("op %d: Seq() = %d, model %d", i, got, want)
 				}
 			}
+			if skips == 0 {
+				t.Fatal("Skip never ran")
+			}
 		})
 	}
 }
@@ -198,18 +251,20 @@ type exactlyOnce struct {
 	stats struct{ dups, replays, drops, reconnects, gaps int }
 }
 
-// run sends messages 1..e.n from a sender using ack.Window, which resends
-// from Acked()+1 after each reconnect, to a receiver using ack.Watermark and
-// ack.Coalescer. For the first e.faulty steps the link duplicates and
-// replays data and acks, drops frames and breaks the connection. It returns
-// the payloads the receiver delivered to the application.
+// run sends messages 1..e.n from a sender using ack.Window, which starts
+// each connection from the receiver's watermark and so resends what was not
+// acked, to a receiver using ack.Watermark and ack.Coalescer, which acks
+// when Add asks and whenever its input runs dry. For the first e.faulty
+// steps the link duplicates and replays data and acks, drops frames and
+// breaks the connection. It returns the payloads the receiver delivered to
+// the application.
 func (e *exactlyOnce) run(t testing.TB, r *rand.Rand, window int) []string {
 	t.Helper()
-	win := ack.NewWindow(window, 0)
 	var (
+		win       = ack.NewWindow(window, 0)
+		acked     uint64 // the sender's acked mark, which outlives windows
 		mark      ack.Watermark
-		co        = ack.NewCoalescer(1+r.IntN(4), time.Duration(r.IntN(5))*time.Millisecond)
-		now       = time.Unix(0, 0)
+		co        = ack.NewCoalescer(1 + r.IntN(4))
 		toRecv    []dataFrame // the connection, sender to receiver
 		toSend    []uint64    // the connection, receiver to sender (acks)
 		history   []dataFrame // every data frame ever put on a connection
@@ -220,7 +275,8 @@ func (e *exactlyOnce) run(t testing.TB, r *rand.Rand, window int) []string {
 		e.stats.reconnects++
 		toRecv, toSend = nil, nil
 		co.Take() // the handshake carries the watermark instead
-		win.Reset(mark.Seq())
+		acked = max(acked, mark.Seq())
+		win = ack.NewWindow(window, acked)
 	}
 	sendAck := func() {
 		if seq, ok := co.Take(); ok {
@@ -242,15 +298,15 @@ func (e *exactlyOnce) run(t testing.TB, r *rand.Rand, window int) []string {
 			reconnect() // a protocol error closes the connection
 			return
 		}
-		if co.Add(mark.Seq(), now) {
+		if co.Add(mark.Seq()) {
 			sendAck()
 		}
 	}
 
 	const maxSteps = 1_000_000
-	for step := 0; win.Acked() < e.n; step++ {
+	for step := 0; acked < e.n; step++ {
 		if step == maxSteps {
-			t.Fatalf("not done after %d steps: acked %d, watermark %d of %d", step, win.Acked(), mark.Seq(), e.n)
+			t.Fatalf("not done after %d steps: acked %d, watermark %d of %d", step, acked, mark.Seq(), e.n)
 		}
 		// The sender fills the window from the durable outbox.
 		for win.Room() > 0 && win.Next() <= e.n {
@@ -263,7 +319,7 @@ func (e *exactlyOnce) run(t testing.TB, r *rand.Rand, window int) []string {
 		}
 
 		if step < e.faulty && r.IntN(100) < e.faultPc {
-			switch r.IntN(7) {
+			switch r.IntN(6) {
 			case 0: // duplicate a queued data frame
 				if len(toRecv) > 0 {
 					e.stats.dups++
@@ -291,8 +347,6 @@ func (e *exactlyOnce) run(t testing.TB, r *rand.Rand, window int) []string {
 				}
 			case 5: // the connection breaks
 				reconnect()
-			case 6: // time passes
-				now = now.Add(time.Duration(r.IntN(3)) * time.Millisecond)
 			}
 		}
 
@@ -308,30 +362,26 @@ func (e *exactlyOnce) run(t testing.TB, r *rand.Rand, window int) []string {
 			if _, err := win.Ack(seq); err != nil {
 				t.Fatalf("sender Ack(%d): %v", seq, err)
 			}
-		case co.Pending():
-			d, _ := co.Deadline()
-			if d.After(now) {
-				now = d // idle until the ack is due
-			}
+			acked = max(acked, seq)
 		default:
-			// Nothing in flight and nothing to ack: the heartbeat
-			// times out on a connection that lost the tail.
+			// Nothing in flight either way: the heartbeat times out on
+			// a connection that lost the tail.
 			reconnect()
 		}
-		if co.Due(now) {
-			sendAck()
+		if len(toRecv) == 0 {
+			sendAck() // the receiver's input ran dry
 		}
 
 		// Safety: the sender never holds as acked what the receiver lacks.
-		if win.Acked() > mark.Seq() {
-			t.Fatalf("sender acked %d, receiver delivered only %d", win.Acked(), mark.Seq())
+		if acked > mark.Seq() {
+			t.Fatalf("sender acked %d, receiver delivered only %d", acked, mark.Seq())
 		}
 	}
 	return delivered
 }
 
 // TestExactlyOnceOverFaultyLink checks, with testing/quick choosing the
-// parameters, that Window (resending from Acked()+1) and Watermark deliver
+// parameters, that Window (resending what was not acked) and Watermark deliver
 // every sequence exactly once and in order over a link that duplicates,
 // replays and loses frames and breaks the connection.
 func TestExactlyOnceOverFaultyLink(t *testing.T) {

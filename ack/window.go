@@ -11,6 +11,8 @@ var ErrAckBeyondSent = errors.New("ack: ack beyond the highest sent sequence")
 
 // Window tracks the sending side of one stream on one connection: the
 // sequences sent and not yet acknowledged, bounded by a maximum in flight.
+// A new connection gets a new window, starting from what the peer reported
+// in its handshake.
 type Window struct {
 	max   int
 	acked uint64
@@ -25,25 +27,6 @@ func NewWindow(max int, acked uint64) *Window {
 		max = 1
 	}
 	return &Window{max: max, acked: acked, sent: acked}
-}
-
-// Reset starts a new connection: the peer has everything up to acked and
-// nothing beyond it is in flight. Sequences after acked will be sent again.
-// A lower acked than already known is ignored for the acked mark (acks are
-// never withdrawn) but still rewinds what counts as sent.
-func (w *Window) Reset(acked uint64) {
-	if acked > w.acked {
-		w.acked = acked
-	}
-	w.sent = w.acked
-}
-
-// SetMax changes the maximum in flight (for example to the peer's limit).
-func (w *Window) SetMax(max int) {
-	if max < 1 {
-		max = 1
-	}
-	w.max = max
 }
 
 // Room returns how many more sequences may be sent now.
@@ -61,12 +44,6 @@ func (w *Window) InFlight() int { return int(w.sent - w.acked) }
 // Next returns the next sequence to send.
 func (w *Window) Next() uint64 { return w.sent + 1 }
 
-// Acked returns the highest acknowledged sequence.
-func (w *Window) Acked() uint64 { return w.acked }
-
-// Sent returns the highest sequence sent on this connection.
-func (w *Window) Sent() uint64 { return w.sent }
-
 // MarkSent records that every sequence up to seq has been sent. seq must
 // not go backwards and must not exceed the window.
 func (w *Window) MarkSent(seq uint64) error {
@@ -82,8 +59,9 @@ func (w *Window) MarkSent(seq uint64) error {
 
 // Ack applies a cumulative ack for everything up to seq and returns the
 // previous acked mark; sequences in (prev, seq] are newly acknowledged.
-// A stale ack (seq <= Acked) changes nothing and returns prev == seq or
-// higher. An ack beyond Sent returns ErrAckBeyondSent.
+// A stale ack (seq at or below the acked mark) changes nothing and returns
+// prev >= seq. An ack beyond the highest sequence sent or skipped returns
+// ErrAckBeyondSent, changing nothing.
 func (w *Window) Ack(seq uint64) (prev uint64, err error) {
 	prev = w.acked
 	if seq <= w.acked {

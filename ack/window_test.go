@@ -8,15 +8,17 @@ import (
 	"github.com/wsreliable/wsreliable/ack"
 )
 
-// windowState is every observable value of a [ack.Window].
+// windowState is every observable value of a [ack.Window]. Acked and Sent
+// are derived: the window shows Next (Sent+1) and InFlight (Sent-Acked).
 type windowState struct {
 	Acked, Sent, Next uint64
 	InFlight, Room    int
 }
 
 func stateOf(w *ack.Window) windowState {
+	sent := w.Next() - 1
 	return windowState{
-		Acked: w.Acked(), Sent: w.Sent(), Next: w.Next(),
+		Acked: sent - uint64(w.InFlight()), Sent: sent, Next: w.Next(),
 		InFlight: w.InFlight(), Room: w.Room(),
 	}
 }
@@ -36,12 +38,8 @@ func checkWindowInvariants(t testing.TB, w *ack.Window) {
 	t.Helper()
 	s := stateOf(w)
 	switch {
-	case s.Sent < s.Acked:
-		t.Fatalf("sent %d below acked %d", s.Sent, s.Acked)
-	case s.Next != s.Sent+1:
-		t.Fatalf("next %d, sent %d", s.Next, s.Sent)
-	case uint64(s.InFlight) != s.Sent-s.Acked:
-		t.Fatalf("in flight %d, sent %d, acked %d", s.InFlight, s.Sent, s.Acked)
+	case s.InFlight < 0:
+		t.Fatalf("negative in flight %d", s.InFlight)
 	case s.Room < 0:
 		t.Fatalf("negative room %d", s.Room)
 	}
@@ -220,71 +218,38 @@ func TestWindowAck(t *testing.T) {
 	}
 }
 
-func TestWindowReset(t *testing.T) {
-	cases := []struct {
-		name  string
-		acked uint64 // Ack before the reset; 10 are sent
-		reset uint64
-		want  windowState
-	}{
-		{"peer has what we know", 4, 4, windowState{Acked: 4, Sent: 4, Next: 5, Room: 10}},
-		{"peer has more than acked", 4, 7, windowState{Acked: 7, Sent: 7, Next: 8, Room: 10}},
-		{"peer has everything sent", 4, 10, windowState{Acked: 10, Sent: 10, Next: 11, Room: 10}},
-		{"lower mark never withdraws an ack", 4, 2, windowState{Acked: 4, Sent: 4, Next: 5, Room: 10}},
-		{"zero", 4, 0, windowState{Acked: 4, Sent: 4, Next: 5, Room: 10}},
-		{"nothing acked", 0, 0, windowState{Next: 1, Room: 10}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			w := ack.NewWindow(10, 0)
-			mustMarkSent(t, w, 8)
-			mustAck(t, w, tc.acked)
-			mustMarkSent(t, w, 10)
-			w.Reset(tc.reset)
-			checkWindow(t, w, tc.want)
-			// Resending from Next must be accepted again.
-			mustMarkSent(t, w, w.Next())
-		})
-	}
-}
-
-func TestWindowSetMax(t *testing.T) {
+func TestWindowSkip(t *testing.T) {
 	cases := []struct {
 		name string
-		max  int
-		want windowState // 3 sent, 1 acked, so 2 in flight
+		sent uint64 // MarkSent before the skip; max 4, nothing acked
+		skip uint64
+		want windowState
 	}{
-		{"grow", 10, windowState{Acked: 1, Sent: 3, Next: 4, InFlight: 2, Room: 8}},
-		{"same", 4, windowState{Acked: 1, Sent: 3, Next: 4, InFlight: 2, Room: 2}},
-		{"shrink to in flight", 2, windowState{Acked: 1, Sent: 3, Next: 4, InFlight: 2, Room: 0}},
-		{"shrink below in flight", 1, windowState{Acked: 1, Sent: 3, Next: 4, InFlight: 2, Room: 0}},
-		{"zero means 1", 0, windowState{Acked: 1, Sent: 3, Next: 4, InFlight: 2, Room: 0}},
-		{"negative means 1", -1, windowState{Acked: 1, Sent: 3, Next: 4, InFlight: 2, Room: 0}},
+		{"nothing sent", 0, 2, windowState{Sent: 2, Next: 3, InFlight: 2, Room: 2}},
+		{"after sends", 1, 3, windowState{Sent: 3, Next: 4, InFlight: 3, Room: 1}},
+		{"past the window", 2, 100, windowState{Sent: 100, Next: 101, InFlight: 100, Room: 0}},
+		{"same sequence changes nothing", 3, 3, windowState{Sent: 3, Next: 4, InFlight: 3, Room: 1}},
+		{"backwards changes nothing", 3, 1, windowState{Sent: 3, Next: 4, InFlight: 3, Room: 1}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := ack.NewWindow(4, 0)
-			mustMarkSent(t, w, 3)
-			mustAck(t, w, 1)
-			w.SetMax(tc.max)
+			if tc.sent > 0 {
+				mustMarkSent(t, w, tc.sent)
+			}
+			w.Skip(tc.skip)
 			checkWindow(t, w, tc.want)
 		})
 	}
-	t.Run("shrunk window refuses new sends until acks drain it", func(t *testing.T) {
+	t.Run("acks for skipped sequences drain the window", func(t *testing.T) {
 		w := ack.NewWindow(4, 0)
-		mustMarkSent(t, w, 4)
-		w.SetMax(0)
-		if err := w.MarkSent(5); err == nil {
-			t.Fatal("MarkSent(5) with 4 in flight and max 1 succeeded")
+		w.Skip(10)
+		if err := w.MarkSent(11); err == nil {
+			t.Fatal("MarkSent(11) with 10 skipped and max 4 succeeded")
 		}
-		mustAck(t, w, 4)
-		if got := w.Room(); got != 1 {
-			t.Fatalf("Room() = %d after draining, want 1", got)
-		}
-		mustMarkSent(t, w, 5)
-		if err := w.MarkSent(6); err == nil {
-			t.Fatal("MarkSent(6) with max 1 succeeded")
-		}
+		mustAck(t, w, 10)
+		checkWindow(t, w, windowState{Acked: 10, Sent: 10, Next: 11, Room: 4})
+		mustMarkSent(t, w, 11)
 	})
 }
 
@@ -311,8 +276,6 @@ func (m *windowModel) state() windowState {
 		InFlight: len(m.inFlight), Room: m.room(),
 	}
 }
-
-func (m *windowModel) setMax(n int) { m.max = max(1, n) }
 
 // markSent accepts seq unless it goes backwards or lies more than max past
 // the acked mark.
@@ -341,13 +304,24 @@ func (m *windowModel) ack(seq uint64) (prev uint64, ok bool) {
 	return prev, true
 }
 
-func (m *windowModel) reset(acked uint64) {
+// skip accepts any seq; one at or below the highest sent changes nothing.
+func (m *windowModel) skip(seq uint64) {
+	for s := m.sent() + 1; s <= seq; s++ {
+		m.inFlight = append(m.inFlight, s)
+	}
+}
+
+// reconnect starts a new connection: the peer reports acked (never
+// withdrawing an ack) and may allow a different maximum.
+func (m *windowModel) reconnect(acked uint64, maxInFlight int) {
 	m.acked = max(m.acked, acked)
 	m.inFlight = nil
+	m.max = max(1, maxInFlight)
 }
 
 // TestWindowModel drives a Window and the model with the same random
-// operations and compares every observable after each one.
+// operations and compares every observable after each one. A reconnect
+// replaces the Window with a new one, as the outbox does.
 func TestWindowModel(t *testing.T) {
 	const (
 		seeds = 50
@@ -359,13 +333,12 @@ func TestWindowModel(t *testing.T) {
 			start := r.Uint64N(1000)
 			initMax := r.IntN(16)
 			w := ack.NewWindow(initMax, start)
-			m := &windowModel{acked: start}
-			m.setMax(initMax)
+			m := &windowModel{acked: start, max: max(1, initMax)}
 			checkWindow(t, w, m.state())
 
 			// between returns a value in [lo, hi].
 			between := func(lo, hi uint64) uint64 { return lo + r.Uint64N(hi-lo+1) }
-			var counts [9]int
+			var counts [10]int
 			for i := range ops {
 				op := r.IntN(len(counts))
 				counts[op]++
@@ -418,26 +391,25 @@ func TestWindowModel(t *testing.T) {
 					if prev != wantPrev {
 						t.Fatalf("op %d: %s Ack(%d) prev = %d, want %d", i, desc, seq, prev, wantPrev)
 					}
-				case 8:
-					if r.IntN(4) == 0 {
-						n := r.IntN(18) - 1
-						desc = "SetMax"
-						m.setMax(n)
-						w.SetMax(n)
-						break
-					}
+				case 8: // Skip: ahead (maybe past the window) or backwards
+					seq := between(m.sent()-min(m.sent(), 5), m.sent()+20)
+					desc = "Skip"
+					m.skip(seq)
+					w.Skip(seq)
+				case 9:
 					// Reconnect: the peer reports a mark between what we know
 					// acked and what we sent (acks may have been lost), or
-					// occasionally a stale, lower one.
+					// occasionally a stale, lower one the outbox ignores.
 					var seq uint64
 					if r.IntN(5) == 0 {
 						seq = between(m.acked-min(m.acked, 10), m.acked)
 					} else {
 						seq = between(m.acked, m.sent())
 					}
-					desc = "Reset"
-					m.reset(seq)
-					w.Reset(seq)
+					n := r.IntN(18) - 1
+					desc = "reconnect"
+					m.reconnect(seq, n)
+					w = ack.NewWindow(n, m.acked)
 				}
 				if got, want := stateOf(w), m.state(); got != want {
 					t.Fatalf("seed %d op %d (%s): window %+v, model %+v", seed, i, desc, got, want)

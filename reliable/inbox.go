@@ -21,8 +21,8 @@ import (
 // goroutine that owns delivery touches it.
 type streamState struct {
 	stream  protocol.StreamID
-	wm      uint64 // delivered (or skipped) contiguously
-	durable uint64 // committed to the store; the only value ever acked
+	wm      ack.Watermark // delivered (or skipped) contiguously
+	durable uint64        // committed to the store; the only value ever acked
 }
 
 // resume sets s to stream, loading its committed watermark with load when
@@ -42,7 +42,7 @@ func (s *streamState) resume(stream protocol.StreamID, low uint64, load func() (
 	if low > 0 && low-1 > s.durable {
 		s.durable = low - 1
 	}
-	s.wm = s.durable
+	s.wm = ack.NewWatermark(s.durable)
 	return nil
 }
 
@@ -199,7 +199,7 @@ func (in *inbox) stop() {
 // run is the worker. It delivers in order, commits and acks; when the
 // queue is empty it lingers for more, then exits.
 func (in *inbox) run() {
-	d := delivery{in: in, co: ack.NewCoalescer(in.cfg.ackBatch, 0)}
+	d := delivery{in: in, co: ack.NewCoalescer(in.cfg.ackBatch)}
 	in.mu.Lock()
 	repeat := in.repeat
 	in.mu.Unlock()
@@ -268,21 +268,19 @@ func (d *delivery) handle(batch []protocol.Frame) bool {
 		in.seen = max(in.seen, seqOf(f))
 		switch f := f.(type) {
 		case *protocol.Skip:
-			if f.Seq > st.wm {
-				st.wm = f.Seq
-			}
-			if d.co.Add(st.wm, time.Now()) && !d.flush() {
+			st.wm.Skip(f.Seq)
+			if d.co.Add(st.wm.Seq()) && !d.flush() {
 				return false
 			}
 		case *protocol.Data:
 			in.pending.Add(-1)
-			switch {
-			case f.Seq <= st.wm:
-				d.co.Add(st.wm, time.Now())
+			switch st.wm.Check(f.Seq) {
+			case ack.Duplicate:
+				d.co.Add(st.wm.Seq())
 				continue
-			case f.Seq != st.wm+1:
-				in.cfg.log.Warn("sequence gap", "watermark", st.wm, "seq", f.Seq)
-				in.cfg.fail(protocol.CloseSequenceGap, fmt.Sprintf("seq %d after watermark %d", f.Seq, st.wm))
+			case ack.Gap:
+				in.cfg.log.Warn("sequence gap", "watermark", st.wm.Seq(), "seq", f.Seq)
+				in.cfg.fail(protocol.CloseSequenceGap, fmt.Sprintf("seq %d after watermark %d", f.Seq, st.wm.Seq()))
 				return false
 			}
 			rej, ok := d.deliver(f)
@@ -292,8 +290,8 @@ func (d *delivery) handle(batch []protocol.Frame) bool {
 			if rej != nil {
 				d.replies = append(d.replies, rej)
 			}
-			st.wm = f.Seq
-			if d.co.Add(st.wm, time.Now()) && !d.flush() {
+			st.wm.Advance(f.Seq) // Check said Deliver; only the handler ran since
+			if d.co.Add(st.wm.Seq()) && !d.flush() {
 				return false
 			}
 		}
@@ -310,18 +308,18 @@ func (d *delivery) flush() bool {
 	if !ok {
 		return true
 	}
-	if st.wm > st.durable {
+	if wm := st.wm.Seq(); wm > st.durable {
 		if err := in.callFlush(); err != nil {
 			in.cfg.log.Error("Flush failed; closing without ack, the messages since the last flush will be delivered again", "error", err)
 			in.cfg.fail(protocol.CloseInternal, "handler flush failed")
 			return false
 		}
-		if err := in.cfg.store.SetWatermark(context.Background(), in.cfg.peer, st.stream, st.wm); err != nil {
+		if err := in.cfg.store.SetWatermark(context.Background(), in.cfg.peer, st.stream, wm); err != nil {
 			in.cfg.log.Error("committing watermark failed; closing without ack", "error", err)
 			in.cfg.fail(protocol.CloseInternal, "store unavailable")
 			return false
 		}
-		st.durable = st.wm
+		st.durable = wm
 	}
 	frames := append(d.replies, &protocol.Ack{Stream: st.stream, Seq: min(seq, st.durable, in.seen)})
 	d.replies = nil
