@@ -91,7 +91,8 @@ type ClientOptions struct {
 	// MaxInFlight limits the messages sent and not yet acknowledged.
 	// Zero: 1024. The server's limit, if lower, wins.
 	MaxInFlight int
-	// MaxMessageSize limits the payload of one message. Zero: 1 MiB.
+	// MaxMessageSize limits the payload and header bytes of one message.
+	// Zero: 1 MiB.
 	MaxMessageSize int
 
 	// NoSync skips fsync when messages are queued: a message whose Send
@@ -343,14 +344,8 @@ func (c *Client) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]*Rece
 	entries := make([]queue.Entry, len(msgs))
 	rs := make([]*Receipt, len(msgs))
 	for i, m := range msgs {
-		if len(m.Payload) > c.opts.MaxMessageSize {
-			return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(m.Payload), c.opts.MaxMessageSize)
-		}
-		if len(m.Headers) > protocol.MaxHeaders {
-			return nil, fmt.Errorf("%w: %d headers, limit %d", ErrTooLarge, len(m.Headers), protocol.MaxHeaders)
-		}
-		if m.TTL < 0 {
-			return nil, fmt.Errorf("reliable: send: negative TTL %v", m.TTL)
+		if err := checkOutgoing(m, int64(c.opts.MaxMessageSize)); err != nil {
+			return nil, err
 		}
 		id, err := uuid.NewV7()
 		if err != nil {

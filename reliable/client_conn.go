@@ -16,8 +16,10 @@ import (
 
 // clientReadLimit is the largest WebSocket message a client reads, as
 // announced in its hello: the server settles a push that would not fit as
-// rejected instead of sending it.
-const clientReadLimit = 2 << 20
+// rejected instead of sending it. It leaves room for a push as large as a
+// server accepts by default (ServerOptions.MaxMessageSize, 2 MiB) with its
+// framing and headers.
+const clientReadLimit = 4 << 20
 
 // inboxPeer is the peer name under which a client's store keeps its
 // watermarks for the server's streams.

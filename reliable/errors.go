@@ -29,6 +29,10 @@ var (
 	// Send's error, or a receipt's when the receiver's limit was lower.
 	ErrTooLarge = errors.New("reliable: message too large")
 
+	// ErrInvalid reports an argument no message can have: an empty,
+	// over-long or repeated client ID, a negative TTL.
+	ErrInvalid = errors.New("reliable: invalid argument")
+
 	// ErrExpired is matched by a receipt's error when the message's TTL
 	// passed before it was delivered.
 	ErrExpired = errors.New("reliable: message expired")

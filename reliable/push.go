@@ -84,9 +84,10 @@ func statusOf(code protocol.RejectCode) Status {
 // it waits on disk, in the client's outbox. The receipt settles when the
 // client acknowledges, rejects, the message expires or is evicted.
 //
-// Errors: ErrTooLarge (over MaxMessageSize or the outbox's byte limit),
-// ErrQueueFull (the client's outbox is full and OutboxEvict is off),
-// ErrDiskFull, ErrClosed. On error nothing was queued.
+// Errors: ErrTooLarge (payload and headers over MaxMessageSize or the
+// outbox's byte limit), ErrQueueFull (the client's outbox is full and
+// OutboxEvict is off), ErrDiskFull, ErrClosed, ErrInvalid (an empty or
+// over-long client ID, a negative TTL). On error nothing was queued.
 func (s *Server) Send(ctx context.Context, clientID string, payload []byte) (*Receipt, error) {
 	return s.SendMessage(ctx, clientID, OutgoingMessage{Payload: payload})
 }
@@ -109,7 +110,7 @@ func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMes
 	if len(clientIDs) == 0 {
 		return nil, nil
 	}
-	if err := s.checkOutgoing(m); err != nil {
+	if err := checkOutgoing(m, s.opts.MaxMessageSize); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -124,10 +125,10 @@ func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMes
 	seen := make(map[string]struct{}, len(clientIDs))
 	for i, id := range clientIDs {
 		if id == "" || len(id) > protocol.MaxClientIDLen {
-			return nil, fmt.Errorf("reliable: send: client ID %q is empty or longer than %d bytes", truncate(id, 64), protocol.MaxClientIDLen)
+			return nil, fmt.Errorf("%w: client ID %q is empty or longer than %d bytes", ErrInvalid, truncate(id, 64), protocol.MaxClientIDLen)
 		}
 		if _, dup := seen[id]; dup {
-			return nil, fmt.Errorf("reliable: send: client ID %q appears twice", truncate(id, 64))
+			return nil, fmt.Errorf("%w: client ID %q appears twice", ErrInvalid, truncate(id, 64))
 		}
 		seen[id] = struct{}{}
 		mid, err := uuid.NewV7()
@@ -170,16 +171,21 @@ func (s *Server) wakeClient(id string) {
 	}
 }
 
-// checkOutgoing checks a message against the server's limits.
-func (s *Server) checkOutgoing(m OutgoingMessage) error {
-	if int64(len(m.Payload)) > s.opts.MaxMessageSize {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(m.Payload), s.opts.MaxMessageSize)
+// checkOutgoing checks a message against a sender's limit: maxSize
+// bounds the payload and header bytes together.
+func checkOutgoing(m OutgoingMessage, maxSize int64) error {
+	size := int64(len(m.Payload))
+	for _, h := range m.Headers {
+		size += int64(len(h.Key) + len(h.Value))
+	}
+	if size > maxSize {
+		return fmt.Errorf("%w: %d bytes of payload and headers, limit %d", ErrTooLarge, size, maxSize)
 	}
 	if len(m.Headers) > protocol.MaxHeaders {
 		return fmt.Errorf("%w: %d headers, limit %d", ErrTooLarge, len(m.Headers), protocol.MaxHeaders)
 	}
 	if m.TTL < 0 {
-		return fmt.Errorf("reliable: send: negative TTL %v", m.TTL)
+		return fmt.Errorf("%w: negative TTL %v", ErrInvalid, m.TTL)
 	}
 	return nil
 }
