@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -24,7 +25,14 @@ import (
 
 // formatVersion is the version of the file layout, stored in the meta
 // bucket. Open refuses files with a greater version (ErrVersion).
-const formatVersion uint64 = 1
+// Version 2 adds the push outboxes and the settlement records; a file
+// is written as version 1 until the first of them is created (see
+// bumpVersion), so files that hold neither stay readable by programs
+// that know only version 1.
+const (
+	formatVersion  uint64 = 2
+	formatVersion1 uint64 = 1
+)
 
 // Bucket names and meta keys. They are part of the file format.
 var (
@@ -77,13 +85,25 @@ type Bolt struct {
 	// in the file.
 	ackTo    uint64
 	ackBytes int64
-	ackMu    sync.Mutex    // serialises Ack
-	wake     chan struct{} // capacity 1: an ack is waiting to be committed
-	ackDelay atomic.Int64  // time.Duration: see defaultAckDelay
+	// ackOutcomes are the outcomes given with acks whose entries are not
+	// yet deleted (only with TrackSettled), by sequence.
+	ackOutcomes map[uint64]Outcome
+	ackMu       sync.Mutex    // serialises Ack
+	wake        chan struct{} // capacity 1: an ack is waiting to be committed
+	ackDelay    atomic.Int64  // time.Duration: see defaultAckDelay
+
+	retention time.Duration // StatusRetention, defaulted
 
 	// Writer goroutine only.
 	compactedSize int64 // file size after the last compaction
 	diskFull      bool  // the last commit failed for lack of space
+	// pruneAt is when (Unix ms) reported records may next be due for
+	// pruning; 0: none known.
+	pruneAt int64
+
+	// testNow, when set by a test, replaces time.Now for the times of
+	// settlement records and pruning.
+	testNow atomic.Pointer[func() time.Time]
 
 	commits atomic.Int64 // successful write transactions, for tests
 
@@ -154,6 +174,12 @@ func Open(path string, opts *Options) (*Bolt, error) {
 		state:   st,
 		ackTo:   st.acked,
 		wake:    make(chan struct{}, 1),
+
+		retention: o.StatusRetention,
+	}
+	if b.retention > 0 {
+		// Reported records may have come due while the file was closed.
+		b.pruneAt = time.Now().UnixMilli()
 	}
 	b.limit = newLimiter(&o, b.closing, st.messages(), st.bytes)
 	b.outLimits = o.outboxLimits()
@@ -385,7 +411,7 @@ func create(tx *bolt.Tx) (Meta, error) {
 		}
 	}
 	for _, kv := range []struct{ k, v []byte }{
-		{keyVersion, u64(formatVersion)},
+		{keyVersion, u64(formatVersion1)},
 		{keyClientID, []byte(meta.ClientID)},
 		{keyStream, meta.Stream[:]},
 		{keyLastSeq, u64(0)},
@@ -441,6 +467,27 @@ func (b *Bolt) view(fn func(*bolt.Tx) error) (err error) {
 	// this, touching them panics (and is recovered) instead of crashing.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	return b.db.View(fn)
+}
+
+// nowMilli is the time, in Unix ms, of settlement records and pruning.
+func (b *Bolt) nowMilli() int64 {
+	if now := b.testNow.Load(); now != nil {
+		return (*now)().UnixMilli()
+	}
+	return time.Now().UnixMilli()
+}
+
+// bumpVersion records format version 2 in tx's meta bucket, for the
+// first write of a bucket that version 1 does not know.
+func bumpVersion(tx *bolt.Tx) error {
+	mb := tx.Bucket(bucketMeta)
+	if mb == nil {
+		return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketMeta)
+	}
+	if v, err := getU64(mb, keyVersion); err != nil || v >= formatVersion {
+		return err
+	}
+	return mb.Put(keyVersion, u64(formatVersion))
 }
 
 // Meta returns the store's client ID and stream ID. It never fails, even
@@ -565,7 +612,11 @@ func readEntries(bkt *bolt.Bucket, from uint64, max int, maxBytes int) ([]Entry,
 	return out, nil
 }
 
-// Ack marks every entry with Seq <= upTo as acknowledged: Stats, the
+// Ack is AckWith without outcomes: every entry it covers settles as
+// acknowledged.
+func (b *Bolt) Ack(ctx context.Context, upTo uint64) error { return b.AckWith(ctx, upTo, nil) }
+
+// AckWith marks every entry with Seq <= upTo as acknowledged: Stats, the
 // limits and Read's callers see them gone at once, and the writer deletes
 // them in its next commit, alongside the next appends or, when none come
 // within 50 ms, on their own. That commit is synced like any other: a
@@ -575,7 +626,14 @@ func readEntries(bkt *bolt.Bucket, from uint64, max int, maxBytes int) ([]Entry,
 // sequence acks up to the last assigned one, so entries appended later
 // are never taken as acked. When the outbox is empty afterwards and the
 // file is larger than CompactSize, the writer compacts it.
-func (b *Bolt) Ack(ctx context.Context, upTo uint64) error {
+//
+// With Options.TrackSettled the delete commit also writes a settlement
+// record (Client "") for every entry it deletes, with the code and reason
+// of its outcome when outcomes lists its sequence, acknowledged (code 0)
+// otherwise. The outcomes wait in memory with the ack until that commit;
+// outcomes for sequences outside this call's newly acked range are
+// ignored, as are all of them without TrackSettled.
+func (b *Bolt) AckWith(ctx context.Context, upTo uint64, outcomes []Outcome) error {
 	if b.isClosed() {
 		return ErrClosed
 	}
@@ -595,6 +653,19 @@ func (b *Bolt) Ack(ctx context.Context, upTo uint64) error {
 	b.stMu.Lock()
 	b.ackTo = to
 	b.ackBytes += size
+	if b.opts.TrackSettled {
+		for _, o := range outcomes {
+			if o.Seq > from && o.Seq <= to {
+				if _, dup := b.ackOutcomes[o.Seq]; !dup {
+					if b.ackOutcomes == nil {
+						b.ackOutcomes = make(map[uint64]Outcome)
+					}
+					o.Reason = truncateReason(o.Reason)
+					b.ackOutcomes[o.Seq] = o
+				}
+			}
+		}
+	}
 	b.stMu.Unlock()
 	b.limit.release(int(to-from), size)
 	select {

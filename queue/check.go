@@ -17,7 +17,9 @@ const maxCheckErrors = 20
 // consistency check (every page reachable or free, no page used twice)
 // plus ours (meta readable, every outbox key 8 bytes and in acked+1..last
 // without gaps, every entry decodes, the byte count matches, watermarks
-// well formed, and the same for every client's push outbox). It returns nil for a sound file and otherwise an error
+// well formed, the same for every client's push outbox, and every
+// settlement record decodable and in the index its state names). It
+// returns nil for a sound file and otherwise an error
 // wrapping [ErrCorrupt] (or [ErrVersion]) that lists up to 20 problems.
 //
 // Check opens the file read-only with a shared lock, so it waits up to 1 s
@@ -120,7 +122,54 @@ func checkStore(tx *bolt.Tx, problems []error) []error {
 		return nil
 	})
 	checkOutboxes(tx.Bucket(bucketPush), add)
+	checkSettled(tx, add)
 	return problems
+}
+
+// checkSettled checks the settlement records: each decodes, each settled
+// one has its key in the index its reported flag names, and each index
+// key names a record that has it.
+func checkSettled(tx *bolt.Tx, add func(format string, args ...any) bool) {
+	rb := tx.Bucket(bucketSettled)
+	idx := map[bool]*bolt.Bucket{false: tx.Bucket(bucketUnreported), true: tx.Bucket(bucketReported)}
+	if rb == nil {
+		if idx[false] != nil || idx[true] != nil {
+			add("settlement indexes without records")
+		}
+		return
+	}
+	if idx[false] == nil || idx[true] == nil {
+		add("settlement records without both indexes")
+		return
+	}
+	c := rb.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		r, err := decodeSettled(k, v)
+		if err != nil {
+			if !add("%w", err) {
+				return
+			}
+			continue
+		}
+		if !r.Pending && idx[r.reported].Get(indexKey(unixMilli(r.At), r.ID)) == nil {
+			if !add("settlement record of %x (reported %v) is missing from its index", k, r.reported) {
+				return
+			}
+		}
+	}
+	for reported, ib := range idx {
+		c := ib.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			ok := len(k) == 8+16
+			if ok {
+				r, err := decodeSettled(k[8:], rb.Get(k[8:]))
+				ok = err == nil && !r.Pending && r.reported == reported && unixMilli(r.At) == int64(binary.BigEndian.Uint64(k))
+			}
+			if !ok && !add("settlement index key %x (reported %v) names no such record", k, reported) {
+				return
+			}
+		}
+	}
 }
 
 // checkOutboxes checks the push outboxes in pb (nil in files never pushed

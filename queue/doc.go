@@ -36,6 +36,26 @@
 // oldest entries and reports them. [Outboxes.AckOutbox] deletes in a
 // synced commit and returns when it is done.
 //
+// # Settlement records
+//
+// [Settlements] keep, per message ID, how each message settled, so that
+// a sender can report every settlement at least once, even one made
+// while it was down or whose report a crash cut short, and answer what
+// became of a message after it left the queue. [Outboxes.Push] writes a
+// pending record per message; [Outboxes.AckOutbox] settles every entry
+// it deletes (code 0, or the code of its [Outcome]) and an eviction
+// settles with code 5, each in the commit that deletes the entry. The
+// client outbox does the same only with Options.TrackSettled, through
+// [Store.AckWith]: its ack is deferred, so the outcomes wait in memory
+// until the delete commit, and a crash before it brings the entries back
+// instead. [Settlements.Unreported] lists settled records oldest first
+// until [Settlements.MarkReported] covers them; unreported records are
+// never pruned. Reported ones are kept for Options.StatusRetention (24 h
+// by default) after they settled; the writer prunes them oldest first,
+// at most 1,024 a commit, with the commits that come due or on its own.
+// Records are keyed by message ID: a later record for an ID replaces the
+// earlier one.
+//
 // # Group commit
 //
 // A [Bolt] owns one writer goroutine. Append, SetWatermark and Bind hand

@@ -18,3 +18,22 @@ func SetFailCommit(b *Bolt, fn func() error) {
 // SetAckDelay sets how long b's acked entries wait for an append to share
 // their delete commit.
 func SetAckDelay(b *Bolt, d time.Duration) { b.ackDelay.Store(int64(d)) }
+
+// SetClock makes b take the times of settlement records and pruning from
+// now; nil restores time.Now.
+func SetClock(b *Bolt, now func() time.Time) {
+	if now == nil {
+		b.testNow.Store(nil)
+		return
+	}
+	b.testNow.Store(&now)
+}
+
+// SetMemoryClock is SetClock for a Memory.
+func SetMemoryClock(m *Memory, now func() time.Time) {
+	if now == nil {
+		m.testNow.Store(nil)
+		return
+	}
+	m.testNow.Store(&now)
+}

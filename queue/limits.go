@@ -22,6 +22,7 @@ const (
 
 	defaultOutboxMaxMessages = 10_000
 	defaultOutboxMaxBytes    = 64 << 20
+	defaultStatusRetention   = 24 * time.Hour
 )
 
 // withDefaults returns a copy of o (nil meaning all defaults) with zero
@@ -60,6 +61,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.MaxBatchBytes == 0 {
 		c.MaxBatchBytes = defaultMaxBatchBytes
+	}
+	if c.StatusRetention == 0 {
+		c.StatusRetention = defaultStatusRetention
 	}
 	if c.CompactSize == 0 {
 		c.CompactSize = defaultCompactSize

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,6 +29,13 @@ type Memory struct {
 	bindings   map[string]string
 	outboxes   map[string]*memOutbox
 	outLimits  outboxLimits
+	records    map[protocol.MessageID]record
+	track      bool          // TrackSettled
+	retention  time.Duration // StatusRetention, defaulted
+
+	// testNow, when set by a test, replaces time.Now for the times of
+	// settlement records and pruning.
+	testNow atomic.Pointer[func() time.Time]
 }
 
 // memOutbox is one client's outbox in a Memory.
@@ -44,14 +52,15 @@ type memPushed struct {
 
 // NewMemory returns an empty in-memory store with a new client ID and
 // stream ID. opts may be nil for defaults; only the limit fields
-// (MaxMessages, MaxBytes, FailWhenFull and the Outbox ones) apply, the
-// others are ignored.
+// (MaxMessages, MaxBytes, FailWhenFull and the Outbox ones),
+// StatusRetention and TrackSettled apply, the others are ignored.
 func NewMemory(opts *Options) *Memory {
 	var o Options
 	if opts != nil {
 		o = Options{
 			MaxMessages: opts.MaxMessages, MaxBytes: opts.MaxBytes, FailWhenFull: opts.FailWhenFull,
 			OutboxMaxMessages: opts.OutboxMaxMessages, OutboxMaxBytes: opts.OutboxMaxBytes, OutboxEvict: opts.OutboxEvict,
+			StatusRetention: opts.StatusRetention, TrackSettled: opts.TrackSettled,
 		}
 	}
 	o, _ = o.withDefaults() // cannot fail: only the limit fields are set
@@ -65,6 +74,9 @@ func NewMemory(opts *Options) *Memory {
 		bindings:   make(map[string]string),
 		outboxes:   make(map[string]*memOutbox),
 		outLimits:  o.outboxLimits(),
+		records:    make(map[protocol.MessageID]record),
+		track:      o.TrackSettled,
+		retention:  o.StatusRetention,
 	}
 	m.limit = newLimiter(&o, m.closing, 0, 0)
 	return m
@@ -143,7 +155,11 @@ func (m *Memory) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
 }
 
 // Ack deletes every entry with Seq <= upTo; see [Bolt.Ack].
-func (m *Memory) Ack(ctx context.Context, upTo uint64) error {
+func (m *Memory) Ack(ctx context.Context, upTo uint64) error { return m.AckWith(ctx, upTo, nil) }
+
+// AckWith deletes every entry with Seq <= upTo and, with TrackSettled,
+// records their settlements with outcomes; see [Store.AckWith].
+func (m *Memory) AckWith(ctx context.Context, upTo uint64, outcomes []Outcome) error {
 	if m.isClosed() {
 		return ErrClosed
 	}
@@ -162,8 +178,13 @@ func (m *Memory) Ack(ctx context.Context, upTo uint64) error {
 	}
 	n := int(upTo - m.st.acked)
 	var freed int64
+	byseq := outcomeMap(outcomes)
+	now := m.nowMilli()
 	for i := range n {
 		freed += entrySize(&m.entries[i])
+		if m.track {
+			m.settle("", m.entries[i].Seq, m.entries[i].ID, byseq, now)
+		}
 	}
 	m.entries = append([]Entry(nil), m.entries[n:]...)
 	m.st.acked = upTo
@@ -289,7 +310,7 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 		return nil, nil, err
 	}
 	groups := groupPushes(msgs)
-	now := time.Now().UnixMilli()
+	now := m.nowMilli()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -328,6 +349,7 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 		}
 		for _, p := range ob.entries[:plans[i].k] {
 			evicted = append(evicted, Evicted{Client: g.client, Seq: p.e.Seq, ID: p.e.ID})
+			m.settle(g.client, p.e.Seq, p.e.ID, evictedOutcome(p.e.Seq), now)
 		}
 		ob.entries = append([]memPushed(nil), ob.entries[plans[i].k:]...)
 		ob.st.acked += uint64(plans[i].k)
@@ -337,6 +359,7 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 			e := cloneEntry(msgs[j].Entry)
 			e.Seq = ob.st.last
 			ob.entries = append(ob.entries, memPushed{e: e, queued: now})
+			m.records[e.ID] = record{Settled: Settled{ID: e.ID, Client: g.client, Seq: e.Seq, Pending: true}}
 			seqs[j] = e.Seq
 		}
 		ob.st.bytes += g.size
@@ -405,9 +428,9 @@ func (m *Memory) ReadOutbox(client string, from uint64, max int, maxBytes int) (
 	return out, nil
 }
 
-// AckOutbox deletes client's entries with Seq <= upTo; see
-// [Outboxes.AckOutbox].
-func (m *Memory) AckOutbox(ctx context.Context, client string, upTo uint64) error {
+// AckOutbox deletes client's entries with Seq <= upTo and records their
+// settlements; see [Outboxes.AckOutbox].
+func (m *Memory) AckOutbox(ctx context.Context, client string, upTo uint64, outcomes []Outcome) error {
 	if m.isClosed() {
 		return ErrClosed
 	}
@@ -431,8 +454,11 @@ func (m *Memory) AckOutbox(ctx context.Context, client string, upTo uint64) erro
 		return nil
 	}
 	n := int(upTo - ob.st.acked)
+	byseq := outcomeMap(outcomes)
+	now := m.nowMilli()
 	for _, p := range ob.entries[:n] {
 		ob.st.bytes -= entrySize(&p.e)
+		m.settle(client, p.e.Seq, p.e.ID, byseq, now)
 	}
 	ob.entries = append([]memPushed(nil), ob.entries[n:]...)
 	ob.st.acked = upTo
@@ -462,6 +488,109 @@ func (m *Memory) Clients(after string, limit int) ([]OutboxInfo, error) {
 		out = append(out, m.outboxes[c].info(c))
 	}
 	return out, nil
+}
+
+// nowMilli is the time, in Unix ms, of settlement records and pruning.
+func (m *Memory) nowMilli() int64 {
+	if now := m.testNow.Load(); now != nil {
+		return (*now)().UnixMilli()
+	}
+	return time.Now().UnixMilli()
+}
+
+// settle records entry (seq, id) of client's outbox as settled at now,
+// with its outcome when outcomes lists seq. m.mu is held.
+func (m *Memory) settle(client string, seq uint64, id protocol.MessageID, outcomes map[uint64]Outcome, now int64) {
+	r := record{Settled: Settled{ID: id, Client: client, Seq: seq, At: fromUnixMilli(now)}}
+	if o, ok := outcomes[seq]; ok {
+		r.Code, r.Reason = o.Code, truncateReason(o.Reason)
+	}
+	m.records[id] = r
+}
+
+// expired reports whether r is a reported record past the retention.
+func (m *Memory) expired(r record, now int64) bool {
+	return r.reported && m.retention > 0 && unixMilli(r.At) < now-m.retention.Milliseconds()
+}
+
+// Status returns the record of message id; see [Settlements.Status].
+func (m *Memory) Status(id protocol.MessageID) (Settled, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Settled{}, false, ErrClosed
+	}
+	r, ok := m.records[id]
+	if ok && m.expired(r, m.nowMilli()) {
+		delete(m.records, id)
+		ok = false
+	}
+	if !ok {
+		return Settled{}, false, nil
+	}
+	return r.Settled, true, nil
+}
+
+// Unreported returns up to max (<= 0: 100) settled records not yet
+// reported, oldest settlement first; see [Settlements.Unreported].
+func (m *Memory) Unreported(max int) ([]Settled, error) {
+	if max <= 0 {
+		max = defaultUnreported
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	var out []Settled
+	for _, r := range m.records {
+		if !r.Pending && !r.reported {
+			out = append(out, r.Settled)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].At.Equal(out[j].At) {
+			return out[i].At.Before(out[j].At)
+		}
+		return string(out[i].ID[:]) < string(out[j].ID[:])
+	})
+	return out[:min(max, len(out))], nil
+}
+
+// MarkReported marks the records of ids as reported (deletes them with a
+// negative StatusRetention) and prunes the reported records past the
+// retention; see [Settlements.MarkReported].
+func (m *Memory) MarkReported(ctx context.Context, ids []protocol.MessageID) error {
+	if m.isClosed() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("queue: mark reported: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for _, id := range ids {
+		r, ok := m.records[id]
+		if !ok || r.Pending || r.reported {
+			continue
+		}
+		if m.retention < 0 {
+			delete(m.records, id)
+			continue
+		}
+		r.reported = true
+		m.records[id] = r
+	}
+	now := m.nowMilli()
+	for id, r := range m.records {
+		if m.expired(r, now) {
+			delete(m.records, id)
+		}
+	}
+	return nil
 }
 
 var (

@@ -152,7 +152,7 @@ func TestBoltOutboxGroupCommit(t *testing.T) {
 					var seqs []uint64
 					seqs, _, err = b.Push(ctx, []queue.Push{push(client, i)})
 					if err == nil && i == 1 {
-						err = b.AckOutbox(ctx, client, seqs[0])
+						err = b.AckOutbox(ctx, client, seqs[0], nil)
 					}
 				case 2:
 					_, err = b.Append(ctx, entry(i))
@@ -215,7 +215,7 @@ func TestBoltOutboxFailedCommit(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
-		if err := b.AckOutbox(ctx, "a", 1); !errors.Is(err, errFsync) {
+		if err := b.AckOutbox(ctx, "a", 1, nil); !errors.Is(err, errFsync) {
 			t.Errorf("AckOutbox in failing batch = %v, want injected error", err)
 		}
 	})
@@ -363,7 +363,7 @@ func TestBoltOutboxDamage(t *testing.T) {
 				}
 			})
 			wg.Go(func() {
-				if err := b.AckOutbox(ctx, "bad", 1); err != nil && !errors.Is(err, queue.ErrCorrupt) {
+				if err := b.AckOutbox(ctx, "bad", 1, nil); err != nil && !errors.Is(err, queue.ErrCorrupt) {
 					t.Errorf("AckOutbox of the damaged outbox = %v, want nil or ErrCorrupt", err)
 				}
 			})
@@ -468,7 +468,7 @@ func ackAll(b *testing.B, s *queue.Bolt, msgs []queue.Push) {
 	for w := range 64 {
 		wg.Go(func() {
 			for i := w; i < len(msgs); i += 64 {
-				if err := s.AckOutbox(context.Background(), msgs[i].Client, math.MaxUint64); err != nil {
+				if err := s.AckOutbox(context.Background(), msgs[i].Client, math.MaxUint64, nil); err != nil {
 					b.Error(err)
 					return
 				}

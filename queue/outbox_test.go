@@ -102,7 +102,7 @@ func mustReadOutbox(t testing.TB, s queue.Outboxes, client string, from uint64) 
 
 func mustAckOutbox(t testing.TB, s queue.Outboxes, client string, upTo uint64) {
 	t.Helper()
-	if err := s.AckOutbox(testCtx(t), client, upTo); err != nil {
+	if err := s.AckOutbox(testCtx(t), client, upTo, nil); err != nil {
 		t.Fatalf("AckOutbox(%q, %d): %v", client, upTo, err)
 	}
 }
@@ -367,7 +367,7 @@ func testOutboxBadArguments(t *testing.T, open func(*testing.T, *queue.Options) 
 		if _, _, err := s.Push(ctx, []queue.Push{push("ok", 1), {Client: client}}); err == nil {
 			t.Errorf("Push to client ID of %d bytes succeeded", len(client))
 		}
-		if err := s.AckOutbox(ctx, client, 1); err == nil {
+		if err := s.AckOutbox(ctx, client, 1, nil); err == nil {
 			t.Errorf("AckOutbox of client ID of %d bytes succeeded", len(client))
 		}
 		if _, err := s.OutboxInfo(client); err == nil {
@@ -508,7 +508,7 @@ func testOutboxConcurrent(t *testing.T, open func(*testing.T, *queue.Options) ou
 				}
 				mu.Unlock()
 				if i%5 == 4 {
-					if err := s.AckOutbox(ctx, client, seqs[0]-2); err != nil {
+					if err := s.AckOutbox(ctx, client, seqs[0]-2, nil); err != nil {
 						t.Errorf("AckOutbox: %v", err)
 					}
 				}
@@ -549,8 +549,12 @@ func testOutboxAfterClose(t *testing.T, open func(*testing.T, *queue.Options) ou
 	_, _, checks["Push"] = s.Push(ctx, []queue.Push{push("a", 2)})
 	_, checks["OutboxInfo"] = s.OutboxInfo("a")
 	_, checks["ReadOutbox"] = s.ReadOutbox("a", 0, 0, 0)
-	checks["AckOutbox"] = s.AckOutbox(ctx, "a", 1)
+	checks["AckOutbox"] = s.AckOutbox(ctx, "a", 1, nil)
 	_, checks["Clients"] = s.Clients("", 0)
+	_, _, checks["Status"] = s.Status(entry(1).ID)
+	_, checks["Unreported"] = s.Unreported(0)
+	checks["MarkReported"] = s.MarkReported(ctx, []protocol.MessageID{entry(1).ID})
+	checks["AckWith"] = s.AckWith(ctx, 1, nil)
 	for name, err := range checks {
 		if !errors.Is(err, queue.ErrClosed) {
 			t.Errorf("%s after Close = %v, want ErrClosed", name, err)

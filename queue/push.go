@@ -22,9 +22,10 @@ const defaultClientsLimit = 100
 // pushGroup is the messages of one Push call for one client.
 type pushGroup struct {
 	client string
-	idx    []int    // their positions in the call, ascending
-	values [][]byte // Bolt: their encoded entries, parallel to idx
-	size   int64    // their entrySize sum
+	idx    []int                // their positions in the call, ascending
+	values [][]byte             // Bolt: their encoded entries, parallel to idx
+	ids    []protocol.MessageID // Bolt: their message IDs, parallel to idx
+	size   int64                // their entrySize sum
 }
 
 // groupPushes groups msgs by client, in the order each client first
@@ -260,8 +261,10 @@ func (b *Bolt) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, erro
 	for i := range groups {
 		g := &groups[i]
 		g.values = make([][]byte, len(g.idx))
+		g.ids = make([]protocol.MessageID, len(g.idx))
 		for j, k := range g.idx {
 			g.values[j] = values[k]
+			g.ids[j] = msgs[k].Entry.ID
 		}
 	}
 	p := &pushReq{groups: groups, n: len(msgs)}
@@ -270,6 +273,11 @@ func (b *Bolt) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, erro
 		return nil, nil, err
 	}
 	return p.seqs, p.evicted, nil
+}
+
+// evictedOutcome is the outcome of the entry seq evicted by a push.
+func evictedOutcome(seq uint64) map[uint64]Outcome {
+	return map[uint64]Outcome{seq: {Seq: seq, Code: uint16(protocol.RejectEvicted), Reason: evictedReason}}
 }
 
 // sameContent reports whether a and b encode alike, Seq aside.
@@ -321,10 +329,10 @@ func (b *Bolt) ReadOutbox(client string, from uint64, max int, maxBytes int) ([]
 }
 
 // AckOutbox deletes client's entries with Seq <= upTo in the writer's
-// next transaction and returns once it is committed (and synced unless
-// NoSync); see [Outboxes.AckOutbox]. All of the entries go in that one
-// transaction.
-func (b *Bolt) AckOutbox(ctx context.Context, client string, upTo uint64) error {
+// next transaction, with their settlement records, and returns once it is
+// committed (and synced unless NoSync); see [Outboxes.AckOutbox]. All of
+// the entries go in that one transaction.
+func (b *Bolt) AckOutbox(ctx context.Context, client string, upTo uint64, outcomes []Outcome) error {
 	if b.isClosed() {
 		return ErrClosed
 	}
@@ -332,7 +340,7 @@ func (b *Bolt) AckOutbox(ctx context.Context, client string, upTo uint64) error 
 		return err
 	}
 	return b.submit(ctx, "ack outbox", &request{
-		kind: reqAckOutbox, key: []byte(client), seq: upTo, done: make(chan struct{}),
+		kind: reqAckOutbox, key: []byte(client), seq: upTo, outcomes: outcomeMap(outcomes), done: make(chan struct{}),
 	})
 }
 
@@ -375,7 +383,7 @@ func (b *Bolt) Clients(after string, limit int) ([]OutboxInfo, error) {
 // outbox found damaged, fails alone (r.err wraps ErrFull or ErrCorrupt)
 // and changes nothing; the other requests of the transaction go on. changed reports whether tx was written to; an error
 // fails the whole transaction.
-func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
+func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, err error) {
 	p := r.push
 	p.seqs, p.evicted, r.err = nil, nil, nil // a retried transaction starts over
 	pb := tx.Bucket(bucketPush)
@@ -433,6 +441,9 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
 		if pb, err = tx.CreateBucket(bucketPush); err != nil {
 			return false, err
 		}
+		if err := bumpVersion(tx); err != nil {
+			return false, err
+		}
 	}
 	p.seqs = make([]uint64, p.n)
 	for i := range p.groups {
@@ -453,7 +464,10 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
 		// Keys only ever grow at the end, so full pages split no further.
 		pl.eb.FillPercent = 0.95
 		if k := uint64(len(pl.evicted)); k > 0 {
-			if _, err := b.deleteUpTo(pl.eb, pl.m.acked+k); err != nil {
+			settle := func(seq uint64, id protocol.MessageID) error {
+				return rc.settle(g.client, seq, id, evictedOutcome(seq))
+			}
+			if _, err := b.deleteUpTo(pl.eb, pl.m.acked+k, settle); err != nil {
 				return false, err
 			}
 			pl.m.acked += k
@@ -464,6 +478,9 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
 		for j, v := range g.values {
 			pl.m.last++
 			if err := pl.eb.Put(seqKey(pl.m.last), v); err != nil {
+				return false, err
+			}
+			if err := rc.put(record{Settled: Settled{ID: g.ids[j], Client: g.client, Seq: pl.m.last, Pending: true}}); err != nil {
 				return false, err
 			}
 			p.seqs[g.idx[j]] = pl.m.last
@@ -479,7 +496,7 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request) (changed bool, err error) {
 
 // applyAckOutbox performs r, an outbox ack, in tx; an outbox found
 // damaged fails r alone. changed reports whether tx was written to.
-func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request) (changed bool, err error) {
+func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request, rc *recorder) (changed bool, err error) {
 	client := string(r.key)
 	r.err = nil // a retried transaction starts over
 	cb, eb, m, found, err := findOutbox(tx.Bucket(bucketPush), client)
@@ -494,7 +511,9 @@ func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request) (changed bool, err error)
 	if upTo <= m.acked {
 		return false, nil
 	}
-	freed, err := b.deleteUpTo(eb, upTo)
+	freed, err := b.deleteUpTo(eb, upTo, func(seq uint64, id protocol.MessageID) error {
+		return rc.settle(client, seq, id, r.outcomes)
+	})
 	if err != nil {
 		return false, err
 	}

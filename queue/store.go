@@ -70,8 +70,16 @@ type Outbox interface {
 	// Ack deletes every entry with Seq <= upTo and records upTo as acked.
 	// Acking an already acked sequence is a no-op. An upTo beyond the last
 	// assigned sequence acks up to the last assigned one, so entries
-	// appended later are never taken as acked.
+	// appended later are never taken as acked. It is AckWith without
+	// outcomes.
 	Ack(ctx context.Context, upTo uint64) error
+
+	// AckWith is Ack with the outcomes of entries that settled without
+	// being handled. With Options.TrackSettled each entry it deletes gets
+	// a settlement record (Client ""): its outcome's code and reason when
+	// outcomes lists its sequence, acknowledged otherwise. Without
+	// TrackSettled the outcomes are ignored.
+	AckWith(ctx context.Context, upTo uint64, outcomes []Outcome) error
 
 	// Stats returns a snapshot of the outbox.
 	Stats() Stats
@@ -97,10 +105,14 @@ type Inbox interface {
 
 // Store is a client's store: its outbox to the server, the inbox state
 // of the server's stream to it, and the identity the file was created
-// with. [Bolt] and [Memory] implement it.
+// with. [Bolt] and [Memory] implement it. Its [Settlements] hold records
+// of its own outbox's entries only with Options.TrackSettled (settled
+// ones, never pending), and those of the push outboxes of a store that
+// also serves as a [ServerStore].
 type Store interface {
 	Outbox
 	Inbox
+	Settlements
 
 	// Meta returns the store's client ID and stream ID.
 	Meta() Meta
@@ -172,7 +184,9 @@ type Outboxes interface {
 	// the limits on their own fails with ErrFull even under OutboxEvict.
 	// An entry larger than the per-outbox byte limit fails with
 	// ErrTooLarge; a full disk with ErrDiskFull; an empty msgs or an
-	// empty or too long client ID with an error.
+	// empty or too long client ID with an error. Each message pushed gets
+	// a pending settlement record, and each evicted entry a settled one
+	// (code 5, protocol.RejectEvicted), in the same commit.
 	Push(ctx context.Context, msgs []Push) (seqs []uint64, evicted []Evicted, err error)
 
 	// OutboxInfo returns client's outbox; a client never pushed to has a
@@ -187,13 +201,20 @@ type Outboxes interface {
 	// AckOutbox deletes client's entries with Seq <= upTo in a synced
 	// commit (group-committed with other writes) and returns when it is
 	// committed. upTo beyond LastSeq acks up to LastSeq. A no-op for an
-	// unknown client or an already acked sequence.
-	AckOutbox(ctx context.Context, client string, upTo uint64) error
+	// unknown client or an already acked sequence. Every entry it deletes
+	// gets a settlement record in the same commit: the code and reason of
+	// its outcome when outcomes lists its sequence, acknowledged (code 0)
+	// otherwise; outcomes for other sequences are ignored.
+	AckOutbox(ctx context.Context, client string, upTo uint64, outcomes []Outcome) error
 
 	// Clients lists outboxes (including empty ones that have a stream) in
 	// client order (bytewise), starting after the given client ("" = from
 	// the start), at most limit (<= 0: 100).
 	Clients(after string, limit int) ([]OutboxInfo, error)
+
+	// Settlements covers every push: pending while queued, settled when
+	// acked or evicted.
+	Settlements
 }
 
 // Options configure a store. The zero value (or a nil *Options) is a safe
@@ -232,6 +253,15 @@ type Options struct {
 	// OutboxEvict makes a push to a full outbox evict that outbox's oldest
 	// entries instead of failing with ErrFull. Zero: fail.
 	OutboxEvict bool
+	// StatusRetention is how long a settlement record is kept after it
+	// settled, once it has been marked reported (see [Settlements]);
+	// unreported records are never pruned. Zero: 24 h. Negative: a
+	// record is deleted as soon as it is marked reported.
+	StatusRetention time.Duration
+	// TrackSettled makes the client outbox (Append, Ack, AckWith) write
+	// a settlement record for every entry its acks delete. Zero: off, at
+	// no cost. The push outboxes always write them.
+	TrackSettled bool
 	// Logger receives state changes (open, compaction, disk full). Nil:
 	// discard.
 	Logger *slog.Logger

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/wsreliable/wsreliable/protocol"
 )
 
 type reqKind uint8
@@ -23,6 +25,7 @@ const (
 	reqCompact
 	reqPush
 	reqAckOutbox
+	reqMarkReported
 )
 
 // request is one write handed to the writer goroutine. The writer fills
@@ -35,8 +38,11 @@ type request struct {
 	push   *pushReq // a push's messages and results
 	size   int64    // entrySize of an append or a push
 	seq    uint64   // watermark: value; append: assigned sequence; outbox ack: upTo
-	err    error
-	done   chan struct{}
+	// outcomes of an outbox ack, by sequence; nil for none.
+	outcomes map[uint64]Outcome
+	ids      []protocol.MessageID // MarkReported's IDs
+	err      error
+	done     chan struct{}
 }
 
 // errNoChange rolls back a transaction that would write nothing (every
@@ -79,6 +85,10 @@ func (b *Bolt) run() {
 	idle := time.NewTimer(time.Hour)
 	idle.Stop()
 	armed := false
+	// pruneT fires when reported records become due for pruning.
+	pruneT := time.NewTimer(time.Hour)
+	pruneT.Stop()
+	pruneArmed := false
 	var next *request // taken but left for the next batch (byte budget)
 	for {
 		first := next
@@ -87,6 +97,10 @@ func (b *Bolt) run() {
 			if !armed && b.acksPending() {
 				idle.Reset(time.Duration(b.ackDelay.Load()))
 				armed = true
+			}
+			if !pruneArmed && b.pruneAt != 0 {
+				pruneT.Reset(time.Duration(max(b.pruneAt-b.nowMilli(), 0)) * time.Millisecond)
+				pruneArmed = true
 			}
 			select {
 			case first = <-b.reqs:
@@ -103,6 +117,13 @@ func (b *Bolt) run() {
 					// A long drain leaves more than one commit deletes.
 					idle.Reset(0)
 					armed = true
+				}
+				continue
+			case <-pruneT.C:
+				pruneArmed = false
+				if !b.commit(nil) {
+					pruneT.Reset(time.Second)
+					pruneArmed = true
 				}
 				continue
 			case <-b.closing:
@@ -132,6 +153,11 @@ func (b *Bolt) run() {
 			}
 		}
 		b.commit(batch)
+		// The commit may have moved pruneAt: arm again from it.
+		if pruneArmed {
+			pruneT.Stop()
+			pruneArmed = false
+		}
 	}
 }
 
@@ -142,15 +168,42 @@ func (b *Bolt) acksPending() bool {
 	return b.ackTo > b.state.acked
 }
 
+// txIn is what one write transaction is asked to do besides its writes.
+type txIn struct {
+	ackTo    uint64             // delete the client outbox up to here
+	outcomes map[uint64]Outcome // the client outbox's outcomes (TrackSettled)
+	now      int64              // Unix ms: At of the records settled
+	prune    bool               // prune reported records settled before now-retention
+}
+
+// txOut is what a write transaction did.
+type txOut struct {
+	freed    int64 // entrySize sum of the client outbox entries deleted
+	changed  bool  // anything was written
+	reported int64 // earliest At newly reported (0: none)
+	pruned   bool  // pruning ran; next and more are valid
+	next     int64 // At of the oldest reported record left (0: none)
+	more     bool  // records due for pruning are left
+}
+
 // commit runs batch, and the deletes of the entries acked since the last
 // commit, in one transaction and answers every request in batch. A failed
 // transaction fails every request and changes nothing. It reports whether
 // the transaction (if any) succeeded.
 func (b *Bolt) commit(batch []*request) bool {
+	in := txIn{now: b.nowMilli()}
 	b.stMu.Lock()
-	st, ackTo := b.state, b.ackTo
+	st := b.state
+	in.ackTo = b.ackTo
+	if len(b.ackOutcomes) > 0 {
+		in.outcomes = make(map[uint64]Outcome, len(b.ackOutcomes))
+		for seq, o := range b.ackOutcomes {
+			in.outcomes[seq] = o
+		}
+	}
 	b.stMu.Unlock()
 	before := st
+	in.prune = b.pruneAt != 0 && in.now >= b.pruneAt
 
 	var writes, compacts []*request
 	for _, r := range batch {
@@ -162,21 +215,32 @@ func (b *Bolt) commit(batch []*request) bool {
 	}
 
 	var err error
-	var freed int64
-	ran := len(writes) > 0 || ackTo > st.acked
+	var out txOut
+	ran := len(writes) > 0 || in.ackTo > st.acked || in.prune
 	if ran {
 		err = b.update(func(tx *bolt.Tx) error {
 			st = before // a retry of fn must start over
 			var ferr error
-			var changed bool
-			freed, changed, ferr = b.apply(tx, writes, ackTo, &st)
-			if ferr == nil && !changed {
+			out, ferr = b.apply(tx, writes, in, &st)
+			if ferr == nil && !out.changed {
 				return errNoChange
 			}
 			return ferr
 		})
 		if errors.Is(err, errNoChange) {
 			err, ran = nil, false
+		}
+	}
+	if err == nil && out.pruned {
+		// Also when nothing was pruned and the transaction rolled back:
+		// what it found still holds.
+		switch {
+		case out.more:
+			b.pruneAt = in.now
+		case out.next != 0:
+			b.pruneAt = out.next + b.retention.Milliseconds()
+		default:
+			b.pruneAt = 0
 		}
 	}
 	if err != nil {
@@ -195,14 +259,24 @@ func (b *Bolt) commit(batch []*request) bool {
 			b.log.Info("queue: commits succeed again", "path", b.path)
 			b.diskFull = false
 		}
+		if out.reported != 0 && b.retention > 0 {
+			if due := out.reported + b.retention.Milliseconds(); b.pruneAt == 0 || due < b.pruneAt {
+				b.pruneAt = due
+			}
+		}
 		b.commits.Add(1)
 		b.stMu.Lock()
 		b.state = st
 		// Acks released their room when they were made; appends
 		// reserved theirs before they were submitted.
-		b.ackBytes = max(b.ackBytes-freed, 0)
+		b.ackBytes = max(b.ackBytes-out.freed, 0)
 		if b.ackTo == st.acked {
 			b.ackBytes = 0
+		}
+		for seq := range b.ackOutcomes {
+			if seq <= st.acked {
+				delete(b.ackOutcomes, seq)
+			}
 		}
 		b.stMu.Unlock()
 	}
@@ -224,93 +298,106 @@ func (b *Bolt) commit(batch []*request) bool {
 	return err == nil
 }
 
-// apply deletes the entries up to ackTo and performs writes in tx,
-// advancing st. It returns the entrySize sum of the deleted entries and
-// whether it wrote anything to tx. A push refused for its limits fails
-// alone (its err is set) and the others go on; any error returned fails
-// the whole transaction.
-func (b *Bolt) apply(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (freed int64, changed bool, err error) {
-	freed, changed, err = b.applyWrites(tx, writes, ackTo, st)
+// apply deletes the entries up to in.ackTo, performs writes and prunes
+// when asked, all in tx, advancing st. A push refused for its limits
+// fails alone (its err is set) and the others go on; any error returned
+// fails the whole transaction.
+func (b *Bolt) apply(tx *bolt.Tx, writes []*request, in txIn, st *state) (txOut, error) {
+	out, err := b.applyWrites(tx, writes, in, st)
 	if err == nil {
 		if fail := b.testFailCommit.Load(); fail != nil {
 			err = (*fail)()
 		}
 	}
-	return freed, changed, err
+	return out, err
 }
 
-func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, ackTo uint64, st *state) (int64, bool, error) {
+func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (txOut, error) {
+	var out txOut
 	mb, ob := tx.Bucket(bucketMeta), tx.Bucket(bucketOutbox)
 	wb, bb := tx.Bucket(bucketWatermarks), tx.Bucket(bucketBindings)
 	if mb == nil || ob == nil || wb == nil || bb == nil {
-		return 0, false, fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
+		return out, fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
 	}
+	rc := &recorder{tx: tx, now: in.now}
 	// Keys only ever grow at the end, so full pages split no further.
 	ob.FillPercent = 0.95
 	old := *st
-	var freed int64
-	changed := false
-	if ackTo > st.acked {
+	if in.ackTo > st.acked {
 		// The rest, if any, goes in the next commits.
-		upTo := min(ackTo, st.acked+maxDeletes)
-		var err error
-		if freed, err = b.deleteUpTo(ob, upTo); err != nil {
-			return 0, false, err
+		upTo := min(in.ackTo, st.acked+maxDeletes)
+		var settle func(uint64, protocol.MessageID) error
+		if b.opts.TrackSettled {
+			settle = func(seq uint64, id protocol.MessageID) error { return rc.settle("", seq, id, in.outcomes) }
 		}
-		changed = true
+		var err error
+		if out.freed, err = b.deleteUpTo(ob, upTo, settle); err != nil {
+			return out, err
+		}
+		out.changed = true
 		st.acked = upTo
-		st.bytes = max(st.bytes-freed, 0)
+		st.bytes = max(st.bytes-out.freed, 0)
 		if st.acked == st.last {
 			st.bytes = 0 // resets any drift from undecodable entries
 		}
 	}
 	for _, r := range writes {
 		var err error
-		changed = changed || r.kind == reqAppend || r.kind == reqWatermark || r.kind == reqBind
+		var c bool
 		switch r.kind {
 		case reqAppend:
+			c = true
 			r.seq = st.last + 1
 			for _, v := range r.values {
 				st.last++
 				if err := ob.Put(seqKey(st.last), v); err != nil {
-					return 0, false, err
+					return out, err
 				}
 			}
 			st.bytes += r.size
 		case reqWatermark:
-			if err := wb.Put(r.key, u64(r.seq)); err != nil {
-				return 0, false, err
-			}
+			c, err = true, wb.Put(r.key, u64(r.seq))
 		case reqBind:
-			if err := bb.Put(r.key, r.value); err != nil {
-				return 0, false, err
-			}
+			c, err = true, bb.Put(r.key, r.value)
 		case reqPush:
-			var c bool
-			if c, err = b.applyPush(tx, r); c {
-				changed = true
-			}
+			c, err = b.applyPush(tx, r, rc)
 		case reqAckOutbox:
-			var c bool
-			if c, err = b.applyAckOutbox(tx, r); c {
-				changed = true
-			}
+			c, err = b.applyAckOutbox(tx, r, rc)
+		case reqMarkReported:
+			c, err = rc.markReported(r.ids, b.retention >= 0)
 		}
+		out.changed = out.changed || c
 		if err != nil {
-			return 0, false, err
+			return out, err
 		}
 	}
+	if in.prune {
+		n, next, more, err := rc.prune(in.now - b.retention.Milliseconds())
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			// A damaged index must not fail the writes it rides with:
+			// pruning stops until the next Open; Check reports it.
+			b.log.Warn("queue: pruning settlement records stopped", "path", b.path, "err", err)
+			out.pruned = true
+		case err != nil:
+			return out, err
+		default:
+			out.pruned, out.next, out.more = true, next, more
+			out.changed = out.changed || n > 0
+		}
+	}
+	out.reported = rc.reported
 	if *st != old {
 		for _, kv := range []struct {
 			k []byte
 			v uint64
 		}{{keyLastSeq, st.last}, {keyAcked, st.acked}, {keyBytes, uint64(st.bytes)}} {
 			if err := mb.Put(kv.k, u64(kv.v)); err != nil {
-				return 0, false, err
+				return out, err
 			}
 		}
 	}
-	return freed, changed, nil
+	return out, nil
 }
 
 // deleteChunk is how many keys deleteUpTo collects before deleting them;
@@ -322,17 +409,23 @@ const (
 )
 
 // deleteUpTo deletes the outbox entries with Seq <= upTo, walking from the
-// first key, and returns their total entrySize. It collects a chunk of
+// first key, and returns their total entrySize. When settle is not nil it
+// is called with the sequence and message ID of each deleted entry (a
+// zero ID for an entry too damaged to tell). It collects a chunk of
 // keys with a cursor, deletes them, then seeks past them: a bbolt cursor
 // skips an element when Next follows Delete, and First after deletes
 // walks every emptied leaf again.
-func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64) (int64, error) {
+func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64, settle func(seq uint64, id protocol.MessageID) error) (int64, error) {
 	var freed int64
 	seqs := make([]uint64, 0, deleteChunk)
+	var ids []protocol.MessageID
+	if settle != nil {
+		ids = make([]protocol.MessageID, 0, deleteChunk)
+	}
 	var key [8]byte
 	first := true
 	for {
-		seqs = seqs[:0]
+		seqs, ids = seqs[:0], ids[:0]
 		c := ob.Cursor()
 		var k, v []byte
 		if first {
@@ -358,6 +451,10 @@ func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64) (int64, error) {
 			}
 			freed += size
 			seqs = append(seqs, seq)
+			if settle != nil {
+				h, _ := decodeHead(v)
+				ids = append(ids, h.id)
+			}
 		}
 		if len(seqs) == 0 {
 			return freed, nil
@@ -370,6 +467,11 @@ func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64) (int64, error) {
 				return 0, fmt.Errorf("%w: %s: outbox entry %d vanished while deleting", ErrCorrupt, b.path, seq)
 			}
 			if err := c.Delete(); err != nil {
+				return 0, err
+			}
+		}
+		for i, id := range ids {
+			if err := settle(seqs[i], id); err != nil {
 				return 0, err
 			}
 		}

@@ -1,0 +1,453 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/wsreliable/wsreliable/protocol"
+)
+
+// Outcome is how one message settled without being handled; it rides
+// with the ack that covers it ([Outboxes.AckOutbox], [Store.AckWith]).
+type Outcome struct {
+	Seq uint64
+	// Code is a protocol.RejectCode value: 1 rejected, 2 expired, 3 too
+	// large, 4 attempts exhausted, 5 evicted. 0 means acknowledged.
+	Code   uint16
+	Reason string // at most protocol.MaxReasonLen bytes are kept
+}
+
+// Settled is the store's record of one message: pending while it is
+// queued in a push outbox, settled once acknowledged or dropped.
+type Settled struct {
+	ID      protocol.MessageID
+	Client  string // the push outbox's client; "" for a client store's own outbox
+	Seq     uint64
+	Pending bool // still queued
+	// Code is 0 when the message was acknowledged, else the code of its
+	// [Outcome] (5 for an entry evicted by a push).
+	Code   uint16
+	Reason string
+	At     time.Time // when it settled, millisecond precision; zero while pending
+}
+
+// Settlements is the durable record of how messages settled, kept so
+// that a sender can report every settlement at least once (even one
+// made while it was down, or whose report a crash cut short) and answer
+// what became of a message after it left the queue.
+//
+// Records are keyed by message ID, which senders are expected to keep
+// unique; a later record for an ID replaces the earlier one. A settled
+// record stays unreported until [Settlements.MarkReported] covers it and
+// is never pruned before; a reported one is kept for
+// Options.StatusRetention after it settled.
+type Settlements interface {
+	// Status returns the record of message id; found is false for an ID
+	// the store has no record of (never queued, not tracked, or pruned).
+	Status(id protocol.MessageID) (s Settled, found bool, err error)
+
+	// Unreported returns up to max (<= 0: 100) settled records not yet
+	// marked reported, oldest settlement first (ties in ID order).
+	Unreported(max int) ([]Settled, error)
+
+	// MarkReported durably marks the records of ids as reported, in one
+	// group-committed write. Unknown, pending or already reported IDs
+	// are skipped. With a negative Options.StatusRetention the records
+	// are deleted instead.
+	MarkReported(ctx context.Context, ids []protocol.MessageID) error
+}
+
+// defaultUnreported is the page size of Unreported for a max <= 0.
+const defaultUnreported = 100
+
+// evictedReason is the Reason of a record settled by an eviction.
+const evictedReason = "evicted to make room"
+
+// Bucket names of the settlement records. They are part of the file
+// format; all three are created by the first record:
+//
+//	settled               record (encodeSettled) by 16-byte message ID
+//	settled_unreported    empty value by 8-byte ms time + 16-byte ID
+//	settled_reported      empty value by 8-byte ms time + 16-byte ID
+//
+// Every settled record has exactly one index key, made of its At and ID,
+// in one of the two indexes; a pending record has none. The reported
+// index is what pruning walks from its start, oldest first.
+var (
+	bucketSettled    = []byte("settled")
+	bucketUnreported = []byte("settled_unreported")
+	bucketReported   = []byte("settled_reported")
+)
+
+// settledVersion is the first byte of a record; flag bits follow.
+const (
+	settledVersion byte = 1
+
+	flagPending  byte = 1
+	flagReported byte = 2
+)
+
+// settledFixedLen is the fixed part of a record: version, flags, code,
+// at (Unix ms) and seq; then a uvarint client length, the client and the
+// reason.
+const settledFixedLen = 1 + 1 + 2 + 8 + 8
+
+// record is a stored settlement record.
+type record struct {
+	Settled
+	reported bool
+}
+
+func encodeSettled(r *record) []byte {
+	v := make([]byte, 0, settledFixedLen+2+len(r.Client)+len(r.Reason))
+	v = append(v, settledVersion)
+	var flags byte
+	if r.Pending {
+		flags |= flagPending
+	}
+	if r.reported {
+		flags |= flagReported
+	}
+	v = append(v, flags)
+	v = binary.BigEndian.AppendUint16(v, r.Code)
+	v = binary.BigEndian.AppendUint64(v, uint64(unixMilli(r.At)))
+	v = binary.BigEndian.AppendUint64(v, r.Seq)
+	v = binary.AppendUvarint(v, uint64(len(r.Client)))
+	v = append(v, r.Client...)
+	return append(v, r.Reason...)
+}
+
+// decodeSettled decodes the record of id stored in v, copying out of v.
+// A malformed value yields an error wrapping ErrCorrupt (ErrVersion for
+// a newer encoding).
+func decodeSettled(id []byte, v []byte) (record, error) {
+	var r record
+	if len(id) != len(r.ID) {
+		return r, fmt.Errorf("%w: settlement record key %x", ErrCorrupt, id)
+	}
+	copy(r.ID[:], id)
+	if len(v) > 0 && v[0] > settledVersion {
+		return r, fmt.Errorf("%w: settlement record version %d, this program reads up to %d", ErrVersion, v[0], settledVersion)
+	}
+	if len(v) < settledFixedLen+1 || v[0] != settledVersion || v[1]&^(flagPending|flagReported) != 0 {
+		return r, fmt.Errorf("%w: settlement record of %x: %x", ErrCorrupt, id, v)
+	}
+	flags := v[1]
+	r.Pending, r.reported = flags&flagPending != 0, flags&flagReported != 0
+	r.Code = binary.BigEndian.Uint16(v[2:])
+	at := int64(binary.BigEndian.Uint64(v[4:]))
+	r.Seq = binary.BigEndian.Uint64(v[12:])
+	d := decoder{b: v[settledFixedLen:]}
+	r.Client = string(d.bytes(d.length()))
+	if d.err != nil || (r.Pending && (r.reported || at != 0)) || (!r.Pending && at <= 0) {
+		return r, fmt.Errorf("%w: settlement record of %x: %x", ErrCorrupt, id, v)
+	}
+	r.Reason = string(d.b)
+	r.At = fromUnixMilli(at)
+	return r, nil
+}
+
+// indexKey is the key of a record in the unreported and reported
+// indexes: its settlement time, then its ID.
+func indexKey(at int64, id protocol.MessageID) []byte {
+	k := make([]byte, 0, 8+len(id))
+	k = binary.BigEndian.AppendUint64(k, uint64(at))
+	return append(k, id[:]...)
+}
+
+// truncateReason cuts reason to protocol.MaxReasonLen bytes on a rune
+// boundary.
+func truncateReason(reason string) string {
+	if len(reason) <= protocol.MaxReasonLen {
+		return reason
+	}
+	n := protocol.MaxReasonLen
+	for n > 0 && !utf8.RuneStart(reason[n]) {
+		n--
+	}
+	return reason[:n]
+}
+
+// recorder writes settlement records within one write transaction. Its
+// buckets are created at the first record.
+type recorder struct {
+	tx  *bolt.Tx
+	now int64 // Unix ms: the At of the records it settles
+	rb  *bolt.Bucket
+	ub  *bolt.Bucket
+	// reported is the earliest At put in the reported index (0: none),
+	// from which the writer learns when pruning is next due.
+	reported int64
+}
+
+// buckets opens (or creates) the record buckets.
+func (rc *recorder) buckets() error {
+	if rc.rb != nil {
+		return nil
+	}
+	var err error
+	if rc.rb, err = rc.tx.CreateBucketIfNotExists(bucketSettled); err != nil {
+		return err
+	}
+	if rc.ub, err = rc.tx.CreateBucketIfNotExists(bucketUnreported); err != nil {
+		return err
+	}
+	if _, err = rc.tx.CreateBucketIfNotExists(bucketReported); err != nil {
+		return err
+	}
+	// Message IDs are UUIDv7 by default and times only grow: keys
+	// mostly land at the end.
+	rc.rb.FillPercent, rc.ub.FillPercent = 0.9, 0.95
+	return bumpVersion(rc.tx)
+}
+
+// put stores r under its ID, first removing the index key of the record
+// it replaces. A settled r gets its At (now) and goes in the unreported
+// index; a pending one gets no index key.
+func (rc *recorder) put(r record) error {
+	if err := rc.buckets(); err != nil {
+		return err
+	}
+	if err := rc.unindex(r.ID); err != nil {
+		return err
+	}
+	r.reported = false
+	r.Reason = truncateReason(r.Reason)
+	if r.Pending {
+		r.At, r.Code, r.Reason = time.Time{}, 0, ""
+	} else {
+		r.At = fromUnixMilli(rc.now)
+		if err := rc.ub.Put(indexKey(rc.now, r.ID), nil); err != nil {
+			return err
+		}
+	}
+	return rc.rb.Put(r.ID[:], encodeSettled(&r))
+}
+
+// unindex removes the index key of the record stored for id, if any. A
+// record that does not decode has none that could be found.
+func (rc *recorder) unindex(id protocol.MessageID) error {
+	old := rc.rb.Get(id[:])
+	if old == nil {
+		return nil
+	}
+	o, err := decodeSettled(id[:], old)
+	if err != nil || o.Pending {
+		return nil
+	}
+	name := bucketUnreported
+	if o.reported {
+		name = bucketReported
+	}
+	return rc.tx.Bucket(name).Delete(indexKey(unixMilli(o.At), id))
+}
+
+// settle records the deleted entry (seq, id) of client's outbox as
+// settled: with its outcome's code and reason when outcomes lists seq,
+// acknowledged otherwise. An entry whose ID could not be read (a zero ID)
+// gets no record.
+func (rc *recorder) settle(client string, seq uint64, id protocol.MessageID, outcomes map[uint64]Outcome) error {
+	if id == (protocol.MessageID{}) {
+		return nil
+	}
+	r := record{Settled: Settled{ID: id, Client: client, Seq: seq}}
+	if o, ok := outcomes[seq]; ok {
+		r.Code, r.Reason = o.Code, o.Reason
+	}
+	return rc.put(r)
+}
+
+// markReported marks the settled, unreported records of ids as reported
+// (or deletes them when keep is false) and reports whether it changed
+// anything.
+func (rc *recorder) markReported(ids []protocol.MessageID, keep bool) (bool, error) {
+	if rc.tx.Bucket(bucketSettled) == nil {
+		return false, nil
+	}
+	if err := rc.buckets(); err != nil {
+		return false, err
+	}
+	pb := rc.tx.Bucket(bucketReported)
+	changed := false
+	for _, id := range ids {
+		v := rc.rb.Get(id[:])
+		if v == nil {
+			continue
+		}
+		r, err := decodeSettled(id[:], v)
+		if err != nil || r.Pending || r.reported {
+			continue // a damaged record is left for Check to report
+		}
+		at := unixMilli(r.At)
+		if err := rc.ub.Delete(indexKey(at, id)); err != nil {
+			return false, err
+		}
+		changed = true
+		if !keep {
+			if err := rc.rb.Delete(id[:]); err != nil {
+				return false, err
+			}
+			continue
+		}
+		r.reported = true
+		if err := pb.Put(indexKey(at, id), nil); err != nil {
+			return false, err
+		}
+		if err := rc.rb.Put(id[:], encodeSettled(&r)); err != nil {
+			return false, err
+		}
+		if rc.reported == 0 || at < rc.reported {
+			rc.reported = at
+		}
+	}
+	return changed, nil
+}
+
+// pruneChunk bounds the reported records one commit prunes.
+const pruneChunk = 1024
+
+// prune deletes up to pruneChunk reported records that settled before
+// cutoff (Unix ms), oldest first. next is the Unix ms settlement time of
+// the oldest reported record left (0: none left); more is true when the
+// chunk ended with records before cutoff still left.
+func (rc *recorder) prune(cutoff int64) (deleted int, next int64, more bool, err error) {
+	pb := rc.tx.Bucket(bucketReported)
+	if pb == nil {
+		return 0, 0, false, nil
+	}
+	rb := rc.tx.Bucket(bucketSettled)
+	if rb == nil {
+		return 0, 0, false, fmt.Errorf("%w: reported index without records", ErrCorrupt)
+	}
+	keys := make([][]byte, 0, 64)
+	c := pb.Cursor()
+	k, _ := c.First()
+	for ; k != nil && len(keys) < pruneChunk; k, _ = c.Next() {
+		if len(k) != 8+16 {
+			return 0, 0, false, fmt.Errorf("%w: reported index key %x", ErrCorrupt, k)
+		}
+		at := int64(binary.BigEndian.Uint64(k))
+		if at >= cutoff {
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	if k != nil {
+		next = int64(binary.BigEndian.Uint64(k))
+		more = next < cutoff
+	}
+	for _, k := range keys {
+		if err := pb.Delete(k); err != nil {
+			return 0, 0, false, err
+		}
+		// The index key names the record it was made for; a record
+		// replaced since kept its own index key, which is not this one.
+		id := k[8:]
+		if v := rb.Get(id); v != nil {
+			if r, err := decodeSettled(id, v); err == nil && r.reported && unixMilli(r.At) == int64(binary.BigEndian.Uint64(k)) {
+				if err := rb.Delete(id); err != nil {
+					return 0, 0, false, err
+				}
+			}
+		}
+	}
+	return len(keys), next, more, nil
+}
+
+// Status returns the record of message id, read from the file; see
+// [Settlements.Status]. It does not wait for the writer.
+func (b *Bolt) Status(id protocol.MessageID) (Settled, bool, error) {
+	var r record
+	found := false
+	err := b.view(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bucketSettled)
+		if rb == nil {
+			return nil
+		}
+		v := rb.Get(id[:])
+		if v == nil {
+			return nil
+		}
+		var err error
+		r, err = decodeSettled(id[:], v)
+		found = err == nil
+		return err
+	})
+	if err != nil {
+		return Settled{}, false, b.wrap("status", err)
+	}
+	return r.Settled, found, nil
+}
+
+// Unreported returns up to max (<= 0: 100) settled records not yet
+// marked reported, oldest settlement first; see
+// [Settlements.Unreported]. It does not wait for the writer.
+func (b *Bolt) Unreported(max int) ([]Settled, error) {
+	if max <= 0 {
+		max = defaultUnreported
+	}
+	var out []Settled
+	err := b.view(func(tx *bolt.Tx) error {
+		ub, rb := tx.Bucket(bucketUnreported), tx.Bucket(bucketSettled)
+		if ub == nil || rb == nil {
+			return nil
+		}
+		c := ub.Cursor()
+		for k, _ := c.First(); k != nil && len(out) < max; k, _ = c.Next() {
+			if len(k) != 8+16 {
+				return fmt.Errorf("%w: unreported index key %x", ErrCorrupt, k)
+			}
+			v := rb.Get(k[8:])
+			r, err := decodeSettled(k[8:], v)
+			if err != nil {
+				return err
+			}
+			if r.Pending || r.reported || unixMilli(r.At) != int64(binary.BigEndian.Uint64(k)) {
+				return fmt.Errorf("%w: unreported index key %x names record %+v", ErrCorrupt, k, r)
+			}
+			out = append(out, r.Settled)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, b.wrap("unreported", err)
+	}
+	return out, nil
+}
+
+// MarkReported marks the records of ids as reported in the writer's next
+// transaction and returns once it is committed (and synced unless
+// NoSync); see [Settlements.MarkReported]. An empty ids costs nothing.
+func (b *Bolt) MarkReported(ctx context.Context, ids []protocol.MessageID) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return b.submit(ctx, "mark reported", &request{
+		kind: reqMarkReported, ids: ids, size: int64(len(ids)) * 16, done: make(chan struct{}),
+	})
+}
+
+// outcomeMap indexes outcomes by sequence, the first of a sequence
+// listed twice winning; nil for none.
+func outcomeMap(outcomes []Outcome) map[uint64]Outcome {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	m := make(map[uint64]Outcome, len(outcomes))
+	for _, o := range outcomes {
+		if _, ok := m[o.Seq]; !ok {
+			o.Reason = truncateReason(o.Reason)
+			m[o.Seq] = o
+		}
+	}
+	return m
+}

@@ -1,0 +1,570 @@
+package queue_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/queue"
+)
+
+func TestSettledConformance(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, open func(*testing.T, *queue.Options) outboxStore)
+	}{
+		{"PendingToSettled", testSettledPending},
+		{"Outcomes", testSettledOutcomes},
+		{"Evicted", testSettledEvicted},
+		{"UnreportedRoundTrip", testSettledUnreported},
+		{"NegativeRetention", testSettledNegativeRetention},
+		{"Retention", testSettledRetention},
+		{"TrackSettled", testSettledTrack},
+		{"TrackSettledOff", testSettledTrackOff},
+	}
+	for _, s := range outboxStores {
+		t.Run(s.name, func(t *testing.T) {
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) { tc.fn(t, s.open) })
+			}
+		})
+	}
+}
+
+// fakeClock is a settable clock for settlement times.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// useClock makes s take settlement times from a fake clock, which it
+// returns.
+func useClock(t *testing.T, s outboxStore) *fakeClock {
+	t.Helper()
+	c := &fakeClock{now: time.UnixMilli(1_700_000_000_000)}
+	switch s := s.(type) {
+	case *queue.Bolt:
+		queue.SetClock(s, c.Now)
+	case *queue.Memory:
+		queue.SetMemoryClock(s, c.Now)
+	default:
+		t.Fatalf("no clock hook for %T", s)
+	}
+	return c
+}
+
+// pushN pushes n entries with distinct IDs (entry(base+i)) to client.
+func pushN(t *testing.T, s outboxStore, client string, base, n int) []protocol.MessageID {
+	t.Helper()
+	ids := make([]protocol.MessageID, n)
+	for i := range n {
+		ids[i] = entry(base + i).ID
+		mustPush(t, s, push(client, base+i))
+	}
+	return ids
+}
+
+func mustStatus(t *testing.T, s queue.Settlements, id protocol.MessageID) queue.Settled {
+	t.Helper()
+	st, found, err := s.Status(id)
+	if err != nil || !found {
+		t.Fatalf("Status(%x) = %+v, %v, %v; want found", id, st, found, err)
+	}
+	return st
+}
+
+func mustNoStatus(t *testing.T, s queue.Settlements, id protocol.MessageID) {
+	t.Helper()
+	if st, found, err := s.Status(id); err != nil || found {
+		t.Fatalf("Status(%x) = %+v, %v, %v; want not found", id, st, found, err)
+	}
+}
+
+func mustUnreported(t *testing.T, s queue.Settlements, max int) []queue.Settled {
+	t.Helper()
+	out, err := s.Unreported(max)
+	if err != nil {
+		t.Fatalf("Unreported(%d): %v", max, err)
+	}
+	return out
+}
+
+func mustMarkReported(t *testing.T, s queue.Settlements, ids ...protocol.MessageID) {
+	t.Helper()
+	if err := s.MarkReported(testCtx(t), ids); err != nil {
+		t.Fatalf("MarkReported: %v", err)
+	}
+}
+
+func ids(ss []queue.Settled) []protocol.MessageID {
+	out := make([]protocol.MessageID, len(ss))
+	for i, s := range ss {
+		out[i] = s.ID
+	}
+	return out
+}
+
+// eventually polls cond every millisecond until it holds or 5 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5 s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func testSettledPending(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, nil)
+	clock := useClock(t, s)
+	id := pushN(t, s, "a", 1, 1)[0]
+	if got := mustStatus(t, s, id); got != (queue.Settled{ID: id, Client: "a", Seq: 1, Pending: true}) {
+		t.Fatalf("Status after Push = %+v, want pending", got)
+	}
+	if got := mustUnreported(t, s, 0); len(got) != 0 {
+		t.Fatalf("Unreported lists pending records: %+v", got)
+	}
+	clock.Advance(time.Second)
+	mustAckOutbox(t, s, "a", 1)
+	want := queue.Settled{ID: id, Client: "a", Seq: 1, At: clock.Now()}
+	if got := mustStatus(t, s, id); !got.At.Equal(want.At) || got.At.IsZero() {
+		t.Fatalf("Status after AckOutbox = %+v, want %+v", got, want)
+	} else if got.At = want.At; got != want {
+		t.Fatalf("Status after AckOutbox = %+v, want %+v", got, want)
+	}
+	mustNoStatus(t, s, entry(99).ID)
+}
+
+func testSettledOutcomes(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, nil)
+	id := pushN(t, s, "a", 1, 4)
+	outcomes := []queue.Outcome{
+		{Seq: 2, Code: uint16(protocol.RejectHandler), Reason: "bad"},
+		{Seq: 3, Code: uint16(protocol.RejectExpired), Reason: "late"},
+		{Seq: 4, Code: 4, Reason: "not acked, ignored"},
+		{Seq: 9, Code: 4, Reason: "no such entry"},
+	}
+	if err := s.AckOutbox(testCtx(t), "a", 3, outcomes); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct {
+		code    uint16
+		reason  string
+		pending bool
+	}{{0, "", false}, {1, "bad", false}, {2, "late", false}, {0, "", true}} {
+		got := mustStatus(t, s, id[i])
+		if got.Seq != uint64(i+1) || got.Code != want.code || got.Reason != want.reason || got.Pending != want.pending || got.Client != "a" {
+			t.Errorf("Status of seq %d = %+v, want %+v", i+1, got, want)
+		}
+	}
+	if got := mustUnreported(t, s, 0); len(got) != 3 {
+		t.Fatalf("Unreported = %+v, want the 3 settled", got)
+	}
+	// A reason longer than the protocol allows is cut.
+	long := make([]byte, protocol.MaxReasonLen+10)
+	for i := range long {
+		long[i] = 'x'
+	}
+	if err := s.AckOutbox(testCtx(t), "a", 4, []queue.Outcome{{Seq: 4, Code: 1, Reason: string(long)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustStatus(t, s, id[3]); len(got.Reason) != protocol.MaxReasonLen || got.Code != 1 {
+		t.Fatalf("Status with a long reason: code %d, reason of %d bytes", got.Code, len(got.Reason))
+	}
+}
+
+func testSettledEvicted(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, &queue.Options{OutboxMaxMessages: 2, OutboxEvict: true})
+	id := pushN(t, s, "a", 1, 3)
+	got := mustStatus(t, s, id[0])
+	if got.Code != uint16(protocol.RejectEvicted) || got.Reason != "evicted to make room" || got.Pending || got.Seq != 1 {
+		t.Fatalf("Status of the evicted entry = %+v", got)
+	}
+	for _, i := range []int{1, 2} {
+		if got := mustStatus(t, s, id[i]); !got.Pending {
+			t.Fatalf("Status of a kept entry = %+v, want pending", got)
+		}
+	}
+	if got := ids(mustUnreported(t, s, 0)); !slices.Equal(got, id[:1]) {
+		t.Fatalf("Unreported = %x, want the evicted one", got)
+	}
+}
+
+func testSettledUnreported(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, nil)
+	clock := useClock(t, s)
+	// Settle five at distinct times, in an order unlike the IDs'.
+	id := pushN(t, s, "a", 1, 3)
+	id = append(id, pushN(t, s, "b", 10, 2)...)
+	clock.Advance(time.Second)
+	mustAckOutbox(t, s, "b", 1) // id[3]
+	clock.Advance(time.Second)
+	mustAckOutbox(t, s, "a", 2) // id[0], id[1]
+	clock.Advance(time.Second)
+	mustAckOutbox(t, s, "b", 2) // id[4]
+	want := []protocol.MessageID{id[3], id[0], id[1], id[4]}
+	if got := ids(mustUnreported(t, s, 0)); !slices.Equal(got, want) {
+		t.Fatalf("Unreported = %x, want %x (oldest first)", got, want)
+	}
+	if got := ids(mustUnreported(t, s, 2)); !slices.Equal(got, want[:2]) {
+		t.Fatalf("Unreported(2) = %x, want %x", got, want[:2])
+	}
+	mustMarkReported(t, s) // nothing: a no-op
+	// Unknown and pending IDs are skipped.
+	mustMarkReported(t, s, want[0], want[1], entry(999).ID, id[2])
+	if got := ids(mustUnreported(t, s, 0)); !slices.Equal(got, want[2:]) {
+		t.Fatalf("Unreported after MarkReported = %x, want %x", got, want[2:])
+	}
+	// Reported records still answer Status within the retention.
+	if got := mustStatus(t, s, want[0]); got.Pending || got.Client != "b" {
+		t.Fatalf("Status of a reported record = %+v", got)
+	}
+	if got := mustStatus(t, s, id[2]); !got.Pending {
+		t.Fatalf("MarkReported changed a pending record: %+v", got)
+	}
+	mustMarkReported(t, s, want[0], want[2], want[3]) // one already reported
+	if got := mustUnreported(t, s, 0); len(got) != 0 {
+		t.Fatalf("Unreported after marking all = %+v", got)
+	}
+}
+
+func testSettledNegativeRetention(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, &queue.Options{StatusRetention: -1})
+	id := pushN(t, s, "a", 1, 2)
+	mustAckOutbox(t, s, "a", 2)
+	mustMarkReported(t, s, id[0])
+	mustNoStatus(t, s, id[0])
+	if got := ids(mustUnreported(t, s, 0)); !slices.Equal(got, id[1:]) {
+		t.Fatalf("Unreported = %x, want %x", got, id[1:])
+	}
+}
+
+func testSettledRetention(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, &queue.Options{StatusRetention: time.Hour})
+	clock := useClock(t, s)
+	id := pushN(t, s, "a", 1, 3)
+	mustAckOutbox(t, s, "a", 3)
+	mustMarkReported(t, s, id[0], id[1])
+	clock.Advance(59 * time.Minute)
+	// Any commit prunes what is due; a Bolt has one due only later.
+	if err := s.SetWatermark(testCtx(t), "p", protocol.StreamID{1}, 1); err != nil {
+		t.Fatal(err)
+	}
+	mustStatus(t, s, id[0])
+	clock.Advance(2 * time.Minute)
+	if err := s.SetWatermark(testCtx(t), "p", protocol.StreamID{1}, 2); err != nil {
+		t.Fatal(err)
+	}
+	mustNoStatus(t, s, id[0])
+	mustNoStatus(t, s, id[1])
+	// Unreported records are never pruned.
+	if got := mustStatus(t, s, id[2]); got.Pending {
+		t.Fatalf("Status = %+v", got)
+	}
+	if got := ids(mustUnreported(t, s, 0)); !slices.Equal(got, id[2:]) {
+		t.Fatalf("Unreported = %x, want %x", got, id[2:])
+	}
+}
+
+func testSettledTrack(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, &queue.Options{TrackSettled: true})
+	var id []protocol.MessageID
+	for i := range 4 {
+		mustAppend(t, s, entry(i+1))
+		id = append(id, entry(i+1).ID)
+	}
+	mustNoStatus(t, s, id[0]) // no pending records for the client outbox
+	if err := s.AckWith(testCtx(t), 2, []queue.Outcome{{Seq: 2, Code: 3, Reason: "too big"}, {Seq: 3, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(testCtx(t), 3); err != nil {
+		t.Fatal(err)
+	}
+	// Bolt writes the records with its deferred delete commit.
+	eventually(t, "records of the acked entries", func() bool {
+		_, found, _ := s.Status(id[2])
+		return found
+	})
+	want := []queue.Settled{
+		{ID: id[0], Seq: 1},
+		{ID: id[1], Seq: 2, Code: 3, Reason: "too big"},
+		{ID: id[2], Seq: 3}, // its outcome came with an ack that did not cover it
+	}
+	for _, w := range want {
+		got := mustStatus(t, s, w.ID)
+		if got.At.IsZero() {
+			t.Errorf("Status(%x) has no settlement time", w.ID)
+		}
+		got.At = time.Time{}
+		if got != w {
+			t.Errorf("Status = %+v, want %+v", got, w)
+		}
+	}
+	mustNoStatus(t, s, id[3])
+	if got := mustUnreported(t, s, 0); len(got) != 3 {
+		t.Fatalf("Unreported = %+v, want 3", got)
+	}
+	mustMarkReported(t, s, id[0])
+	if got := mustUnreported(t, s, 0); len(got) != 2 {
+		t.Fatalf("Unreported after MarkReported = %+v, want 2", got)
+	}
+}
+
+func testSettledTrackOff(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, nil)
+	mustAppend(t, s, entry(1))
+	if err := s.AckWith(testCtx(t), 1, []queue.Outcome{{Seq: 1, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := s.(*queue.Bolt); ok {
+		eventually(t, "the delete commit", func() bool { return queue.Commits(b) == 2 })
+	}
+	mustNoStatus(t, s, entry(1).ID)
+	if got := mustUnreported(t, s, 0); len(got) != 0 {
+		t.Fatalf("Unreported = %+v, want none", got)
+	}
+}
+
+// fileVersion reads the format version of the closed store file at path
+// and whether it holds settlement records.
+func fileVersion(t *testing.T, path string) (version uint64, records bool) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		version = binary.BigEndian.Uint64(tx.Bucket([]byte("meta")).Get([]byte("version")))
+		records = tx.Bucket([]byte("settled")) != nil
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return version, records
+}
+
+// TestBoltSettledNoCost: without TrackSettled and pushes, a client store
+// writes no records, spends no extra commit, and its file stays format
+// version 1; the first push makes it version 2.
+func TestBoltSettledNoCost(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, nil)
+	mustAppend(t, b, entry(1))
+	mustAppend(t, b, entry(2))
+	if err := b.AckWith(testCtx(t), 2, []queue.Outcome{{Seq: 1, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := queue.Commits(b); c != 3 {
+		t.Errorf("2 appends and an ack took %d commits, want 3", c)
+	}
+	if v, records := fileVersion(t, path); v != 1 || records {
+		t.Fatalf("file version %d, records %v; want 1 and none", v, records)
+	}
+	b = openBolt(t, path, nil)
+	mustPush(t, b, push("a", 1))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, records := fileVersion(t, path); v != 2 || !records {
+		t.Fatalf("file version %d, records %v after a push; want 2 and some", v, records)
+	}
+}
+
+// TestBoltSettledReopen: statuses and unreported records survive Close
+// and Open, so settlements made before a restart are reported after it.
+func TestBoltSettledReopen(t *testing.T) {
+	path := tempPath(t)
+	opts := &queue.Options{TrackSettled: true, OutboxMaxMessages: 3, OutboxEvict: true}
+	b := openBolt(t, path, opts)
+	id := pushN(t, b, "a", 1, 5) // evicts 1 and 2
+	if err := b.AckOutbox(testCtx(t), "a", 4, []queue.Outcome{{Seq: 4, Code: 2, Reason: "expired"}}); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, b, entry(100))
+	if err := b.AckWith(testCtx(t), 1, []queue.Outcome{{Seq: 1, Code: 1, Reason: "no"}}); err != nil {
+		t.Fatal(err)
+	}
+	mustMarkReported(t, b, id[0])
+	// Close commits the pending delete and its record.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openBolt(t, path, opts)
+	unreported := mustUnreported(t, b, 0)
+	if got, want := ids(unreported), []protocol.MessageID{id[1], id[2], id[3], entry(100).ID}; !slices.Equal(got, want) {
+		t.Fatalf("Unreported after reopen = %x, want %x", got, want)
+	}
+	last := unreported[3]
+	last.At = time.Time{}
+	if last != (queue.Settled{ID: entry(100).ID, Seq: 1, Code: 1, Reason: "no"}) {
+		t.Fatalf("client outbox record after reopen = %+v", last)
+	}
+	for i, code := range []uint16{5, 5, 0, 2} {
+		if got := mustStatus(t, b, id[i]); got.Code != code || got.Pending {
+			t.Errorf("Status of seq %d after reopen = %+v, want code %d", i+1, got, code)
+		}
+	}
+	if got := mustStatus(t, b, id[4]); !got.Pending {
+		t.Errorf("Status of seq 5 after reopen = %+v, want pending", got)
+	}
+}
+
+// TestBoltSettledPruneIdle: reported records past a short retention are
+// pruned by the writer without any other write.
+func TestBoltSettledPruneIdle(t *testing.T) {
+	b := openBolt(t, tempPath(t), &queue.Options{StatusRetention: 5 * time.Millisecond})
+	id := pushN(t, b, "a", 1, 2)
+	mustAckOutbox(t, b, "a", 2)
+	mustMarkReported(t, b, id[0])
+	eventually(t, "pruning of the reported record", func() bool {
+		_, found, err := b.Status(id[0])
+		return err == nil && !found
+	})
+	mustStatus(t, b, id[1]) // unreported: kept
+}
+
+// TestBoltSettledPruneChunks: a large reported backlog is pruned in
+// several bounded commits, all of it in the end.
+func TestBoltSettledPruneChunks(t *testing.T) {
+	b := openBolt(t, tempPath(t), &queue.Options{StatusRetention: time.Hour, OutboxMaxMessages: -1})
+	clock := useClock(t, b)
+	const n = 3000
+	msgs := make([]queue.Push, n)
+	var all []protocol.MessageID
+	for i := range msgs {
+		msgs[i] = queue.Push{Client: "a", Entry: entry(i)}
+		all = append(all, entry(i).ID)
+	}
+	mustPush(t, b, msgs...)
+	mustAckOutbox(t, b, "a", n)
+	mustMarkReported(t, b, all...)
+	clock.Advance(2 * time.Hour)
+	before := queue.Commits(b)
+	if err := b.SetWatermark(testCtx(t), "p", protocol.StreamID{1}, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "pruning of every record", func() bool {
+		_, found, err := b.Status(all[n-1])
+		return err == nil && !found
+	})
+	for _, id := range all {
+		mustNoStatus(t, b, id)
+	}
+	if c := queue.Commits(b) - before; c < 3 {
+		t.Errorf("pruned %d records in %d commits, want at least 3 (1,024 a commit)", n, c)
+	}
+}
+
+// TestBoltSettledFailedCommit: a failing transaction writes no record.
+func TestBoltSettledFailedCommit(t *testing.T) {
+	b := openBolt(t, tempPath(t), &queue.Options{TrackSettled: true})
+	ctx := testCtx(t)
+	id := pushN(t, b, "a", 1, 2)
+	mustAppend(t, b, entry(50))
+	errFsync := errors.New("injected fsync failure")
+	queue.SetFailCommit(b, func() error { return errFsync })
+	if _, _, err := b.Push(ctx, []queue.Push{push("a", 3)}); !errors.Is(err, errFsync) {
+		t.Fatalf("Push = %v, want injected error", err)
+	}
+	if err := b.AckOutbox(ctx, "a", 1, []queue.Outcome{{Seq: 1, Code: 1}}); !errors.Is(err, errFsync) {
+		t.Fatalf("AckOutbox = %v, want injected error", err)
+	}
+	mustNoStatus(t, b, entry(3).ID)
+	if got := mustStatus(t, b, id[0]); !got.Pending {
+		t.Fatalf("Status after a failed ack = %+v, want pending", got)
+	}
+	queue.SetFailCommit(b, nil)
+	mustAckOutbox(t, b, "a", 1)
+	queue.SetFailCommit(b, func() error { return errFsync })
+	if err := b.MarkReported(ctx, id[:1]); !errors.Is(err, errFsync) {
+		t.Fatalf("MarkReported = %v, want injected error", err)
+	}
+	// A client outbox delete that fails keeps its outcome for the retry.
+	var failed atomic.Int64
+	queue.SetFailCommit(b, func() error { failed.Add(1); return errFsync })
+	if err := b.AckWith(ctx, 1, []queue.Outcome{{Seq: 1, Code: 4, Reason: "attempts"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a failed delete commit", func() bool { return failed.Load() > 0 })
+	mustNoStatus(t, b, entry(50).ID)
+	queue.SetFailCommit(b, nil)
+	if got := ids(mustUnreported(t, b, 0)); !slices.Equal(got, id[:1]) {
+		t.Fatalf("Unreported after failed commits = %x, want %x", got, id[:1])
+	}
+	eventually(t, "the retried delete commit", func() bool {
+		_, found, _ := b.Status(entry(50).ID)
+		return found
+	})
+	if got := mustStatus(t, b, entry(50).ID); got.Code != 4 || got.Reason != "attempts" {
+		t.Fatalf("client outbox record = %+v, want code 4", got)
+	}
+}
+
+// TestBoltSettledCrashBeforeDelete: outcomes wait in memory with the ack;
+// a crash before the delete commit brings the entries back and writes no
+// record.
+func TestBoltSettledCrashBeforeDelete(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, &queue.Options{TrackSettled: true})
+	mustAppend(t, b, entry(1))
+	errCrash := errors.New("crashed")
+	queue.SetFailCommit(b, func() error { return errCrash })
+	if err := b.AckWith(testCtx(t), 1, []queue.Outcome{{Seq: 1, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil { // its last delete commit fails too
+		t.Fatal(err)
+	}
+	b = openBolt(t, path, &queue.Options{TrackSettled: true})
+	if got := seqs(mustRead(t, b, 0, 0, 0)); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("Read after the crash = %v, want [1] back", got)
+	}
+	mustNoStatus(t, b, entry(1).ID)
+}
+
+// TestBoltSettledDuplicateIDs: a message ID pushed to several clients
+// keeps one record, the latest, and the indexes stay consistent (the
+// cleanup's Check verifies them).
+func TestBoltSettledDuplicateIDs(t *testing.T) {
+	b := openBolt(t, tempPath(t), nil)
+	mustPush(t, b, fanout(5, entry(1))...)
+	for i := range 5 {
+		mustAckOutbox(t, b, fmt.Sprintf("client-%05d", i), 1)
+		if i == 2 {
+			mustMarkReported(t, b, entry(1).ID)
+		}
+	}
+	if got := mustStatus(t, b, entry(1).ID); got.Client != "client-00004" || got.Pending {
+		t.Fatalf("Status = %+v, want the last client's settlement", got)
+	}
+	if got := mustUnreported(t, b, 0); len(got) != 1 {
+		t.Fatalf("Unreported = %+v, want one record", got)
+	}
+}
