@@ -568,7 +568,7 @@ func (b *Bolt) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
 			return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketOutbox)
 		}
 		var err error
-		out, err = readEntries(ob, from, max, maxBytes)
+		out, err = readEntries(ob, nil, from, max, maxBytes)
 		return err
 	})
 	if err != nil {
@@ -577,8 +577,9 @@ func (b *Bolt) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
 	return out, nil
 }
 
-// readEntries reads the entries of bucket bkt for Read and ReadOutbox.
-func readEntries(bkt *bolt.Bucket, from uint64, max int, maxBytes int) ([]Entry, error) {
+// readEntries reads the entries of bucket bkt under key prefix (nil for
+// the client outbox) for Read and ReadOutbox.
+func readEntries(bkt *bolt.Bucket, prefix []byte, from uint64, max int, maxBytes int) ([]Entry, error) {
 	var out []Entry
 	if max > 0 {
 		out = make([]Entry, 0, min(max, 1024))
@@ -587,14 +588,17 @@ func readEntries(bkt *bolt.Bucket, from uint64, max int, maxBytes int) ([]Entry,
 	var arena []byte
 	c := bkt.Cursor()
 	var total int64
-	for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+	for k, v := c.Seek(entryKey(prefix, from)); k != nil; k, v = c.Next() {
 		if max > 0 && len(out) >= max {
 			break
 		}
-		if len(k) != 8 {
-			return nil, fmt.Errorf("%w: outbox key %x", ErrCorrupt, k)
+		seq, ok, err := entrySeq(prefix, k)
+		if err != nil {
+			return nil, err
 		}
-		seq := binary.BigEndian.Uint64(k)
+		if !ok {
+			break
+		}
 		size, err := storedSize(v)
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", seq, err)

@@ -121,7 +121,7 @@ func checkStore(tx *bolt.Tx, problems []error) []error {
 		}
 		return nil
 	})
-	checkOutboxes(tx.Bucket(bucketPush), add)
+	checkOutboxes(tx, add)
 	checkSettled(tx, add)
 	return problems
 }
@@ -172,51 +172,58 @@ func checkSettled(tx *bolt.Tx, add func(format string, args ...any) bool) {
 	}
 }
 
-// checkOutboxes checks the push outboxes in pb (nil in files never pushed
-// from): every key an outbox bucket named by a valid client ID, its meta
-// readable, its entries exactly acked+1..last, all decodable, their count
-// and bytes as the meta says. It stops when add says there are enough
-// problems.
-func checkOutboxes(pb *bolt.Bucket, add func(format string, args ...any) bool) {
-	if pb == nil {
+// checkOutboxes checks the push outboxes in tx (none in files never
+// pushed from): every meta key a valid client ID, its meta readable, its
+// entries exactly acked+1..last, all decodable, their count and bytes as
+// the meta says, and no entry outside an outbox. It stops when add says
+// there are enough problems.
+func checkOutboxes(tx *bolt.Tx, add func(format string, args ...any) bool) {
+	mb, eb := tx.Bucket(bucketPushMeta), tx.Bucket(bucketPushEntries)
+	if mb == nil {
+		if eb != nil {
+			add("push entries without push meta")
+		}
 		return
 	}
-	c := pb.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
+	if eb == nil {
+		add("push meta without push entries")
+		return
+	}
+	var held uint64 // entries the outboxes account for
+	c := mb.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		client := string(k)
-		if v != nil {
-			if !add("push bucket holds a value, not an outbox, under %q", k) {
-				return
-			}
-			continue
-		}
 		if err := checkClient(client); err != nil {
 			if !add("outbox key %q: %w", k, err) {
 				return
 			}
 			continue
 		}
-		_, eb, m, _, err := findOutbox(pb, client)
+		o, err := findOutbox(tx, client)
 		if err != nil {
 			if !add("%w", err) {
 				return
 			}
 			continue
 		}
+		m := o.m
 		var (
 			n     uint64
 			bytes int64
 			want  = m.acked + 1
 		)
 		ec := eb.Cursor()
-		for k, v := ec.First(); k != nil; k, v = ec.Next() {
-			if len(k) != 8 || v == nil {
-				if !add("outbox of client %q: key %x is not an entry", client, k) {
+		for k, v := ec.Seek(o.prefix); ; k, v = ec.Next() {
+			seq, ok, err := entrySeq(o.prefix, k)
+			if err != nil {
+				if !add("outbox of client %q: %w", client, err) {
 					return
 				}
 				continue
 			}
-			seq := binary.BigEndian.Uint64(k)
+			if !ok {
+				break
+			}
 			if seq != want && !add("outbox of client %q holds %d where %d was expected", client, seq, want) {
 				return
 			}
@@ -234,6 +241,7 @@ func checkOutboxes(pb *bolt.Bucket, add func(format string, args ...any) bool) {
 			n++
 			bytes += entrySize(&e)
 		}
+		held += m.count
 		if n != m.count || n != m.last-m.acked {
 			if !add("outbox of client %q holds %d entries, meta says %d (acked %d, last %d)", client, n, m.count, m.acked, m.last) {
 				return
@@ -242,6 +250,9 @@ func checkOutboxes(pb *bolt.Bucket, add func(format string, args ...any) bool) {
 		if bytes != m.bytes && !add("outbox of client %q holds %d bytes, meta says %d", client, bytes, m.bytes) {
 			return
 		}
+	}
+	if n := uint64(eb.Stats().KeyN); n != held {
+		add("push entries hold %d entries, the outboxes account for %d", n, held)
 	}
 }
 

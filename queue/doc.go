@@ -24,9 +24,10 @@
 // # Push outboxes
 //
 // A server also keeps one outgoing stream per client: [Outboxes], which
-// [Bolt] and [Memory] implement. [Bolt] keeps them in the same file, under
-// a push bucket created by the first push (files written before it open
-// unchanged), and reads a client's outbox from the file when asked, so an
+// [Bolt] and [Memory] implement. [Bolt] keeps them in the same file, in
+// two flat buckets (meta by client ID, entries by client ID and
+// sequence) created by the first push, which also makes the file format
+// version 2 (files written before it open unchanged), and reads a client's outbox from the file when asked, so an
 // offline client costs disk, not memory. A [Outboxes.Push] of one message
 // to many clients is one transaction and one fsync, all or none; each
 // client's stream ID is created at its first push and its sequences, like

@@ -308,24 +308,26 @@ func TestBoltOldFormatFile(t *testing.T) {
 // the calls that meet them and by Check, fail only the request that meets
 // them, and never panic.
 func TestBoltOutboxDamage(t *testing.T) {
+	// The push outboxes are two flat buckets: meta by client ID, entries
+	// by 2-byte ID length, ID and 8-byte sequence.
+	entryKey := func(client string, seq uint64) []byte {
+		k := binary.BigEndian.AppendUint16(nil, uint16(len(client)))
+		return binary.BigEndian.AppendUint64(append(k, client...), seq)
+	}
 	tests := []struct {
 		name   string
-		damage func(pb *bolt.Bucket) error
+		damage func(mb, eb *bolt.Bucket) error
+		listed bool // Clients meets the damaged outbox
 	}{
-		{"meta short", func(pb *bolt.Bucket) error { return pb.Bucket([]byte("bad")).Put([]byte("meta"), []byte{1, 2}) }},
-		{"meta acked beyond last", func(pb *bolt.Bucket) error {
-			v := slices.Clone(pb.Bucket([]byte("bad")).Get([]byte("meta")))
+		{"meta short", func(mb, eb *bolt.Bucket) error { return mb.Put([]byte("bad"), []byte{1, 2}) }, true},
+		{"meta acked beyond last", func(mb, eb *bolt.Bucket) error {
+			v := slices.Clone(mb.Get([]byte("bad")))
 			binary.BigEndian.PutUint64(v[25:], 99)
-			return pb.Bucket([]byte("bad")).Put([]byte("meta"), v)
-		}},
-		{"meta missing", func(pb *bolt.Bucket) error { return pb.Bucket([]byte("bad")).Delete([]byte("meta")) }},
-		{"entries missing", func(pb *bolt.Bucket) error { return pb.Bucket([]byte("bad")).DeleteBucket([]byte("entries")) }},
-		{"value instead of outbox", func(pb *bolt.Bucket) error {
-			if err := pb.DeleteBucket([]byte("bad")); err != nil {
-				return err
-			}
-			return pb.Put([]byte("bad"), []byte("x"))
-		}},
+			return mb.Put([]byte("bad"), v)
+		}, true},
+		// Entries without their meta: Clients lists metas, so only the
+		// calls naming the client meet them.
+		{"meta missing", func(mb, eb *bolt.Bucket) error { return mb.Delete([]byte("bad")) }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,7 +340,9 @@ func TestBoltOutboxDamage(t *testing.T) {
 			if err := b.Close(); err != nil {
 				t.Fatal(err)
 			}
-			editBolt(t, path, func(tx *bolt.Tx) error { return tc.damage(tx.Bucket([]byte("push"))) })
+			editBolt(t, path, func(tx *bolt.Tx) error {
+				return tc.damage(tx.Bucket([]byte("push_meta")), tx.Bucket([]byte("push_entries")))
+			})
 			if err := queue.Check(path); !errors.Is(err, queue.ErrCorrupt) {
 				t.Fatalf("Check = %v, want ErrCorrupt", err)
 			}
@@ -351,8 +355,8 @@ func TestBoltOutboxDamage(t *testing.T) {
 			if _, err := b.OutboxInfo("bad"); !errors.Is(err, queue.ErrCorrupt) {
 				t.Errorf("OutboxInfo = %v, want ErrCorrupt", err)
 			}
-			if _, err := b.Clients("", 0); !errors.Is(err, queue.ErrCorrupt) {
-				t.Errorf("Clients = %v, want ErrCorrupt", err)
+			if _, err := b.Clients("", 0); tc.listed != errors.Is(err, queue.ErrCorrupt) {
+				t.Errorf("Clients = %v, want ErrCorrupt: %v", err, tc.listed)
 			}
 			// Pushes to the damaged outbox fail alone; others in the
 			// same commit go through.
@@ -377,6 +381,30 @@ func TestBoltOutboxDamage(t *testing.T) {
 			}
 		})
 	}
+	t.Run("Check only", func(t *testing.T) {
+		for name, damage := range map[string]func(mb, eb *bolt.Bucket) error{
+			"entry key of the wrong length": func(mb, eb *bolt.Bucket) error { return eb.Put(append(entryKey("a", 1), 0), []byte{1}) },
+			"entry missing":                 func(mb, eb *bolt.Bucket) error { return eb.Delete(entryKey("a", 1)) },
+			"entry beyond last":             func(mb, eb *bolt.Bucket) error { return eb.Put(entryKey("a", 5), eb.Get(entryKey("a", 1))) },
+			"entries bucket missing":        func(mb, eb *bolt.Bucket) error { return eb.Tx().DeleteBucket([]byte("push_entries")) },
+		} {
+			path := tempPath(t)
+			b, err := queue.Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustPush(t, b, push("a", 1), push("z", 2))
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			editBolt(t, path, func(tx *bolt.Tx) error {
+				return damage(tx.Bucket([]byte("push_meta")), tx.Bucket([]byte("push_entries")))
+			})
+			if err := queue.Check(path); !errors.Is(err, queue.ErrCorrupt) {
+				t.Errorf("%s: Check = %v, want ErrCorrupt", name, err)
+			}
+		}
+	})
 	t.Run("bad entry", func(t *testing.T) {
 		path := tempPath(t)
 		b, err := queue.Open(path, nil)
@@ -388,7 +416,7 @@ func TestBoltOutboxDamage(t *testing.T) {
 			t.Fatal(err)
 		}
 		editBolt(t, path, func(tx *bolt.Tx) error {
-			return tx.Bucket([]byte("push")).Bucket([]byte("a")).Bucket([]byte("entries")).Put(binary.BigEndian.AppendUint64(nil, 2), []byte{2, 9})
+			return tx.Bucket([]byte("push_entries")).Put(entryKey("a", 2), []byte{2, 9})
 		})
 		if err := queue.Check(path); !errors.Is(err, queue.ErrCorrupt) {
 			t.Fatalf("Check = %v, want ErrCorrupt", err)

@@ -60,6 +60,7 @@ func TestOutboxConformance(t *testing.T) {
 		{"Expires", testOutboxExpires},
 		{"Concurrent", testOutboxConcurrent},
 		{"AfterClose", testOutboxAfterClose},
+		{"ClientIDsSharingPrefixes", testOutboxClientPrefixes},
 	}
 	for _, s := range outboxStores {
 		t.Run(s.name, func(t *testing.T) {
@@ -558,6 +559,41 @@ func testOutboxAfterClose(t *testing.T, open func(*testing.T, *queue.Options) ou
 	for name, err := range checks {
 		if !errors.Is(err, queue.ErrClosed) {
 			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+// testOutboxClientPrefixes: client IDs that are prefixes of each other,
+// NUL bytes included, keep separate outboxes.
+func testOutboxClientPrefixes(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, nil)
+	clients := []string{"a", "a\x00", "a\x00\x00", "a\x00b", "ab", "\x00", strings.Repeat("\x00", protocol.MaxClientIDLen)}
+	for round := range 3 {
+		for i, c := range clients {
+			mustPush(t, s, push(c, 100*i+round))
+		}
+	}
+	mustAckOutbox(t, s, "a\x00", 2)
+	mustAckOutbox(t, s, "\x00", 1)
+	for i, c := range clients {
+		want := []uint64{1, 2, 3}
+		switch c {
+		case "a\x00":
+			want = want[2:]
+		case "\x00":
+			want = want[1:]
+		}
+		got := mustReadOutbox(t, s, c, 0)
+		if !slices.Equal(seqs(got), want) {
+			t.Fatalf("client %q holds %v, want %v", c, seqs(got), want)
+		}
+		for _, e := range got {
+			if e.ID != entry(100*i+int(e.Seq)-1).ID {
+				t.Fatalf("client %q holds another client's entry %+v", c, e)
+			}
+		}
+		if info := mustInfo(t, s, c); info.Messages != len(want) || info.FirstSeq != want[0] {
+			t.Fatalf("OutboxInfo(%q) = %+v", c, info)
 		}
 	}
 }

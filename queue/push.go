@@ -92,19 +92,52 @@ func fromUnixMilli(ms int64) time.Time {
 	return time.UnixMilli(ms)
 }
 
-// Bucket and key names of the push outboxes. They are part of the file
-// format. The push bucket is created by the first push, so files written
-// before it existed open unchanged:
+// Bucket names of the push outboxes. They are part of the file format
+// (version 2). Both buckets are created by the first push, so files
+// written before it open unchanged. Two flat buckets, not a nested
+// bucket per client: bbolt writes at least a page per nested bucket it
+// touches, which made a 10,000-client fan-out write 10,000 pages.
 //
-//	push/                  one nested bucket per client ID
-//	  <client>/
-//	    meta               outboxMeta, see encodeOutboxMeta
-//	    entries/           entry values (encodeEntry) by seqKey
+//	push_meta       outboxMeta (encodeOutboxMeta) by client ID
+//	push_entries    entry values (encodeEntry) by outboxPrefix(client)
+//	                followed by the 8-byte big-endian sequence
+//
+// A client ID is any UTF-8 of 1 to protocol.MaxClientIDLen bytes, NUL
+// included, so the entry keys carry the ID's length first: no client's
+// keys can then start with another client's prefix, and each client's
+// entries are one contiguous run in sequence order.
 var (
-	bucketPush    = []byte("push")
-	bucketEntries = []byte("entries")
-	keyOutboxMeta = []byte("meta")
+	bucketPushMeta    = []byte("push_meta")
+	bucketPushEntries = []byte("push_entries")
 )
+
+// outboxPrefix is the key prefix of client's entries in push_entries:
+// the ID's length as 2 bytes big-endian, then the ID.
+func outboxPrefix(client string) []byte {
+	p := make([]byte, 0, 2+len(client)+8)
+	p = binary.BigEndian.AppendUint16(p, uint16(len(client)))
+	return append(p, client...)
+}
+
+// entryKey is the key of seq under prefix (nil for the client outbox).
+func entryKey(prefix []byte, seq uint64) []byte {
+	k := make([]byte, len(prefix), len(prefix)+8)
+	copy(k, prefix)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// entrySeq returns the sequence of key k under prefix; ok is false when
+// k is not under prefix (past the end of its run). A key under prefix of
+// the wrong length is corrupt.
+func entrySeq(prefix, k []byte) (seq uint64, ok bool, err error) {
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return 0, false, nil
+	}
+	if len(k) != len(prefix)+8 {
+		return 0, false, fmt.Errorf("%w: outbox key %x", ErrCorrupt, k)
+	}
+	return binary.BigEndian.Uint64(k[len(prefix):]), true, nil
+}
 
 // outboxMetaVersion is the first byte of an outbox meta value; another
 // first byte was written by a newer (or broken) program.
@@ -157,50 +190,62 @@ func decodeOutboxMeta(v []byte) (outboxMeta, error) {
 	return m, nil
 }
 
-// findOutbox returns client's bucket, its entries bucket and its meta
-// from pb (which may be nil); found is false for a client never pushed
-// to.
-func findOutbox(pb *bolt.Bucket, client string) (cb, eb *bolt.Bucket, m outboxMeta, found bool, err error) {
-	if pb == nil {
-		return nil, nil, m, false, nil
-	}
-	key := []byte(client)
-	if cb = pb.Bucket(key); cb == nil {
-		if pb.Get(key) != nil {
-			return nil, nil, m, false, fmt.Errorf("%w: push bucket holds a value, not an outbox, for client %q", ErrCorrupt, client)
-		}
-		return nil, nil, m, false, nil
-	}
-	if m, err = decodeOutboxMeta(cb.Get(keyOutboxMeta)); err != nil {
-		return nil, nil, m, false, fmt.Errorf("client %q: %w", client, err)
-	}
-	if eb = cb.Bucket(bucketEntries); eb == nil {
-		return nil, nil, m, false, fmt.Errorf("%w: outbox of client %q has no entries bucket", ErrCorrupt, client)
-	}
-	return cb, eb, m, true, nil
+// pushOutbox is one client's push outbox as a transaction sees it.
+type pushOutbox struct {
+	mb, eb *bolt.Bucket // push_meta and push_entries; nil before the first push
+	client string
+	prefix []byte // outboxPrefix(client)
+	m      outboxMeta
+	found  bool // false for a client never pushed to
 }
 
-// outboxInfo describes client's outbox in pb (which may be nil).
-func outboxInfo(pb *bolt.Bucket, client string) (OutboxInfo, error) {
+// findOutbox returns client's outbox in tx. A client without meta but
+// with entries, or a meta that does not decode, is corrupt.
+func findOutbox(tx *bolt.Tx, client string) (o pushOutbox, err error) {
+	o = pushOutbox{mb: tx.Bucket(bucketPushMeta), eb: tx.Bucket(bucketPushEntries), client: client, prefix: outboxPrefix(client)}
+	if o.mb == nil {
+		return o, nil
+	}
+	if o.eb == nil {
+		return o, fmt.Errorf("%w: push meta without push entries", ErrCorrupt)
+	}
+	v := o.mb.Get([]byte(client))
+	if v == nil {
+		if k, _ := o.eb.Cursor().Seek(o.prefix); bytes.HasPrefix(k, o.prefix) {
+			return o, fmt.Errorf("%w: entries of client %q without outbox meta", ErrCorrupt, client)
+		}
+		return o, nil
+	}
+	if o.m, err = decodeOutboxMeta(v); err != nil {
+		return o, fmt.Errorf("client %q: %w", client, err)
+	}
+	o.found = true
+	return o, nil
+}
+
+// outboxInfo describes client's outbox in tx.
+func outboxInfo(tx *bolt.Tx, client string) (OutboxInfo, error) {
 	info := OutboxInfo{Client: client}
-	_, eb, m, found, err := findOutbox(pb, client)
-	if err != nil || !found {
+	o, err := findOutbox(tx, client)
+	if err != nil || !o.found {
 		return info, err
 	}
+	m := o.m
 	info.Stream, info.LastSeq, info.Acked = m.stream, m.last, m.acked
 	info.Messages, info.Bytes = int(m.count), m.bytes
 	if m.count == 0 {
 		return info, nil
 	}
-	k, v := eb.Cursor().First()
-	if len(k) != 8 {
+	k, v := o.eb.Cursor().Seek(o.prefix)
+	seq, ok, err := entrySeq(o.prefix, k)
+	if err != nil || !ok {
 		return info, fmt.Errorf("%w: outbox of client %q: first key %x, count %d", ErrCorrupt, client, k, m.count)
 	}
 	h, err := decodeHead(v)
 	if err != nil {
-		return info, fmt.Errorf("outbox of client %q: entry %d: %w", client, binary.BigEndian.Uint64(k), err)
+		return info, fmt.Errorf("outbox of client %q: entry %d: %w", client, seq, err)
 	}
-	info.FirstSeq = binary.BigEndian.Uint64(k)
+	info.FirstSeq = seq
 	info.Oldest = fromUnixMilli(h.queued)
 	return info, nil
 }
@@ -295,7 +340,7 @@ func (b *Bolt) OutboxInfo(client string) (OutboxInfo, error) {
 	var info OutboxInfo
 	err := b.view(func(tx *bolt.Tx) error {
 		var err error
-		info, err = outboxInfo(tx.Bucket(bucketPush), client)
+		info, err = outboxInfo(tx, client)
 		return err
 	})
 	if err != nil {
@@ -312,14 +357,14 @@ func (b *Bolt) ReadOutbox(client string, from uint64, max int, maxBytes int) ([]
 	}
 	var out []Entry
 	err := b.view(func(tx *bolt.Tx) error {
-		_, eb, m, found, err := findOutbox(tx.Bucket(bucketPush), client)
-		if err != nil || !found {
+		o, err := findOutbox(tx, client)
+		if err != nil || !o.found {
 			return err
 		}
-		if from <= m.acked {
-			from = m.acked + 1
+		if from <= o.m.acked {
+			from = o.m.acked + 1
 		}
-		out, err = readEntries(eb, from, max, maxBytes)
+		out, err = readEntries(o.eb, o.prefix, from, max, maxBytes)
 		return err
 	})
 	if err != nil {
@@ -352,20 +397,17 @@ func (b *Bolt) Clients(after string, limit int) ([]OutboxInfo, error) {
 	}
 	var out []OutboxInfo
 	err := b.view(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(bucketPush)
-		if pb == nil {
+		mb := tx.Bucket(bucketPushMeta)
+		if mb == nil {
 			return nil
 		}
-		c := pb.Cursor()
-		k, v := c.Seek([]byte(after))
+		c := mb.Cursor()
+		k, _ := c.Seek([]byte(after))
 		if k != nil && after != "" && string(k) == after {
-			k, v = c.Next()
+			k, _ = c.Next()
 		}
-		for ; k != nil && len(out) < limit; k, v = c.Next() {
-			if v != nil {
-				return fmt.Errorf("%w: push bucket holds a value, not an outbox, for client %q", ErrCorrupt, k)
-			}
-			info, err := outboxInfo(pb, string(k))
+		for ; k != nil && len(out) < limit; k, _ = c.Next() {
+			info, err := outboxInfo(tx, string(k))
 			if err != nil {
 				return err
 			}
@@ -386,20 +428,17 @@ func (b *Bolt) Clients(after string, limit int) ([]OutboxInfo, error) {
 func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, err error) {
 	p := r.push
 	p.seqs, p.evicted, r.err = nil, nil, nil // a retried transaction starts over
-	pb := tx.Bucket(bucketPush)
 
 	// Read every outbox and decide its evictions before writing anything.
 	type plan struct {
-		cb, eb  *bolt.Bucket
-		m       outboxMeta
-		found   bool
+		pushOutbox
 		evicted []Evicted
 		freed   int64
 	}
 	plans := make([]plan, len(p.groups))
 	for i := range p.groups {
 		g, pl := &p.groups[i], &plans[i]
-		pl.cb, pl.eb, pl.m, pl.found, err = findOutbox(pb, g.client)
+		pl.pushOutbox, err = findOutbox(tx, g.client)
 		if err != nil {
 			// Nothing is written yet: only this push fails.
 			r.err = fmt.Errorf("queue: push %s: %w", b.path, err)
@@ -411,14 +450,17 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 			var key, v []byte
 			if c == nil {
 				c = pl.eb.Cursor()
-				key, v = c.First()
+				key, v = c.Seek(pl.prefix)
 			} else {
 				key, v = c.Next()
 			}
-			if len(key) != 8 {
-				return 0, fmt.Errorf("%w: outbox of client %q: key %x where an entry was expected", ErrCorrupt, g.client, key)
+			seq, ok, err := entrySeq(pl.prefix, key)
+			if err == nil && !ok {
+				err = fmt.Errorf("%w: outbox of client %q: key %x where an entry was expected", ErrCorrupt, g.client, key)
 			}
-			seq := binary.BigEndian.Uint64(key)
+			if err != nil {
+				return 0, err
+			}
 			// A damaged entry is evicted like any other; it counts 0,
 			// as deleteUpTo counts it.
 			size, _ := storedSize(v)
@@ -437,14 +479,20 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 		pl.evicted = pl.evicted[:k]
 	}
 
-	if pb == nil {
-		if pb, err = tx.CreateBucket(bucketPush); err != nil {
+	mb, eb := tx.Bucket(bucketPushMeta), tx.Bucket(bucketPushEntries)
+	if mb == nil {
+		if mb, err = tx.CreateBucket(bucketPushMeta); err != nil {
+			return false, err
+		}
+		if eb, err = tx.CreateBucketIfNotExists(bucketPushEntries); err != nil {
 			return false, err
 		}
 		if err := bumpVersion(tx); err != nil {
 			return false, err
 		}
 	}
+	// Each client's keys grow at the end of its run; runs of new
+	// clients land anywhere. Pages are not filled beyond the default.
 	p.seqs = make([]uint64, p.n)
 	for i := range p.groups {
 		g, pl := &p.groups[i], &plans[i]
@@ -454,20 +502,12 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 				return false, err
 			}
 			pl.m = outboxMeta{stream: protocol.StreamID(stream)}
-			if pl.cb, err = pb.CreateBucket([]byte(g.client)); err != nil {
-				return false, fmt.Errorf("outbox of client %q: %w", g.client, err)
-			}
-			if pl.eb, err = pl.cb.CreateBucket(bucketEntries); err != nil {
-				return false, err
-			}
 		}
-		// Keys only ever grow at the end, so full pages split no further.
-		pl.eb.FillPercent = 0.95
 		if k := uint64(len(pl.evicted)); k > 0 {
 			settle := func(seq uint64, id protocol.MessageID) error {
 				return rc.settle(g.client, seq, id, evictedOutcome(seq))
 			}
-			if _, err := b.deleteUpTo(pl.eb, pl.m.acked+k, settle); err != nil {
+			if _, err := b.deleteUpTo(eb, pl.prefix, pl.m.acked+k, settle); err != nil {
 				return false, err
 			}
 			pl.m.acked += k
@@ -477,7 +517,7 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 		}
 		for j, v := range g.values {
 			pl.m.last++
-			if err := pl.eb.Put(seqKey(pl.m.last), v); err != nil {
+			if err := eb.Put(entryKey(pl.prefix, pl.m.last), v); err != nil {
 				return false, err
 			}
 			if err := rc.put(record{Settled: Settled{ID: g.ids[j], Client: g.client, Seq: pl.m.last, Pending: true}}); err != nil {
@@ -487,7 +527,7 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 		}
 		pl.m.count += uint64(len(g.values))
 		pl.m.bytes += g.size
-		if err := pl.cb.Put(keyOutboxMeta, encodeOutboxMeta(&pl.m)); err != nil {
+		if err := mb.Put([]byte(g.client), encodeOutboxMeta(&pl.m)); err != nil {
 			return false, err
 		}
 	}
@@ -499,19 +539,20 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request, rc *recorder) (changed bool, err error) {
 	client := string(r.key)
 	r.err = nil // a retried transaction starts over
-	cb, eb, m, found, err := findOutbox(tx.Bucket(bucketPush), client)
+	o, err := findOutbox(tx, client)
 	if err != nil {
 		r.err = fmt.Errorf("queue: ack outbox %s: %w", b.path, err)
 		return false, nil
 	}
-	if !found {
+	if !o.found {
 		return false, nil
 	}
+	m := o.m
 	upTo := min(r.seq, m.last)
 	if upTo <= m.acked {
 		return false, nil
 	}
-	freed, err := b.deleteUpTo(eb, upTo, func(seq uint64, id protocol.MessageID) error {
+	freed, err := b.deleteUpTo(o.eb, o.prefix, upTo, func(seq uint64, id protocol.MessageID) error {
 		return rc.settle(client, seq, id, r.outcomes)
 	})
 	if err != nil {
@@ -523,7 +564,7 @@ func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request, rc *recorder) (changed bo
 	if m.count == 0 {
 		m.bytes = 0 // resets any drift from undecodable entries
 	}
-	return true, cb.Put(keyOutboxMeta, encodeOutboxMeta(&m))
+	return true, o.mb.Put([]byte(client), encodeOutboxMeta(&m))
 }
 
 var _ Outboxes = (*Bolt)(nil)

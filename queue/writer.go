@@ -331,7 +331,7 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 			settle = func(seq uint64, id protocol.MessageID) error { return rc.settle("", seq, id, in.outcomes) }
 		}
 		var err error
-		if out.freed, err = b.deleteUpTo(ob, upTo, settle); err != nil {
+		if out.freed, err = b.deleteUpTo(ob, nil, upTo, settle); err != nil {
 			return out, err
 		}
 		out.changed = true
@@ -408,38 +408,40 @@ const (
 	maxDeletes  = 1 << 16
 )
 
-// deleteUpTo deletes the outbox entries with Seq <= upTo, walking from the
-// first key, and returns their total entrySize. When settle is not nil it
+// deleteUpTo deletes the outbox entries with Seq <= upTo under key prefix
+// (nil for the client outbox), walking from the first, and returns their
+// total entrySize. When settle is not nil it
 // is called with the sequence and message ID of each deleted entry (a
 // zero ID for an entry too damaged to tell). It collects a chunk of
 // keys with a cursor, deletes them, then seeks past them: a bbolt cursor
 // skips an element when Next follows Delete, and First after deletes
 // walks every emptied leaf again.
-func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64, settle func(seq uint64, id protocol.MessageID) error) (int64, error) {
+func (b *Bolt) deleteUpTo(ob *bolt.Bucket, prefix []byte, upTo uint64, settle func(seq uint64, id protocol.MessageID) error) (int64, error) {
 	var freed int64
 	seqs := make([]uint64, 0, deleteChunk)
 	var ids []protocol.MessageID
 	if settle != nil {
 		ids = make([]protocol.MessageID, 0, deleteChunk)
 	}
-	var key [8]byte
+	key := entryKey(prefix, 0)
+	seqAt := key[len(prefix):]
 	first := true
 	for {
 		seqs, ids = seqs[:0], ids[:0]
 		c := ob.Cursor()
 		var k, v []byte
-		if first {
+		if first && prefix == nil {
 			k, v = c.First()
 		} else {
-			k, v = c.Seek(key[:])
+			k, v = c.Seek(key)
 		}
 		first = false
-		for ; k != nil && len(seqs) < deleteChunk; k, v = c.Next() {
-			if len(k) != 8 {
-				return 0, fmt.Errorf("%w: %s: outbox key %x", ErrCorrupt, b.path, k)
+		for ; len(seqs) < deleteChunk; k, v = c.Next() {
+			seq, ok, err := entrySeq(prefix, k)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", b.path, err)
 			}
-			seq := binary.BigEndian.Uint64(k)
-			if seq > upTo {
+			if !ok || seq > upTo {
 				break
 			}
 			size, err := storedSize(v)
@@ -462,8 +464,8 @@ func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64, settle func(seq uint64, 
 		// One cursor for all the deletes: Bucket.Delete would allocate
 		// a cursor, and its search stack, per key.
 		for _, seq := range seqs {
-			binary.BigEndian.PutUint64(key[:], seq)
-			if k, _ := c.Seek(key[:]); !bytes.Equal(k, key[:]) {
+			binary.BigEndian.PutUint64(seqAt, seq)
+			if k, _ := c.Seek(key); !bytes.Equal(k, key) {
 				return 0, fmt.Errorf("%w: %s: outbox entry %d vanished while deleting", ErrCorrupt, b.path, seq)
 			}
 			if err := c.Delete(); err != nil {
@@ -475,7 +477,7 @@ func (b *Bolt) deleteUpTo(ob *bolt.Bucket, upTo uint64, settle func(seq uint64, 
 				return 0, err
 			}
 		}
-		binary.BigEndian.PutUint64(key[:], seqs[len(seqs)-1]+1)
+		binary.BigEndian.PutUint64(seqAt, seqs[len(seqs)-1]+1)
 	}
 }
 
