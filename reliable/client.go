@@ -136,8 +136,13 @@ type ClientOptions struct {
 	MaxAttempts int
 
 	// OnSettled, when set, is called for each message this client sent
-	// when it settles (acknowledged, rejected, expired). It is called
-	// from the client's connection goroutines and must not block.
+	// when it settles (acknowledged, rejected, expired). It is driven from
+	// settlement records in the client's store, so it is called at least
+	// once for every message, including those queued by an earlier run of
+	// the process (a message whose report a crash cut short may be
+	// reported twice). It is called from one goroutine, in order, and must
+	// not block for long. A store given in Store must be opened with
+	// queue.Options.TrackSettled for it to be called.
 	OnSettled func(Settlement)
 
 	// OnStateChange, when set, is called on every state change with the
@@ -234,6 +239,7 @@ type Client struct {
 
 	out      *outbox
 	receipts receipts
+	reporter *reporter   // nil without OnSettled
 	in       streamState // the server's stream to us; owned by the delivery worker
 
 	mu    sync.Mutex
@@ -275,6 +281,10 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 			MaxBytes:     o.MaxQueuedBytes,
 			FailWhenFull: o.FailWhenFull,
 			Logger:       o.Logger,
+			// Settlement records cost a write per ack: only for OnSettled,
+			// and deleted once reported.
+			TrackSettled:    o.OnSettled != nil,
+			StatusRetention: -1,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("reliable: open client store: %w", sendError(err))
@@ -288,6 +298,10 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 		c.clientID = meta.ClientID
 	}
 	c.out = newOutbox(c.stream, c.store, c.store.Stats().Acked, c.settled, c.log)
+	if o.OnSettled != nil {
+		c.reporter = newReporter(c.store, o.OnSettled, c.clientID, c.log)
+		c.out.onDeleted = c.reporter.kick
+	}
 	c.counters.redelivered = func(n int) { c.nRedelivered.Add(uint64(n)) }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Go(c.run)
@@ -471,6 +485,9 @@ func (c *Client) Close() error {
 			c.log.Warn("deleting acknowledged messages failed", "error", derr)
 		}
 		c.receipts.settleAll(ErrClosed)
+		if c.reporter != nil {
+			c.reporter.stop()
+		}
 		if c.ownStore {
 			err = c.store.Close()
 		}
@@ -479,8 +496,8 @@ func (c *Client) Close() error {
 	return err
 }
 
-// settled reports settled messages to their receipts, the counters and
-// OnSettled.
+// settled settles the receipts of settled messages and counts them.
+// OnSettled is called from the store's records instead.
 func (c *Client) settled(settled []settlement) {
 	for _, st := range settled {
 		set := Settlement{ClientID: c.clientID, ID: st.id, Seq: st.seq, Status: statusOf(st.code), Code: st.code, Reason: st.reason}
@@ -488,9 +505,6 @@ func (c *Client) settled(settled []settlement) {
 			c.nRejected.Add(1)
 		}
 		c.receipts.settle(st.id, set.Err())
-		if c.opts.OnSettled != nil {
-			c.opts.OnSettled(set)
-		}
 	}
 }
 

@@ -15,10 +15,11 @@ import (
 )
 
 // outStore holds one outgoing stream's entries: the client's own queue, or
-// one client's push outbox on the server.
+// one client's push outbox on the server. AckWith deletes what the peer
+// acknowledged and records how each entry settled.
 type outStore interface {
 	Read(from uint64, max int, maxBytes int) ([]queue.Entry, error)
-	Ack(ctx context.Context, upTo uint64) error
+	AckWith(ctx context.Context, upTo uint64, outcomes []queue.Outcome) error
 }
 
 // settlement is how one message ended: acked (code 0) or settled without
@@ -44,22 +45,24 @@ const (
 // The connection's reader applies acks and rejects; one sender at a time
 // reads the store and writes. It is safe for concurrent use.
 type outbox struct {
-	stream protocol.StreamID
-	store  outStore
-	settle func([]settlement) // called without o.mu, in ack order
-	log    *slog.Logger
+	stream    protocol.StreamID
+	store     outStore
+	settle    func([]settlement) // in process (receipts, counters): called without o.mu, in ack order
+	onDeleted func()             // after each AckWith: settlement records were written; may be nil
+	log       *slog.Logger
 
 	wake chan struct{} // capacity 1: appended, acked, or the window opened
 
 	mu       sync.Mutex
-	acked    uint64        // highest sequence the peer acknowledged
-	deleted  uint64        // acked sequences deleted from the store
-	sentMax  uint64        // highest sequence sent by this process
-	inflight []sentEntry   // sent and not acked, ascending
-	win      *ack.Window   // the current connection's; nil between
-	progress time.Time     // last ack progress, or when the window last filled from empty
-	ackedCh  chan struct{} // closed and replaced when acked advances
-	total    uint64        // sequences acknowledged since the outbox was made
+	acked    uint64          // highest sequence the peer acknowledged
+	deleted  uint64          // acked sequences deleted from the store
+	sentMax  uint64          // highest sequence sent by this process
+	inflight []sentEntry     // sent and not acked, ascending
+	win      *ack.Window     // the current connection's; nil between
+	progress time.Time       // last ack progress, or when the window last filled from empty
+	ackedCh  chan struct{}   // closed and replaced when acked advances
+	total    uint64          // sequences acknowledged since the outbox was made
+	outcomes []queue.Outcome // of acked entries not yet deleted, that settled unhandled
 }
 
 func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle func([]settlement), log *slog.Logger) *outbox {
@@ -196,6 +199,11 @@ func (o *outbox) applyAckLocked(seq uint64) []settlement {
 	}
 	settled := append([]settlement(nil), o.inflight[:n]...)
 	o.inflight = append(o.inflight[:0], o.inflight[n:]...)
+	for _, st := range settled {
+		if st.code != 0 {
+			o.outcomes = append(o.outcomes, queue.Outcome{Seq: st.seq, Code: uint16(st.code), Reason: st.reason})
+		}
+	}
 	close(o.ackedCh)
 	o.ackedCh = make(chan struct{})
 	return settled
@@ -373,19 +381,25 @@ func (o *outbox) frame(buf []byte, next uint64, entries []queue.Entry, cfg sendC
 	return buf, nil
 }
 
-// deleteAcked deletes acknowledged entries from the store.
+// deleteAcked deletes acknowledged entries from the store, recording how
+// those that were not handled settled.
 func (o *outbox) deleteAcked() error {
 	o.mu.Lock()
 	acked, deleted := o.acked, o.deleted
+	outcomes := o.outcomes
 	o.mu.Unlock()
 	if acked <= deleted {
 		return nil
 	}
-	if err := o.store.Ack(context.Background(), acked); err != nil {
+	if err := o.store.AckWith(context.Background(), acked, outcomes); err != nil {
 		return fmt.Errorf("reliable: delete acknowledged messages: %w", err)
 	}
 	o.mu.Lock()
 	o.deleted = max(o.deleted, acked)
+	o.outcomes = o.outcomes[len(outcomes):]
 	o.mu.Unlock()
+	if o.onDeleted != nil {
+		o.onDeleted()
+	}
 	return nil
 }

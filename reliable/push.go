@@ -152,6 +152,9 @@ func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMes
 	for _, e := range evicted {
 		s.settled(e.Client, []settlement{{seq: e.Seq, id: e.ID, code: protocol.RejectEvicted, reason: "evicted to make room"}})
 	}
+	if len(evicted) > 0 {
+		s.reporter.kick()
+	}
 	for _, id := range clientIDs {
 		s.wakeClient(id)
 	}
@@ -211,19 +214,39 @@ func expiry(ttl time.Duration) int64 {
 
 // newPushOutbox returns the sender of client's push stream.
 func (s *Server) newPushOutbox(client string, info queue.OutboxInfo) *outbox {
-	return newOutbox(info.Stream, pushStore{s.store, client}, info.Acked,
+	o := newOutbox(info.Stream, pushStore{s.store, client}, info.Acked,
 		func(settled []settlement) { s.settled(client, settled) }, s.log.With("client", client))
+	o.onDeleted = s.reporter.kick
+	return o
 }
 
-// settled reports settled pushes to their receipts and OnSettled.
+// settled settles the receipts of settled pushes. OnSettled is called
+// from the store's records instead, once they are committed.
 func (s *Server) settled(client string, settled []settlement) {
 	for _, st := range settled {
 		set := Settlement{ClientID: client, ID: st.id, Seq: st.seq, Status: statusOf(st.code), Code: st.code, Reason: st.reason}
 		s.receipts.settle(st.id, set.Err())
-		if s.opts.OnSettled != nil {
-			s.opts.OnSettled(set)
-		}
 	}
+}
+
+// Status returns what the server knows of push id: pending while it is
+// queued, then how it settled, for ServerOptions' StatusRetention (24 h by
+// default) after that, across restarts. ErrUnknownMessage: never pushed
+// by this store, or forgotten.
+func (s *Server) Status(id protocol.MessageID) (PushStatus, error) {
+	rec, found, err := s.store.Status(id)
+	switch {
+	case err != nil:
+		return PushStatus{}, fmt.Errorf("reliable: status of %s: %w", id, err)
+	case !found || rec.Client == "":
+		return PushStatus{}, fmt.Errorf("%w: %s", ErrUnknownMessage, id)
+	}
+	st := PushStatus{ID: rec.ID, ClientID: rec.Client, Seq: rec.Seq, Status: StatusPending}
+	if !rec.Pending {
+		st.Code = protocol.RejectCode(rec.Code)
+		st.Status, st.Reason, st.Settled = statusOf(st.Code), rec.Reason, rec.At
+	}
+	return st, nil
 }
 
 // pushStore is one client's push outbox seen as an outStore.
@@ -236,8 +259,8 @@ func (p pushStore) Read(from uint64, max int, maxBytes int) ([]queue.Entry, erro
 	return p.store.ReadOutbox(p.client, from, max, maxBytes)
 }
 
-func (p pushStore) Ack(ctx context.Context, upTo uint64) error {
-	return p.store.AckOutbox(ctx, p.client, upTo)
+func (p pushStore) AckWith(ctx context.Context, upTo uint64, outcomes []queue.Outcome) error {
+	return p.store.AckOutbox(ctx, p.client, upTo, outcomes)
 }
 
 // PushStatus is what a server knows of one push.

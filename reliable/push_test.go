@@ -325,10 +325,10 @@ func TestPushRejectedAndMaxAttempts(t *testing.T) {
 		r    *reliable.Receipt
 		want reliable.Status
 	}{{refuse, reliable.StatusRejected}, {flaky, reliable.StatusRejected}, {ok, reliable.StatusAcked}} {
-		v, found := settled.Load(c.r.ID())
-		if !found {
-			t.Fatalf("OnSettled not called for seq %d", c.r.Seq())
-		}
+		// OnSettled follows the commit of the settlement records.
+		testkit.Eventually(t, 10*time.Second, func() bool { _, found := settled.Load(c.r.ID()); return found },
+			"OnSettled not called for seq %d", c.r.Seq())
+		v, _ := settled.Load(c.r.ID())
 		if st := v.(reliable.Settlement); st.Status != c.want || st.ClientID != "dev-x" {
 			t.Errorf("settlement %+v, want status %s", st, c.want)
 		}
@@ -486,5 +486,112 @@ func TestServerClients(t *testing.T) {
 	}, "client a never shown connected with an empty outbox")
 	if c, err := srv.Client("nobody"); err != nil || !c.Stream.IsZero() || c.Queued != 0 {
 		t.Fatalf("unknown client: %+v, %v", c, err)
+	}
+}
+
+// settledLog collects OnSettled reports.
+type settledLog struct {
+	mu   sync.Mutex
+	byID map[protocol.MessageID][]reliable.Settlement
+}
+
+func (l *settledLog) add(s reliable.Settlement) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byID == nil {
+		l.byID = map[protocol.MessageID][]reliable.Settlement{}
+	}
+	l.byID[s.ID] = append(l.byID[s.ID], s)
+}
+
+func (l *settledLog) get(id protocol.MessageID) []reliable.Settlement {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]reliable.Settlement(nil), l.byID[id]...)
+}
+
+// TestOnSettledAfterClientRestart: a message queued by one run of the
+// client and rejected after it restarted is reported by the new run's
+// OnSettled, with the reason (it used to leave no trace but a counter).
+func TestOnSettledAfterClientRestart(t *testing.T) {
+	ctx := testCtx(t)
+	path := filepath.Join(t.TempDir(), "client.db")
+	// No server at first: the message waits in the store.
+	c, err := reliable.NewClient("ws://127.0.0.1:1/", path, &reliable.ClientOptions{BackoffMin: time.Hour, BackoffMax: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Send(ctx, []byte("bad input"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := c.Send(ctx, []byte("fine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, url := startServer(t, func(_ context.Context, m *reliable.Message) error {
+		if string(m.Payload) == "bad input" {
+			return fmt.Errorf("cannot parse: %w", reliable.ErrRejected)
+		}
+		return nil
+	}, nil)
+	var log settledLog
+	c2, err := reliable.NewClient(url, path, &reliable.ClientOptions{OnSettled: log.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	// The client is a new process in all but name: no receipts survive,
+	// OnSettled must still tell.
+	testkit.Eventually(t, 20*time.Second, func() bool { return len(log.get(r.ID())) > 0 && len(log.get(ok.ID())) > 0 },
+		"OnSettled did not report the messages queued by the earlier run")
+	got := log.get(r.ID())[0]
+	if got.Status != reliable.StatusRejected || got.Code != protocol.RejectHandler || !strings.Contains(got.Reason, "cannot parse") || got.Seq != 1 {
+		t.Fatalf("settlement %+v", got)
+	}
+	if got := log.get(ok.ID())[0]; got.Status != reliable.StatusAcked {
+		t.Fatalf("settlement %+v", got)
+	}
+}
+
+// TestPushStatusAndOnSettledAcrossServerRestart: a push queued by one run
+// of the server and acknowledged after a restart is reported by the new
+// run's OnSettled, and Status follows it from pending to acked.
+func TestPushStatusAndOnSettledAcrossServerRestart(t *testing.T) {
+	ctx := testCtx(t)
+	path := filepath.Join(t.TempDir(), "server.db")
+	var s sink
+	srv, err := reliable.NewServer(path, s.handle, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := srv.Send(ctx, "dev-st", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := srv.Status(r.ID()); err != nil || st.Status != reliable.StatusPending || st.ClientID != "dev-st" || st.Seq != 1 {
+		t.Fatalf("Status before delivery: %+v, %v", st, err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var log settledLog
+	srv2, url := startServerAt(t, path, s.handle, &reliable.ServerOptions{OnSettled: log.add})
+	in := newInboxSink()
+	newClient(t, url, &reliable.ClientOptions{ClientID: "dev-st", Handler: in.handle})
+	in.waitFor(t, ctx, 1)
+	testkit.Eventually(t, 20*time.Second, func() bool { return len(log.get(r.ID())) > 0 }, "OnSettled did not report the push")
+	if got := log.get(r.ID())[0]; got.Status != reliable.StatusAcked || got.ClientID != "dev-st" {
+		t.Fatalf("settlement %+v", got)
+	}
+	st, err := srv2.Status(r.ID())
+	if err != nil || st.Status != reliable.StatusAcked || st.Settled.IsZero() {
+		t.Fatalf("Status after delivery: %+v, %v", st, err)
+	}
+	if _, err := srv2.Status(protocol.MessageID{1}); !errors.Is(err, reliable.ErrUnknownMessage) {
+		t.Fatalf("Status of an unknown ID: %v", err)
 	}
 }

@@ -139,9 +139,16 @@ type ServerOptions struct {
 	Store queue.ServerStore
 
 	// OnSettled, when set, is called for every push when it settles:
-	// acknowledged, rejected, expired or evicted. It is called from
-	// session goroutines and must not block.
+	// acknowledged, rejected, expired or evicted. It is driven from the
+	// store's settlement records, so it is called at least once for every
+	// push, including pushes that settled while the process was down or
+	// whose report a crash cut short (those may be reported twice). It is
+	// called from one goroutine, in settlement order per client, and must
+	// not block for long.
 	OnSettled func(Settlement)
+	// StatusRetention is how long Status remembers a push after it
+	// settled. Zero: 24 h. Negative: until OnSettled has been called.
+	StatusRetention time.Duration
 
 	// Logger receives session events. Nil: discard.
 	Logger *slog.Logger
@@ -180,6 +187,8 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 			return s, errors.New("reliable: ServerOptions.NoSync is set with ServerOptions.Store; set it on the store")
 		case s.OutboxMaxMessages != 0 || s.OutboxMaxBytes != 0 || s.OutboxEvict:
 			return s, errors.New("reliable: ServerOptions.Outbox limits are set with ServerOptions.Store; set them on the store")
+		case s.StatusRetention != 0:
+			return s, errors.New("reliable: ServerOptions.StatusRetention is set with ServerOptions.Store; set it on the store")
 		}
 	}
 	if s.Logger == nil {
@@ -218,6 +227,7 @@ type Server struct {
 	drainCh   chan struct{}
 
 	receipts     receipts
+	reporter     *reporter
 	pushCounters sendCounters
 	nRedelivered atomic.Uint64
 }
@@ -258,6 +268,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 			OutboxMaxMessages: o.OutboxMaxMessages,
 			OutboxMaxBytes:    o.OutboxMaxBytes,
 			OutboxEvict:       o.OutboxEvict,
+			StatusRetention:   o.StatusRetention,
 			Logger:            o.Logger,
 		})
 		if err != nil {
@@ -267,6 +278,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.receipts.init()
+	s.reporter = newReporter(s.store, o.OnSettled, "", s.log)
 	s.pushCounters.redelivered = func(n int) { s.nRedelivered.Add(uint64(n)) }
 	return s, nil
 }
@@ -381,6 +393,7 @@ func (s *Server) finish() error {
 	s.once.Do(func() {
 		s.cancel()
 		s.receipts.settleAll(ErrClosed)
+		s.reporter.stop()
 		if s.ownStore {
 			s.closeErr = s.store.Close()
 		}

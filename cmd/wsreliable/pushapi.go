@@ -30,7 +30,6 @@ import (
 // is safe for concurrent use.
 type pushAPI struct {
 	srv        *reliable.Server
-	statuses   *pushStatuses     // until Server.Status exists
 	keySum     [sha256.Size]byte // of the key: compared in constant time, whatever the length
 	maxPayload int
 	maxBody    int64
@@ -39,11 +38,9 @@ type pushAPI struct {
 
 const (
 	// maxPushPayload is the largest payload the push API takes: the
-	// client's default message size. The server's own limit (2 MiB) is
-	// the same number as the largest frame a client reads, so a push
-	// near it would be accepted and then settle as rejected, never
-	// delivered.
-	maxPushPayload = 1 << 20
+	// server's own limit for a message (ServerOptions.MaxMessageSize's
+	// default), which a client reads with room to spare.
+	maxPushPayload = 2 << 20
 	// pushBodySlack is what a push request may hold beyond its payload's
 	// base64 form: the JSON around it and the client IDs.
 	pushBodySlack = 64 << 10
@@ -52,10 +49,9 @@ const (
 // newPushAPI returns the API over srv, taking payloads of up to
 // maxPayload bytes; a request body is capped at their base64 size plus
 // pushBodySlack.
-func newPushAPI(srv *reliable.Server, statuses *pushStatuses, key string, maxPayload int, log *slog.Logger) *pushAPI {
+func newPushAPI(srv *reliable.Server, key string, maxPayload int, log *slog.Logger) *pushAPI {
 	return &pushAPI{
 		srv:        srv,
-		statuses:   statuses,
 		keySum:     sha256.Sum256([]byte(key)),
 		maxPayload: maxPayload,
 		maxBody:    int64(maxPayload+2)/3*4 + pushBodySlack,
@@ -146,7 +142,6 @@ func (a *pushAPI) push(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, text)
 		return
 	}
-	a.statuses.pushed(clients, rs)
 	resp := pushResponse{Messages: make([]pushedMessage, len(rs))}
 	for i, rc := range rs {
 		resp.Messages[i] = pushedMessage{Client: clients[i], ID: rc.ID().String(), Seq: rc.Seq()}
@@ -299,11 +294,11 @@ func (a *pushAPI) message(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// pushStatus is the one call of the API into the server's status store.
-// TODO: return a.srv.Status(id) once the library has it (and drop
-// pushStatuses).
+// pushStatus is the one call of the API into the server's status store,
+// which keeps statuses across restarts for ServerOptions.StatusRetention
+// (24 h) after they settle.
 func (a *pushAPI) pushStatus(id protocol.MessageID) (reliable.PushStatus, error) {
-	return a.statuses.status(id)
+	return a.srv.Status(id)
 }
 
 // errorBody is every error answer of the API.

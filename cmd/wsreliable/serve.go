@@ -79,12 +79,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	// commit, so a message is acknowledged only once its line has left
 	// the process.
 	handler, flush := newBufferedLines(stdout).hooks(appendDelivered, log)
-	var statuses *pushStatuses
-	var onSettled func(reliable.Settlement)
-	if apiKey != "" {
-		statuses = newPushStatuses()
-		onSettled = statuses.onSettled
-	}
 	srv, err := reliable.NewServer(filepath.Join(*data, serveStoreName), handler, &reliable.ServerOptions{
 		HeartbeatInterval: *hbInterval,
 		HeartbeatTimeout:  *hbTimeout,
@@ -93,7 +87,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		OutboxEvict:       *outboxEvict,
 		Logger:            log,
 		Flush:             flush,
-		OnSettled:         onSettled,
 	})
 	if err != nil {
 		return fail("%v", err)
@@ -106,7 +99,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	mux := http.NewServeMux()
 	mux.Handle("/ws", srv)
 	if apiKey != "" {
-		newPushAPI(srv, statuses, apiKey, maxPushPayload, log).register(mux)
+		newPushAPI(srv, apiKey, maxPushPayload, log).register(mux)
 	}
 	hs := &http.Server{
 		Handler:           mux,
