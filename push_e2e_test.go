@@ -200,7 +200,9 @@ func clientOnAndOff(ctx context.Context, url, path, id string, n int, down *ledg
 
 // swappable serves whichever reliable.Server is current: a server
 // "restarted" on a fresh store at the same address.
-type swappable struct{ cur atomic.Pointer[reliable.Server] }
+type swappable struct {
+	cur atomic.Pointer[reliable.Server]
+}
 
 func (s *swappable) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.cur.Load().ServeHTTP(w, r) }
 
