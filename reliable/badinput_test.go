@@ -387,7 +387,9 @@ func openStoreStats(tb testing.TB, path string) queue.Stats {
 }
 
 // TestAuthenticateRefused: an Authenticate error answers 401 (403 when it
-// wraps ErrForbidden) without an upgrade, and a Client stops on it.
+// wraps ErrForbidden) without an upgrade. A Client stops on 403; on 401 it
+// keeps retrying with backoff, calling Header before every dial, and
+// reports each refusal to OnStateChange.
 func TestAuthenticateRefused(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
@@ -416,24 +418,50 @@ func TestAuthenticateRefused(t *testing.T) {
 				t.Fatalf("response %v, want HTTP %d", resp, tt.status)
 			}
 
-			c := newClient(t, url, nil)
+			var headers, refusals atomic.Int32
+			c := newClient(t, url, &reliable.ClientOptions{
+				BackoffMin: time.Millisecond, BackoffMax: 20 * time.Millisecond,
+				Header: func(context.Context) (http.Header, error) {
+					headers.Add(1)
+					return http.Header{"Authorization": {"Bearer t"}}, nil
+				},
+				OnStateChange: func(st reliable.State, err error) {
+					if st == reliable.StateDisconnected && errors.Is(err, reliable.ErrUnauthorized) {
+						refusals.Add(1)
+					}
+				},
+			})
 			r, err := c.Send(ctx, []byte("never delivered"))
 			if err != nil && !errors.Is(err, reliable.ErrStopped) {
 				t.Fatal(err)
 			}
+			if tt.status == http.StatusUnauthorized {
+				testkit.Eventually(t, 10*time.Second, func() bool { return refusals.Load() >= 3 },
+					"client refused %d times, want it to keep retrying", refusals.Load())
+				if c.Err() != nil || c.State() == reliable.StateStopped {
+					t.Fatalf("client stopped after a 401: %v", c.Err())
+				}
+				if h := headers.Load(); h < refusals.Load() {
+					t.Errorf("Header called %d times for %d refusals: not before every dial", h, refusals.Load())
+				}
+				if r.Err() != nil {
+					t.Errorf("receipt settled: %v", r.Err())
+				}
+				return
+			}
 			testkit.Eventually(t, 10*time.Second, func() bool { return c.State() == reliable.StateStopped },
 				"client state %v, want stopped", c.State())
 			err = c.Err()
-			if !errors.Is(err, reliable.ErrStopped) || !errors.Is(err, reliable.ErrUnauthorized) {
-				t.Fatalf("client error %v, want ErrStopped and ErrUnauthorized", err)
+			if !errors.Is(err, reliable.ErrStopped) || !errors.Is(err, reliable.ErrForbidden) || !errors.Is(err, reliable.ErrUnauthorized) {
+				t.Fatalf("client error %v, want ErrStopped, ErrForbidden and ErrUnauthorized", err)
 			}
 			var he *reliable.HandshakeError
 			if !errors.As(err, &he) || he.StatusCode != tt.status {
 				t.Fatalf("client error %v, want a *HandshakeError with HTTP %d", err, tt.status)
 			}
 			if r != nil {
-				if err := r.Wait(ctx); !errors.Is(err, reliable.ErrUnauthorized) {
-					t.Errorf("receipt: %v, want ErrUnauthorized", err)
+				if err := r.Wait(ctx); !errors.Is(err, reliable.ErrForbidden) {
+					t.Errorf("receipt: %v, want ErrForbidden", err)
 				}
 			}
 			// One refusal is enough: the client does not hammer the server.

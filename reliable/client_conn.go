@@ -61,9 +61,11 @@ func (c *Client) run() {
 }
 
 // isFatal reports whether err means the server will keep refusing this
-// client, so retrying would only hammer it.
+// client, so retrying would only hammer it. A 401 is not: the token may
+// have expired or the auth service hiccupped, and Header is called again
+// before the next dial.
 func isFatal(err error) bool {
-	if errors.Is(err, ErrUnauthorized) || errors.Is(err, errStoreMismatch) {
+	if errors.Is(err, ErrForbidden) || errors.Is(err, errStoreMismatch) {
 		return true
 	}
 	var ce *CloseError
@@ -252,7 +254,13 @@ func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
 			in.close()
 		}
 	}()
-	go func() { readerErr <- c.readLoop(conn, in, w.OutStream) }()
+	go func() {
+		err := c.readLoop(conn, in, w.OutStream)
+		// A dead link (read deadline), a close from the server or a bad
+		// frame ends the connection, and with it the sender.
+		conn.Abort(err)
+		readerErr <- err
+	}()
 
 	err = c.out.send(conn, sendConfig{
 		peerMaxMessage: int(w.MaxMessageSize),

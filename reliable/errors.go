@@ -42,11 +42,14 @@ var (
 	ErrEvicted = errors.New("reliable: message evicted")
 
 	// ErrUnauthorized reports that the server refused the client's
-	// credentials (HTTP 401 or 403 on the upgrade). The client stops.
+	// credentials (HTTP 401 or 403 on the upgrade). After a 401 the
+	// client calls ClientOptions.Header again and retries with backoff,
+	// reporting each refusal to OnStateChange; after a 403 it stops.
 	ErrUnauthorized = errors.New("reliable: unauthorized")
 
 	// ErrForbidden may be wrapped by an Authenticate hook's error to
-	// answer 403 instead of 401.
+	// answer 403 instead of 401; a client refused with 403 stops, with an
+	// error matching both ErrForbidden and ErrUnauthorized.
 	ErrForbidden = errors.New("reliable: forbidden")
 
 	// ErrUnsupported reports a peer that does not speak wsreliable.v1.
@@ -130,9 +133,15 @@ func (e *HandshakeError) Error() string {
 	return fmt.Sprintf("reliable: handshake refused with HTTP %d", e.StatusCode)
 }
 
-// Is makes 401 and 403 match ErrUnauthorized.
+// Is makes 401 and 403 match ErrUnauthorized, and 403 ErrForbidden.
 func (e *HandshakeError) Is(target error) bool {
-	return target == ErrUnauthorized && (e.StatusCode == 401 || e.StatusCode == 403)
+	switch target {
+	case ErrUnauthorized:
+		return e.StatusCode == 401 || e.StatusCode == 403
+	case ErrForbidden:
+		return e.StatusCode == 403
+	}
+	return false
 }
 
 // retryAfterKey prefixes the hint in a 1013 close reason.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsreliable/wsreliable/queue"
@@ -26,6 +27,17 @@ type clientFlags struct {
 	url, data, clientID   *string
 	hbInterval, hbTimeout *time.Duration
 	verbose               *bool
+
+	lastErr atomic.Pointer[error] // why the last connection attempt or session ended
+}
+
+// lastError returns why the client's last connection ended or failed, nil
+// if none did.
+func (f *clientFlags) lastError() error {
+	if p := f.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // addClientFlags registers the client flags on fs; clientIDHelp
@@ -74,7 +86,10 @@ func (f *clientFlags) open(opts reliable.ClientOptions) (c *reliable.Client, sto
 	var once sync.Once
 	opts.ClientID = *f.clientID
 	opts.HeartbeatInterval, opts.HeartbeatTimeout = *f.hbInterval, *f.hbTimeout
-	opts.OnStateChange = func(s reliable.State, _ error) {
+	opts.OnStateChange = func(s reliable.State, err error) {
+		if err != nil {
+			f.lastErr.Store(&err)
+		}
 		if s == reliable.StateStopped {
 			once.Do(func() { close(ch) })
 		}

@@ -79,8 +79,12 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		}
 		err := c.Drain(dctx)
 		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return fmt.Errorf("gave up after %v: %d messages still unacknowledged; they stay queued in %s and are sent by the next run on this -data",
-				d, c.Stats().Queued, storePath)
+			why := ""
+			if last := cf.lastError(); last != nil {
+				why = fmt.Sprintf(" (last connection error: %v)", last)
+			}
+			return fmt.Errorf("gave up after %v: %d messages still unacknowledged%s; they stay queued in %s and are sent by the next run on this -data",
+				d, c.Stats().Queued, why, storePath)
 		}
 		return err
 	}

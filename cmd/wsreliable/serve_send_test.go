@@ -275,7 +275,7 @@ func TestSendUnauthorized(t *testing.T) {
 	}))
 	defer hs.Close()
 	url := "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
-	code, _, errOut := sendRun(t, "a\n", "-url", url, "-data", filepath.Join(t.TempDir(), "cli"), "-wait", "30s")
+	code, _, errOut := sendRun(t, "a\n", "-url", url, "-data", filepath.Join(t.TempDir(), "cli"), "-wait", "2s")
 	if code == exitOK {
 		t.Fatal("send to a server answering 401 exited 0")
 	}
