@@ -131,6 +131,79 @@ func TestStorm(t *testing.T) {
 	}
 }
 
+// TestPush runs server-to-client push in both modes and its raw
+// baseline; Throughput itself fails on a push lost, doubled, out of order
+// or settled other than acknowledged.
+func TestPush(t *testing.T) {
+	ctx := testContext(t)
+	for _, durable := range []bool{true, false} {
+		cfg := bench.Config{Size: 256, Senders: 4, Push: true, Durable: durable, Count: 200}
+		t.Run(cfg.Mode(), func(t *testing.T) {
+			cfg.Dir = t.TempDir()
+			r, err := bench.Throughput(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Messages != int64(cfg.Count) || r.MsgsPerSec() <= 0 {
+				t.Errorf("wsreliable push: %+v, want %d messages handled and acknowledged", r, cfg.Count)
+			}
+		})
+	}
+	t.Run("gorilla", func(t *testing.T) {
+		b, err := bench.Baseline(ctx, bench.Config{Size: 256, Senders: 4, Clients: 2, Push: true, Count: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Messages != 200 || b.MsgsPerSec() <= 0 {
+			t.Errorf("gorilla push: %+v, want 200 messages read by the clients", b)
+		}
+	})
+	if _, err := bench.Throughput(ctx, bench.Config{Senders: 2, Push: true, Batch: 4, Count: 8}); err == nil {
+		t.Error("Push with Batch 4: no error")
+	}
+}
+
+func TestFanout(t *testing.T) {
+	ctx := testContext(t)
+	f, err := bench.Fanout(ctx, bench.FanoutConfig{Clients: 20, Rounds: 2, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err) // includes a client missing a push, or a receipt not acknowledged
+	}
+	if len(f.Online) != 2 || len(f.Offline) != 2 {
+		t.Fatalf("fan-out: %d connected and %d offline rounds, want 2 each", len(f.Online), len(f.Offline))
+	}
+	for i, r := range f.Online {
+		if r.Commit <= 0 || r.Delivered <= 0 || r.Settled < r.Commit {
+			t.Errorf("round %d: %+v", i+1, r)
+		}
+	}
+	if f.Handled != 40 || f.Checked != 40 {
+		t.Errorf("handled %d pushes and found %d in the store, want 40 and 40", f.Handled, f.Checked)
+	}
+	if f.FileSize <= 0 {
+		t.Errorf("file size %d", f.FileSize)
+	}
+}
+
+func TestOffline(t *testing.T) {
+	ctx := testContext(t)
+	o, err := bench.Offline(ctx, bench.OfflineConfig{Clients: 50, Pushes: 3, Chunk: 20, Size: 64, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err) // includes a push missing from the store or out of place
+	}
+	if o.Checked != 150 {
+		t.Errorf("found %d pushes in the store, want 150", o.Checked)
+	}
+	for name, m := range map[string]bench.MemSample{"empty": o.Empty, "loaded": o.Loaded, "reopened": o.Reopened} {
+		if m.RSS <= 0 || m.Anon <= 0 || m.Heap <= 0 {
+			t.Errorf("%s: memory not measured: %+v", name, m)
+		}
+	}
+	if o.Fill <= 0 || o.FileSize <= 0 || o.LoadedRatio() <= 0 || o.ReopenedRatio() <= 0 {
+		t.Errorf("offline: %+v", o)
+	}
+}
+
 func TestReportWriters(t *testing.T) {
 	cfg := bench.Config{Size: 256, Senders: 16, Clients: 1}
 	dur := cfg
@@ -194,6 +267,27 @@ func TestMainQuick(t *testing.T) {
 	}
 	if code := bench.Main(ctx, []string{"-scenarios", "nope"}, &stdout, &stderr); code != 2 {
 		t.Errorf("unknown scenario: exit %d, want 2", code)
+	}
+}
+
+// TestMainPushScenarios runs the push, fanout and offline scenarios
+// through Main, tiny, and checks that the report has their rows.
+func TestMainPushScenarios(t *testing.T) {
+	ctx := testContext(t)
+	var stdout, stderr bytes.Buffer
+	code := bench.Main(ctx, []string{"-quick", "-scenarios", "push,fanout,offline", "-duration", "100ms",
+		"-fanout-clients", "10", "-offline-clients", "20", "-dir", t.TempDir()}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s", code, stderr.String())
+	}
+	for _, want := range []string{
+		"## Server → client push", "| 256 B | 16 |",
+		"## Fan-out", "| 10 connected | #1 |", "| 10 connected | #3 |", "| 10 offline | #3 |",
+		"## Offline clients", "| empty store |", "| after queueing the pushes (same process) |", "| fresh process on the full store |",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, stdout.String())
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +29,7 @@ import (
 )
 
 // ChildArg, as the first argument of [Main], selects the hidden child
-// mode used by the memory and storm scenarios.
+// mode used by the memory, storm, fanout and offline scenarios.
 const ChildArg = "__bench-child"
 
 // ChildEnv is set to "1" in the environment of every child process, so a
@@ -78,6 +79,12 @@ type childStatus struct {
 	Refused    int64          `json:"refused,omitempty"`  // connection refused since mark
 	Errors     map[string]int `json:"errors,omitempty"`   // failed attempts by error text (sample)
 	NoFile     uint64         `json:"nofile,omitempty"`
+	Mem        *MemSample     `json:"mem,omitempty"`      // after GC and FreeOSMemory
+	Pushed     int            `json:"pushed,omitempty"`   // pushes committed (server "push")
+	Took       time.Duration  `json:"took,omitempty"`     // how long a command's work took
+	Received   int64          `json:"received,omitempty"` // pushes handled (clients with -push)
+	Peers      int            `json:"peers,omitempty"`    // clients that handled a push
+	LastNS     int64          `json:"last_ns,omitempty"`  // wall clock (UnixNano) of the last push handled
 }
 
 // executable returns path, or this program's executable if path is empty.
@@ -213,6 +220,7 @@ func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	url := fs.String("url", "", "server URL (clients)")
 	n := fs.Int("n", 0, "number of clients")
 	healthy := fs.Duration("healthy", 0, "ClientOptions.HealthyAfter (0: library default)")
+	push := fs.String("push", "", "clients take pushes, named `PREFIX`000000, PREFIX000001, …")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -229,7 +237,7 @@ func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	case args[0] == "server":
 		cmds, st, stop, err = childServer(ctx, *kind, *dir)
 	case args[0] == "clients":
-		cmds, st, stop, err = childClients(ctx, *kind, *url, *n, *healthy)
+		cmds, st, stop, err = childClients(ctx, *kind, *url, *n, *healthy, *push)
 	default:
 		err = fmt.Errorf("unknown mode %q", args[0])
 	}
@@ -275,6 +283,7 @@ func childServer(ctx context.Context, kind, dir string) (map[string]func([]strin
 		url   string
 		conns func() int
 		stop  func()
+		srv   *reliable.Server
 	)
 	switch kind {
 	case "gorilla":
@@ -293,7 +302,7 @@ func childServer(ctx context.Context, kind, dir string) (map[string]func([]strin
 		if err != nil {
 			return nil, childStatus{}, nil, err
 		}
-		url, stop = s.url, func() { _ = s.close() }
+		url, stop, srv = s.url, func() { _ = s.close() }, s.srv
 		conns = func() int { return s.srv.Stats().Sessions }
 	default:
 		return nil, childStatus{}, nil, fmt.Errorf("unknown kind %q", kind)
@@ -307,15 +316,38 @@ func childServer(ctx context.Context, kind, dir string) (map[string]func([]strin
 			}
 			runtime.GC()
 			debug.FreeOSMemory()
-			st.RSSAfterGC, err = rss()
+			m, err := memStatus()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			m.Heap = int64(ms.HeapInuse)
+			st.RSSAfterGC, st.Mem = m.RSS, &m
 			st.Conns = conns()
 			return st, err
 		},
 	}
+	if srv != nil {
+		// push CLIENTS ROUNDS CHUNK SIZE PREFIX: see pushRounds.
+		cmds["push"] = func(args []string) (childStatus, error) {
+			var n [4]int
+			if len(args) != len(n)+1 {
+				return childStatus{}, fmt.Errorf("push wants CLIENTS ROUNDS CHUNK SIZE PREFIX, got %q", args)
+			}
+			for i := range n {
+				v, err := strconv.Atoi(args[i])
+				if err != nil || v <= 0 {
+					return childStatus{}, fmt.Errorf("push: argument %d: %q is not a positive number", i+1, args[i])
+				}
+				n[i] = v
+			}
+			start := time.Now()
+			pushed, err := pushRounds(ctx, srv, clientNames(args[4], n[0]), n[1], n[2], payload(n[3]))
+			return childStatus{Pushed: pushed, Took: time.Since(start)}, err
+		}
+	}
 	return cmds, childStatus{URL: url}, stop, nil
 }
 
-// clientSet is the client side of the memory and storm scenarios.
+// clientSet is the client side of the memory, storm and fanout scenarios.
 type clientSet struct {
 	raw      []*websocket.Conn
 	rel      []*reliable.Client
@@ -325,6 +357,16 @@ type clientSet struct {
 	refused  atomic.Int64
 	mu       sync.Mutex
 	errs     map[string]int
+
+	pushes tally        // pushes handled, by client (with -push)
+	last   atomic.Int64 // wall clock (UnixNano) of the last push handled
+}
+
+// handlePush is the clients' Handler with -push.
+func (cs *clientSet) handlePush(ctx context.Context, m *reliable.Message) error {
+	err := cs.pushes.handle(ctx, m)
+	cs.last.Store(time.Now().UnixNano())
+	return err
 }
 
 // failedAttempt records a connect attempt that failed with err.
@@ -352,15 +394,16 @@ func (cs *clientSet) connected() int {
 }
 
 // childClients opens n connections to url: raw gorilla ones, or
-// wsreliable clients with in-memory stores (only the server is measured).
-func childClients(ctx context.Context, kind, url string, n int, healthy time.Duration) (map[string]func([]string) (childStatus, error), childStatus, func(), error) {
+// wsreliable clients with in-memory stores (only the server is measured),
+// which take pushes as clientNames(push, n) if push is not empty.
+func childClients(ctx context.Context, kind, url string, n int, healthy time.Duration, push string) (map[string]func([]string) (childStatus, error), childStatus, func(), error) {
 	cs := &clientSet{errs: make(map[string]int)}
 	var st childStatus
 	switch kind {
 	case "gorilla":
 		st.Failed = cs.dialRaw(ctx, url, n)
 	case "wsreliable":
-		if err := cs.startReliable(ctx, url, n, healthy); err != nil {
+		if err := cs.startReliable(ctx, url, n, healthy, push); err != nil {
 			cs.close()
 			return nil, st, nil, err
 		}
@@ -426,6 +469,31 @@ func childClients(ctx context.Context, kind, url string, n int, healthy time.Dur
 			cs.mu.Unlock()
 			return childStatus{}, nil
 		},
+		// recv N TIMEOUT: wait until N pushes in all have been handled;
+		// fails on a duplicate or a gap in any client's stream, or if
+		// more than N arrived.
+		"recv": func(args []string) (childStatus, error) {
+			if len(args) != 2 {
+				return childStatus{}, fmt.Errorf("recv wants N TIMEOUT, got %q", args)
+			}
+			want, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil {
+				return childStatus{}, fmt.Errorf("recv: %w", err)
+			}
+			d, err := time.ParseDuration(args[1])
+			if err != nil {
+				return childStatus{}, fmt.Errorf("recv: %w", err)
+			}
+			err = waitFor(ctx, d, "pushes to be handled", func() bool { return cs.pushes.n.Load() >= want })
+			st := childStatus{Received: cs.pushes.n.Load(), Peers: cs.pushes.peers(), LastNS: cs.last.Load()}
+			switch {
+			case err != nil:
+				return st, fmt.Errorf("%w (%d of %d handled)", err, st.Received, want)
+			case st.Received != want:
+				return st, fmt.Errorf("%d pushes handled, want %d", st.Received, want)
+			}
+			return st, cs.pushes.check()
+		},
 		"stats": func([]string) (childStatus, error) {
 			st := childStatus{Conns: cs.connected(), Attempts: cs.attempts.Load(), Refused: cs.refused.Load()}
 			cs.mu.Lock()
@@ -464,13 +532,18 @@ func (cs *clientSet) dialRaw(ctx context.Context, url string, n int) int {
 
 // startReliable starts n wsreliable clients in batches, waiting for each
 // batch to connect, so the server's accept queue is not the bottleneck.
-func (cs *clientSet) startReliable(ctx context.Context, url string, n int, healthy time.Duration) error {
+// With push not empty they take pushes, as clientNames(push, n).
+func (cs *clientSet) startReliable(ctx context.Context, url string, n int, healthy time.Duration, push string) error {
 	const batch = 250
+	var names []string
+	if push != "" {
+		names = clientNames(push, n)
+	}
 	for len(cs.rel) < n {
 		from := len(cs.rel)
-		for range min(batch, n-from) {
+		for i := range min(batch, n-from) {
 			var prev reliable.State
-			c, err := reliable.NewClient(url, "", &reliable.ClientOptions{
+			opts := &reliable.ClientOptions{
 				Store:        queue.NewMemory(nil),
 				HealthyAfter: healthy,
 				// Called from the client's connection goroutine only, so
@@ -481,7 +554,11 @@ func (cs *clientSet) startReliable(ctx context.Context, url string, n int, healt
 					}
 					prev = s
 				},
-			})
+			}
+			if names != nil {
+				opts.ClientID, opts.Handler = names[from+i], cs.handlePush
+			}
+			c, err := reliable.NewClient(url, "", opts)
 			if err != nil {
 				return err
 			}

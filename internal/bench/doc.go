@@ -20,11 +20,19 @@
 //   - [Recovery]: a backlog queued while the server is down, then drained.
 //   - [Storm]: N connected clients (in a child process), the server
 //     restarted, the time until all reconnect and catch up.
+//   - Push ([Throughput] and [Baseline] with Config.Push): server to
+//     client, Server.Send into ClientOptions.Handler, against raw gorilla
+//     writing from the server.
+//   - [Fanout]: one message to N clients with one Server.SendMany, to
+//     connected clients (in a child process) and to offline ones.
+//   - [Offline]: a server's memory (in a child process) with pushes
+//     queued for N offline clients, against the same server with none.
 //
 // # Child processes
 //
-// The memory and storm scenarios need more connections than one process
-// may hold open (each loopback connection costs one descriptor per side),
+// The memory, storm and fanout scenarios need more connections than one
+// process may hold open (each loopback connection costs one descriptor per
+// side), and the memory and offline scenarios a server with a fresh heap,
 // so they start copies of the running executable in a hidden child mode:
 // the program is re-executed with [Launcher.Args], then [ChildArg], with
 // [ChildEnv] set in its environment. [Main] serves the child mode when its

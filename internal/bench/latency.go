@@ -77,7 +77,7 @@ func Latency(ctx context.Context, cfg LatencyConfig) (LatencyResult, error) {
 	cfg.Count = min(cfg.Count, maxSamples)
 	res := LatencyResult{Config: cfg}
 
-	r, err := newRig(ctx, cfg.Dir, cfg.Clients, cfg.Durable)
+	r, err := newRig(ctx, cfg.Dir, cfg.Clients, cfg.Durable, false)
 	if err != nil {
 		return res, err
 	}

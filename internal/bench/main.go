@@ -16,7 +16,7 @@ import (
 )
 
 // Scenario names accepted by -scenarios.
-var allScenarios = []string{"throughput", "latency", "memory", "recovery", "storm", "pipe"}
+var allScenarios = []string{"throughput", "latency", "memory", "recovery", "storm", "pipe", "push", "fanout", "offline"}
 
 // Sizes and sender configurations of the throughput matrix. Latency runs
 // the one-client configurations with at most 16 senders; 256 senders on one
@@ -31,11 +31,13 @@ const usage = `Usage: wsreliable bench [flags]
 Runs the raw gorilla/websocket baseline and wsreliable side by side on this
 machine (127.0.0.1 only) and prints Markdown tables with the ratios:
 throughput and latency (64 B, 256 B, 4 KiB; 1 and 16 senders; fsync and
-NoSync), idle memory per connection, backlog recovery, a reconnect storm and
-the CLI as a pipe (send into serve, against a raw gorilla pipe). The memory,
-storm and pipe scenarios re-run this program as child processes; the pipe
-scenario runs this program's serve and send commands unless -cli names
-another wsreliable executable.
+NoSync), idle memory per connection, backlog recovery, a reconnect storm,
+the CLI as a pipe (send into serve, against a raw gorilla pipe), server to
+client push (against raw gorilla in that direction), a fan-out of one
+message to many clients and the memory a server pays for offline clients'
+pushes. The memory, storm, pipe, fanout and offline scenarios re-run this
+program as child processes; the pipe scenario runs this program's serve
+and send commands unless -cli names another wsreliable executable.
 
 Flags:
 `
@@ -62,7 +64,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	quick := fs.Bool("quick", false, "short run: 300ms per measurement, 1,000 idle clients, 10,000 backlog, 500-client storm")
+	quick := fs.Bool("quick", false, "short run: 300ms per measurement, 1,000 idle clients, 10,000 backlog, 500-client storm, 1,000-client fan-out, 10,000 offline clients")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
 	out := fs.String("out", "", "write the Markdown report to this file (e.g. BENCHMARKS.md)")
 	chart := fs.String("chart", "", "write the SVG throughput chart to this file (e.g. bench.svg)")
@@ -71,6 +73,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stormN := fs.Int("storm-clients", 0, "clients for the storm scenario (0: 5,000; 500 with -quick)")
 	backlog := fs.Int("backlog", 0, "messages for the recovery scenario (0: 100,000; 10,000 with -quick)")
 	pipeLines := fs.Int("pipe-lines", 0, "lines of 256 B for the pipe scenario (0: 200,000; 20,000 with -quick)")
+	fanoutN := fs.Int("fanout-clients", 0, "recipients of each fan-out (0: 10,000; 1,000 with -quick)")
+	offlineN := fs.Int("offline-clients", 0, "offline clients holding 10 pushes each (0: 100,000; 10,000 with -quick)")
 	cli := fs.String("cli", "", "wsreliable executable for the pipe scenario (default: this program)")
 	dir := fs.String("dir", "", "directory for temporary store files (default: the system temp dir); put it on the disk you mean to measure")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -85,8 +89,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if *duration < 0 || *idle < 0 || *stormN < 0 || *backlog < 0 || *pipeLines < 0 {
-		fmt.Fprintln(stderr, "wsreliable bench: -duration, -idle-clients, -storm-clients, -backlog and -pipe-lines must not be negative")
+	if *duration < 0 || *idle < 0 || *stormN < 0 || *backlog < 0 || *pipeLines < 0 || *fanoutN < 0 || *offlineN < 0 {
+		fmt.Fprintln(stderr, "wsreliable bench: -duration, -idle-clients, -storm-clients, -backlog, -pipe-lines, -fanout-clients and -offline-clients must not be negative")
 		return 2
 	}
 	want := map[string]bool{}
@@ -159,6 +163,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if want["pipe"] {
 		rn.pipe(pick(*pipeLines, 200_000, 20_000), *cli)
+	}
+	if want["push"] {
+		rn.push()
+	}
+	if want["fanout"] {
+		rn.fanout(pick(*fanoutN, 10_000, 1_000))
+	}
+	if want["offline"] {
+		rn.offline(pick(*offlineN, 100_000, 10_000))
 	}
 	rn.report.Took = time.Since(start)
 	if ctx.Err() != nil {
@@ -249,41 +262,51 @@ func (rn *runner) throughput(peakOnly bool) {
 			if peakOnly && (sc.batch > 1 || !latencyConfig(sc.senders, sc.clients)) {
 				continue
 			}
-			cfg := Config{Size: size, Senders: sc.senders, Clients: sc.clients, Batch: sc.batch, Duration: rn.d, Dir: rn.dir}
-			var row Row
 			if rn.ctx.Err() != nil {
 				return
 			}
-			name := fmt.Sprintf("%s × %s", sizeName(size), senders(cfg))
-			if !peakOnly {
-				r, err := Baseline(rn.ctx, cfg)
-				if err != nil {
-					rn.fail("baseline "+name, err)
-				}
-				row.Baseline = r
-				fmt.Fprintf(rn.log, "  %-28s gorilla  %12s msgs/s %8s MB/s\n", name, rate(r.MsgsPerSec()), mbps(r))
-			}
-			for _, durable := range []bool{false, true} {
-				c := cfg
-				c.Durable = durable
-				settleDisk()
-				r, err := Throughput(rn.ctx, c)
-				if err != nil {
-					rn.fail(c.Mode()+" "+name, err)
-					r = Result{Config: r.Config}
-				}
-				if durable {
-					row.Durable = r
-				} else {
-					row.NoSync = r
-				}
-				fmt.Fprintf(rn.log, "  %-28s %-8s %12s msgs/s %8s MB/s  ratio %s\n", name, c.Mode(), rate(r.MsgsPerSec()), mbps(r), ratio(r, row.Baseline))
-			}
-			row.Baseline.Config.Size, row.Baseline.Config.Senders, row.Baseline.Config.Clients = size, sc.senders, sc.clients
-			row.Baseline.Config.Batch = sc.batch
-			rn.report.Throughput = append(rn.report.Throughput, row)
+			cfg := Config{Size: size, Senders: sc.senders, Clients: sc.clients, Batch: sc.batch, Duration: rn.d, Dir: rn.dir}
+			rn.report.Throughput = append(rn.report.Throughput, rn.row(cfg, !peakOnly))
 		}
 	}
+}
+
+// row runs, for cfg, the baseline (if baseline) and both durability
+// modes, logs each and returns them; a failed run is recorded and left
+// zero in the row.
+func (rn *runner) row(cfg Config, baseline bool) Row {
+	var row Row
+	name := fmt.Sprintf("%s × %s", sizeName(cfg.Size), senders(cfg))
+	if cfg.Push {
+		name = "push " + name
+	}
+	if baseline {
+		r, err := Baseline(rn.ctx, cfg)
+		if err != nil {
+			rn.fail("baseline "+name, err)
+		}
+		row.Baseline = r
+		fmt.Fprintf(rn.log, "  %-28s gorilla  %12s msgs/s %8s MB/s\n", name, rate(r.MsgsPerSec()), mbps(r))
+	}
+	for _, durable := range []bool{false, true} {
+		c := cfg
+		c.Durable = durable
+		settleDisk()
+		r, err := Throughput(rn.ctx, c)
+		if err != nil {
+			rn.fail(c.Mode()+" "+name, err)
+			r = Result{Config: r.Config}
+		}
+		if durable {
+			row.Durable = r
+		} else {
+			row.NoSync = r
+		}
+		fmt.Fprintf(rn.log, "  %-28s %-8s %12s msgs/s %8s MB/s  ratio %s\n", name, c.Mode(), rate(r.MsgsPerSec()), mbps(r), ratio(r, row.Baseline))
+	}
+	row.Baseline.Config.Size, row.Baseline.Config.Senders, row.Baseline.Config.Clients = cfg.Size, cfg.Senders, cfg.Clients
+	row.Baseline.Config.Batch, row.Baseline.Config.Push = cfg.Batch, cfg.Push
+	return row
 }
 
 // latencyConfig reports whether the latency scenario runs a sender
@@ -390,6 +413,46 @@ func (rn *runner) storm(n int, healthy time.Duration) {
 	}
 	rn.report.Storm = &s
 	fmt.Fprintf(rn.log, "  down %s; all reconnected after %s, caught up after %s; %d failed handshakes, %d refused\n", ms(s.Down), ms(s.Reconnected), ms(s.CaughtUp), s.FailedHandshakes, s.Refused)
+}
+
+// push runs server-to-client push against raw gorilla in that direction:
+// 256 B, 16 goroutines calling Server.Send for one client.
+func (rn *runner) push() {
+	fmt.Fprintf(rn.log, "push (%v each)\n", rn.d)
+	rn.report.Push = append(rn.report.Push, rn.row(Config{Size: 256, Senders: 16, Push: true, Duration: rn.d, Dir: rn.dir}, true))
+}
+
+func (rn *runner) fanout(n int) {
+	fmt.Fprintf(rn.log, "fan-out (%d clients)\n", n)
+	settleDisk()
+	f, err := Fanout(rn.ctx, FanoutConfig{Clients: n, Launcher: rn.launcher, Dir: rn.dir})
+	for _, note := range f.Notes {
+		rn.note("fanout: " + note)
+	}
+	if err != nil {
+		rn.fail("fanout", err)
+		return
+	}
+	rn.report.Fanout = &f
+	for i, r := range f.Online {
+		fmt.Fprintf(rn.log, "  #%d connected: committed %s, all handled %s, all acked %s\n", i+1, ms(r.Commit), ms(r.Delivered), ms(r.Settled))
+	}
+	for i, d := range f.Offline {
+		fmt.Fprintf(rn.log, "  #%d offline:   committed %s\n", i+1, ms(d))
+	}
+}
+
+func (rn *runner) offline(n int) {
+	fmt.Fprintf(rn.log, "offline clients (%d)\n", n)
+	settleDisk()
+	o, err := Offline(rn.ctx, OfflineConfig{Clients: n, Launcher: rn.launcher, Dir: rn.dir})
+	if err != nil {
+		rn.fail("offline", err)
+		return
+	}
+	rn.report.Offline = &o
+	fmt.Fprintf(rn.log, "  %d pushes each: RSS empty %s, with the pushes %s (%.2f×), reopened %s (%.2f×); queued in %s; file %s\n",
+		o.Config.Pushes, bytesName(o.Empty.RSS), bytesName(o.Loaded.RSS), o.LoadedRatio(), bytesName(o.Reopened.RSS), o.ReopenedRatio(), ms(o.Fill), bytesName(o.FileSize))
 }
 
 func (rn *runner) pipe(lines int, cli string) {

@@ -85,6 +85,9 @@ type Report struct {
 	SteadyRate float64
 	Storm      *StormResult
 	Pipe       *PipeResult
+	Push       []Row // server-to-client push, with its baseline
+	Fanout     *FanoutResult
+	Offline    *OfflineResult
 	Notes      []string
 	Errors     []string
 }
@@ -189,16 +192,7 @@ func (r *Report) WriteMarkdown(w io.Writer, chart string) error {
 	if len(r.Throughput) > 0 {
 		p("## Throughput\n\n")
 		p("\"Senders\" are goroutines calling `Client.Send` in a loop on one client (or on as many clients as stated, one goroutine each). `Send` returns only after its group commit, so with fsync the rate is bounded by commit latency × messages per commit. The ratio is ours ÷ baseline in messages/s. The 256-sender rows show how far the group commit scales when more `Send` calls wait on it.\n\n")
-		p("| size | senders | gorilla msgs/s | gorilla MB/s | nosync msgs/s | nosync MB/s | nosync ratio | durable msgs/s | durable MB/s | durable ratio |\n")
-		p("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-		for _, row := range r.Throughput {
-			c := row.Baseline.Config
-			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sizeName(c.Size), senders(c),
-				rate(row.Baseline.MsgsPerSec()), mbps(row.Baseline),
-				rate(row.NoSync.MsgsPerSec()), mbps(row.NoSync), ratio(row.NoSync, row.Baseline),
-				rate(row.Durable.MsgsPerSec()), mbps(row.Durable), ratio(row.Durable, row.Baseline))
-		}
-		p("\n")
+		writeRows(b, r.Throughput)
 	}
 	if len(r.Latency) > 0 {
 		p("## Send → ack latency\n\n")
@@ -295,8 +289,90 @@ func (r *Report) WriteMarkdown(w io.Writer, chart string) error {
 		}
 		p("\n")
 	}
+	if len(r.Push) > 0 {
+		p("## Server → client push\n\n")
+		p("\"Senders\" are goroutines calling `Server.Send` in a loop for one connected client, whose `ClientOptions.Handler` counts the pushes (and fails the run on a duplicate or a gap). `Send` returns once the push is committed to the server's store; a push counts once its receipt settled as acknowledged (the client handled it and committed its watermark). The baseline is raw gorilla/websocket in the same direction: the server writes one message per payload, the client reads. The project's target is a durable ratio of at least %.1f.\n\n", pushTarget)
+		writeRows(b, r.Push)
+		for _, row := range r.Push {
+			if x := Ratio(row.Durable, row.Baseline); x > 0 {
+				met := "meets"
+				if x < pushTarget {
+					met = "**misses**"
+				}
+				p("Durable %s × %s: %.3f× raw gorilla, which %s the target.\n\n", sizeName(row.Baseline.Config.Size), senders(row.Baseline.Config), x, met)
+			}
+		}
+	}
+	if f := r.Fanout; f != nil {
+		c := f.Config
+		p("## Fan-out\n\n")
+		p("One message of %s to %s clients with one `Server.SendMany` (one durable commit for all copies; fsync on, the default), %d times in a row to the same clients. The connected clients run in a child process with in-memory stores (the server is under test) and take pushes in their `Handler`; times run from the `SendMany` call until it returned (it returns after the commit and after waking each connected recipient's session), until the last client's Handler had its copy, and until every receipt settled as acknowledged. Then the same fan-out to as many clients that are not connected, where the commit is all there is. Every client is checked to have handled each fan-out once and in order, and afterwards the store to hold exactly the offline clients' pushes.\n\n",
+			sizeName(c.Size), groupDigits(int64(c.Clients)), c.Rounds)
+		p("| recipients | fan-out | SendMany → committed | → every Handler had it | → every receipt acked |\n")
+		p("|---|--:|--:|--:|--:|\n")
+		for i, o := range f.Online {
+			p("| %s connected | #%d | %s | %s | %s |\n", groupDigits(int64(c.Clients)), i+1, ms(o.Commit), ms(o.Delivered), ms(o.Settled))
+		}
+		for i, d := range f.Offline {
+			p("| %s offline | #%d | %s | – | – |\n", groupDigits(int64(c.Clients)), i+1, ms(d))
+		}
+		p("\nStore file afterwards (holding the offline clients' %s pushes): %s.\n\n", groupDigits(int64(c.Clients*len(f.Offline))), bytesName(f.FileSize))
+		for _, n := range f.Notes {
+			p("**NOTE:** %s\n\n", n)
+		}
+	}
+	if o := r.Offline; o != nil {
+		c := o.Config
+		p("## Offline clients\n\n")
+		p("A server in a child process of its own queued %d pushes of %s for each of %s clients that never connect (%s pushes, `SendMany` to %s clients at a time, fsync on) in %s (%s pushes/s); the store file then held %s. Memory is read from /proc/self/status after a GC and debug.FreeOSMemory: on the empty store, in the same process after the pushes, and in a fresh server process opened on the full store. RssFile counts the pages of bbolt's memory-mapped file that the process touched. The design's promise is that offline clients cost disk, not memory; the target is an RSS within %.0f%% of the empty server's. The store is checked afterwards to hold every push, in order.\n\n",
+			c.Pushes, sizeName(c.Size), groupDigits(int64(c.Clients)), groupDigits(int64(c.Clients*c.Pushes)), groupDigits(int64(c.Chunk)),
+			ms(o.Fill), rate(float64(c.Clients*c.Pushes)/o.Fill.Seconds()), bytesName(o.FileSize), (offlineTarget-1)*100)
+		p("| server | RSS | RssAnon | RssFile | Go heap in use | RSS ÷ empty | target |\n")
+		p("|---|--:|--:|--:|--:|--:|---|\n")
+		for _, x := range []struct {
+			name string
+			m    MemSample
+		}{
+			{"empty store", o.Empty},
+			{"after queueing the pushes (same process)", o.Loaded},
+			{"fresh process on the full store", o.Reopened},
+		} {
+			ratio, met := memRatio(x.m, o.Empty), ""
+			switch {
+			case x.m == o.Empty:
+			case ratio <= offlineTarget:
+				met = "met"
+			default:
+				met = "**missed**"
+			}
+			p("| %s | %s | %s | %s | %s | %.2f | %s |\n", x.name, bytesName(x.m.RSS), bytesName(x.m.Anon), bytesName(x.m.File), bytesName(x.m.Heap), ratio, met)
+		}
+		p("\n")
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// Targets the report checks figures against.
+const (
+	pushTarget    = 0.5  // durable push ÷ raw gorilla push, at least
+	offlineTarget = 1.10 // server RSS with offline clients' pushes ÷ without, at most
+)
+
+// writeRows writes a throughput table: the baseline and both modes, with
+// their ratios, one line per row.
+func writeRows(b *strings.Builder, rows []Row) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("| size | senders | gorilla msgs/s | gorilla MB/s | nosync msgs/s | nosync MB/s | nosync ratio | durable msgs/s | durable MB/s | durable ratio |\n")
+	p("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, row := range rows {
+		c := row.Baseline.Config
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sizeName(c.Size), senders(c),
+			rate(row.Baseline.MsgsPerSec()), mbps(row.Baseline),
+			rate(row.NoSync.MsgsPerSec()), mbps(row.NoSync), ratio(row.NoSync, row.Baseline),
+			rate(row.Durable.MsgsPerSec()), mbps(row.Durable), ratio(row.Durable, row.Baseline))
+	}
+	p("\n")
 }
 
 func modeName(durable bool) string {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,6 +51,13 @@ func (t *tally) handle(_ context.Context, m *reliable.Message) error {
 	t.n.Add(1)
 	t.bytes.Add(int64(len(m.Payload)))
 	return nil
+}
+
+// peers returns the number of clients (or streams) seen.
+func (t *tally) peers() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.last)
 }
 
 // check returns an error if any duplicate or gap was seen.
@@ -190,6 +199,16 @@ func (s *rawServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.n.Add(1)
 		s.bytes.Add(int64(len(p)))
 	}
+}
+
+// accepted waits until the server holds n connections and returns them.
+func (s *rawServer) accepted(ctx context.Context, n int) ([]*websocket.Conn, error) {
+	if err := waitFor(ctx, connectTimeout, "the raw server to accept", func() bool { return s.open.Load() >= int64(n) }); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.conns)), nil
 }
 
 // close stops accepting, closes every connection and waits for their

@@ -32,20 +32,37 @@ func raiseNoFile() (uint64, error) {
 
 // rss returns this process's resident set size (VmRSS) in bytes.
 func rss() (int64, error) {
+	m, err := memStatus()
+	return m.RSS, err
+}
+
+// memStatus reads VmRSS and its anonymous and file-backed parts (RssAnon;
+// RssFile, where a mapped file's pages such as bbolt's count) from
+// /proc/self/status.
+func memStatus() (MemSample, error) {
+	var m MemSample
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		return 0, fmt.Errorf("bench: %w", err)
+		return m, fmt.Errorf("bench: %w", err)
 	}
 	defer f.Close()
+	fields := map[string]*int64{"VmRSS": &m.RSS, "RssAnon": &m.Anon, "RssFile": &m.File}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("bench: VmRSS %q: %w", v, err)
-			}
-			return kb << 10, nil
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		dst := fields[k]
+		if !ok || dst == nil {
+			continue
 		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("bench: %s %q: %w", k, v, err)
+		}
+		*dst = kb << 10
+		delete(fields, k)
 	}
-	return 0, fmt.Errorf("bench: no VmRSS in /proc/self/status")
+	if len(fields) > 0 {
+		return m, fmt.Errorf("bench: /proc/self/status lacks %d of VmRSS, RssAnon, RssFile", len(fields))
+	}
+	return m, sc.Err()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,12 @@ type Config struct {
 	// Durable fsyncs on both sides (the library default); false sets
 	// NoSync on the client and the server. Ignored by Baseline.
 	Durable bool
+	// Push reverses the direction: the senders push from the server to
+	// the clients (Server.Send; each client's ClientOptions.Handler takes
+	// them), and Baseline's raw server writes while its clients read.
+	// Batch must then be at most 1: the server has no batch send for one
+	// client (SendMany is one message to many clients).
+	Push bool
 	// Duration is how long the senders send. Count, if set, stops them
 	// earlier. Zero with Count zero: 3 s; zero with Count set: at most
 	// 10 minutes.
@@ -55,6 +62,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("bench: negative field in %+v", c)
 	case c.Senders > 0 && c.Clients > c.Senders:
 		return c, fmt.Errorf("bench: %d clients for %d senders", c.Clients, c.Senders)
+	case c.Push && c.Batch > 1:
+		return c, fmt.Errorf("bench: Batch %d with Push: the server has no batch send for one client", c.Batch)
 	}
 	if c.Size == 0 {
 		c.Size = 256
@@ -84,10 +93,11 @@ type Result struct {
 	System string
 	// Config is the run's configuration with defaults filled in.
 	Config Config
-	// Messages is the number of messages that reached the server (for
-	// wsreliable: were acknowledged).
+	// Messages is the number of messages that reached the receiver (the
+	// server, or the clients with Push; for wsreliable: were handled and
+	// acknowledged).
 	Messages int64
-	// Elapsed runs from the first send until the server had (for
+	// Elapsed runs from the first send until the receiver had (for
 	// wsreliable: acknowledged) the last message.
 	Elapsed time.Duration
 }
@@ -106,6 +116,8 @@ func (r Result) MBPerSec() float64 {
 }
 
 // rig is a wsreliable server with connected clients, in a temp directory.
+// Its tally counts what the receiving side's handlers saw: the server's,
+// or with push the clients' (each under its own client ID).
 type rig struct {
 	once    sync.Once
 	closed  error
@@ -115,7 +127,9 @@ type rig struct {
 	clients []*reliable.Client
 }
 
-func newRig(ctx context.Context, dir string, clients int, durable bool) (_ *rig, err error) {
+// newRig starts a server and clients; with push the clients take the
+// server's pushes into the tally.
+func newRig(ctx context.Context, dir string, clients int, durable, push bool) (_ *rig, err error) {
 	d, err := os.MkdirTemp(dir, "wsreliable-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -132,8 +146,11 @@ func newRig(ctx context.Context, dir string, clients int, durable bool) (_ *rig,
 		return r, fmt.Errorf("bench: start server: %w", err)
 	}
 	for i := range clients {
-		c, err := reliable.NewClient(r.srv.url, filepath.Join(d, fmt.Sprintf("client%d.db", i)),
-			&reliable.ClientOptions{NoSync: !durable})
+		opts := &reliable.ClientOptions{NoSync: !durable}
+		if push {
+			opts.Handler = r.t.handle
+		}
+		c, err := reliable.NewClient(r.srv.url, filepath.Join(d, fmt.Sprintf("client%d.db", i)), opts)
 		if err != nil {
 			return r, fmt.Errorf("bench: start client: %w", err)
 		}
@@ -191,15 +208,18 @@ func payload(size int) []byte {
 // Client.Send, spread over cfg.Clients clients, to one server, then waits
 // until everything sent is acknowledged. Send blocks until its group
 // commit is on disk, so with Durable the rate is bounded by the commit
-// (fsync) latency times the messages sharing a commit. It fails if the
-// server's handler saw a duplicate, a gap or a different count.
+// (fsync) latency times the messages sharing a commit. With cfg.Push the
+// senders call Server.Send for their client instead, and the run waits
+// for every push's receipt. It fails if the receiving handlers saw a
+// duplicate, a gap or a different count, or a push settled other than
+// acknowledged.
 func Throughput(ctx context.Context, cfg Config) (Result, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return Result{}, err
 	}
 	res := Result{System: "wsreliable", Config: cfg}
-	r, err := newRig(ctx, cfg.Dir, cfg.Clients, cfg.Durable)
+	r, err := newRig(ctx, cfg.Dir, cfg.Clients, cfg.Durable, cfg.Push)
 	if err != nil {
 		return res, err
 	}
@@ -207,35 +227,26 @@ func Throughput(ctx context.Context, cfg Config) (Result, error) {
 
 	p := payload(cfg.Size)
 	var (
-		tickets atomic.Int64 // messages claimed by senders (Count)
-		sent    atomic.Int64 // Send returned nil
-		errOnce sync.Once
-		sendErr error
-		wg      sync.WaitGroup
+		tickets  atomic.Int64 // messages claimed by senders (Count)
+		sent     atomic.Int64 // Send returned nil
+		errOnce  sync.Once
+		sendErr  error
+		wg       sync.WaitGroup
+		receipts = make([][]*reliable.Receipt, cfg.Senders) // pushes, per sender
 	)
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
 	sctx, cancel := context.WithDeadline(ctx, deadline.Add(drainTimeout))
 	defer cancel()
 	for i := range cfg.Senders {
-		c := r.clients[i%len(r.clients)]
+		send := r.sender(sctx, r.clients[i%len(r.clients)], cfg, p, &receipts[i])
+		n := max(cfg.Batch, 1)
 		wg.Go(func() {
-			n := max(cfg.Batch, 1)
-			batch := make([]reliable.OutgoingMessage, n)
-			for i := range batch {
-				batch[i].Payload = p
-			}
 			for time.Now().Before(deadline) {
 				if cfg.Count > 0 && tickets.Add(int64(n)) > int64(cfg.Count) {
 					return
 				}
-				var err error
-				if n == 1 {
-					_, err = c.Send(sctx, p)
-				} else {
-					_, err = c.SendBatch(sctx, batch)
-				}
-				if err != nil {
+				if err := send(); err != nil {
 					errOnce.Do(func() { sendErr = err })
 					return
 				}
@@ -247,13 +258,18 @@ func Throughput(ctx context.Context, cfg Config) (Result, error) {
 	if sendErr != nil {
 		return res, fmt.Errorf("bench: send: %w", sendErr)
 	}
-	if err := r.drain(ctx); err != nil {
+	if cfg.Push {
+		err = waitReceipts(ctx, slices.Concat(receipts...))
+	} else {
+		err = r.drain(ctx)
+	}
+	if err != nil {
 		return res, err
 	}
 	res.Elapsed = time.Since(start)
 	res.Messages = sent.Load()
 	if got := r.t.n.Load(); got != res.Messages {
-		return res, fmt.Errorf("bench: server handled %d messages, clients sent %d", got, res.Messages)
+		return res, fmt.Errorf("bench: handlers saw %d messages, %d were sent", got, res.Messages)
 	}
 	if err := r.t.check(); err != nil {
 		return res, err
@@ -261,11 +277,56 @@ func Throughput(ctx context.Context, cfg Config) (Result, error) {
 	return res, r.close()
 }
 
+// sender returns the function one sender goroutine calls in a loop: a
+// Send (or SendBatch) on c, or with cfg.Push a Server.Send to c whose
+// receipt it appends to receipts.
+func (r *rig) sender(ctx context.Context, c *reliable.Client, cfg Config, p []byte, receipts *[]*reliable.Receipt) func() error {
+	switch {
+	case cfg.Push:
+		srv, id := r.srv.srv, c.ID()
+		return func() error {
+			rc, err := srv.Send(ctx, id, p)
+			if err == nil {
+				*receipts = append(*receipts, rc)
+			}
+			return err
+		}
+	case cfg.Batch > 1:
+		batch := make([]reliable.OutgoingMessage, cfg.Batch)
+		for i := range batch {
+			batch[i].Payload = p
+		}
+		return func() error {
+			_, err := c.SendBatch(ctx, batch)
+			return err
+		}
+	}
+	return func() error {
+		_, err := c.Send(ctx, p)
+		return err
+	}
+}
+
+// waitReceipts waits for every receipt to settle, within drainTimeout,
+// and fails unless each one was acknowledged.
+func waitReceipts(ctx context.Context, rs []*reliable.Receipt) error {
+	ctx, cancel := context.WithTimeout(ctx, drainTimeout)
+	defer cancel()
+	for i, rc := range rs {
+		if err := rc.Wait(ctx); err != nil {
+			return fmt.Errorf("bench: receipt %d of %d (seq %d): %w", i+1, len(rs), rc.Seq(), err)
+		}
+	}
+	return nil
+}
+
 // Baseline is the raw gorilla/websocket counterpart of Throughput: the
 // same senders and connections write one binary WebSocket message per
 // payload (senders sharing a connection take turns on a mutex, since a
-// gorilla Conn allows one writer); the server reads and counts them. No
-// acknowledgement, no disk. It ends when the server has read everything.
+// gorilla Conn allows one writer); the other side reads and counts them.
+// With cfg.Push the server's side of each connection writes and the
+// client's reads. No acknowledgement, no disk. It ends when the reading
+// side has read everything.
 func Baseline(ctx context.Context, cfg Config) (Result, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -277,11 +338,16 @@ func Baseline(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	defer srv.close()
-	conns := make([]*websocket.Conn, 0, cfg.Clients)
+	var (
+		conns   = make([]*websocket.Conn, 0, cfg.Clients)
+		readers sync.WaitGroup
+		pushed  atomic.Int64 // read by the clients (Push)
+	)
 	defer func() {
 		for _, ws := range conns {
 			ws.Close()
 		}
+		readers.Wait()
 	}()
 	d := websocket.Dialer{HandshakeTimeout: connectTimeout}
 	for range cfg.Clients {
@@ -294,7 +360,24 @@ func Baseline(ctx context.Context, cfg Config) (Result, error) {
 		}
 		conns = append(conns, ws)
 	}
-	mus := make([]sync.Mutex, len(conns))
+	writers, read := conns, &srv.n
+	if cfg.Push {
+		if writers, err = srv.accepted(ctx, cfg.Clients); err != nil {
+			return res, err
+		}
+		read = &pushed
+		for _, ws := range conns {
+			readers.Go(func() {
+				for {
+					if _, _, err := ws.ReadMessage(); err != nil {
+						return
+					}
+					pushed.Add(1)
+				}
+			})
+		}
+	}
+	mus := make([]sync.Mutex, len(writers))
 	p := payload(cfg.Size)
 	var (
 		tickets atomic.Int64
@@ -306,7 +389,7 @@ func Baseline(ctx context.Context, cfg Config) (Result, error) {
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
 	for i := range cfg.Senders {
-		ws, mu := conns[i%len(conns)], &mus[i%len(conns)]
+		ws, mu := writers[i%len(writers)], &mus[i%len(writers)]
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
 				if cfg.Count > 0 && tickets.Add(1) > int64(cfg.Count) {
@@ -329,14 +412,14 @@ func Baseline(ctx context.Context, cfg Config) (Result, error) {
 		return res, fmt.Errorf("bench: write: %w", sendErr)
 	}
 	res.Messages = sent.Load()
-	if err := waitFor(ctx, drainTimeout, "the raw server to read everything", func() bool {
-		return srv.n.Load() >= res.Messages
+	if err := waitFor(ctx, drainTimeout, "the raw receivers to read everything", func() bool {
+		return read.Load() >= res.Messages
 	}); err != nil {
 		return res, err
 	}
 	res.Elapsed = time.Since(start)
-	if got := srv.n.Load(); got != res.Messages {
-		return res, fmt.Errorf("bench: raw server read %d messages, clients wrote %d", got, res.Messages)
+	if got := read.Load(); got != res.Messages {
+		return res, fmt.Errorf("bench: raw receivers read %d messages, %d were written", got, res.Messages)
 	}
 	return res, nil
 }

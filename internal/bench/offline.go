@@ -1,0 +1,255 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/wsreliable/wsreliable/queue"
+	"github.com/wsreliable/wsreliable/reliable"
+)
+
+// OfflineConfig describes an offline-clients memory run.
+type OfflineConfig struct {
+	// Clients is the number of offline clients pushed to. Zero: 100,000.
+	Clients int
+	// Pushes is the number of messages queued for each. Zero: 10.
+	Pushes int
+	// Size is the payload size. Zero: 256.
+	Size int
+	// Chunk is the clients per SendMany call. Zero: 1,000.
+	Chunk int
+	// Launcher starts the server processes.
+	Launcher Launcher
+	// Dir holds the server's store. Empty: os.TempDir().
+	Dir string
+}
+
+// MemSample is a process's memory, read after a GC and
+// debug.FreeOSMemory.
+type MemSample struct {
+	// RSS is VmRSS; Anon and File are its anonymous and file-backed parts
+	// (RssAnon, RssFile: bbolt's memory-mapped file counts in File).
+	RSS  int64 `json:"rss"`
+	Anon int64 `json:"anon"`
+	File int64 `json:"file"`
+	// Heap is the Go heap in use (runtime.MemStats.HeapInuse).
+	Heap int64 `json:"heap"`
+}
+
+// OfflineResult is a server's memory without and with pushes queued for
+// offline clients. The design promises that offline clients cost disk,
+// not memory.
+type OfflineResult struct {
+	Config OfflineConfig
+	// Empty is a fresh server process on an empty store.
+	Empty MemSample
+	// Loaded is the same process after it queued the pushes.
+	Loaded MemSample
+	// Reopened is a fresh server process on the store holding them.
+	Reopened MemSample
+	// Fill is how long queueing the pushes took (fsync on, the default).
+	Fill time.Duration
+	// FileSize is the store file with the pushes queued.
+	FileSize int64
+	// Checked is the pushes found in the store afterwards, each in its
+	// place with its payload: Clients × Pushes, or the run failed.
+	Checked int
+}
+
+// LoadedRatio is Loaded.RSS ÷ Empty.RSS, 0 if unknown.
+func (r OfflineResult) LoadedRatio() float64 { return memRatio(r.Loaded, r.Empty) }
+
+// ReopenedRatio is Reopened.RSS ÷ Empty.RSS, 0 if unknown.
+func (r OfflineResult) ReopenedRatio() float64 { return memRatio(r.Reopened, r.Empty) }
+
+func memRatio(a, b MemSample) float64 {
+	if b.RSS == 0 {
+		return 0
+	}
+	return float64(a.RSS) / float64(b.RSS)
+}
+
+// Prefixes of the client IDs pushed to.
+const (
+	onlinePrefix  = "fan-"
+	offlinePrefix = "off-"
+)
+
+// Offline measures what pushes for offline clients cost a server in
+// memory. A server runs in a child process of its own; its memory is read
+// on the empty store, then again after it queued cfg.Pushes messages for
+// each of cfg.Clients clients that never connect (SendMany to cfg.Chunk
+// clients at a time), and once more in a fresh server process opened on
+// that store. It fails unless every outbox holds exactly its pushes, in
+// order, with their payloads.
+func Offline(ctx context.Context, cfg OfflineConfig) (res OfflineResult, err error) {
+	if cfg.Clients == 0 {
+		cfg.Clients = 100_000
+	}
+	if cfg.Pushes == 0 {
+		cfg.Pushes = 10
+	}
+	if cfg.Size == 0 {
+		cfg.Size = 256
+	}
+	if cfg.Chunk == 0 {
+		cfg.Chunk = 1_000
+	}
+	res.Config = cfg
+	if cfg.Clients < 0 || cfg.Pushes < 0 || cfg.Size < 0 || cfg.Chunk < 0 {
+		return res, fmt.Errorf("bench: negative field in %+v", cfg)
+	}
+	dir, err := os.MkdirTemp(cfg.Dir, "wsreliable-bench-offline-")
+	if err != nil {
+		return res, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "server.db")
+
+	err = withChildServer(ctx, cfg.Launcher, dir, func(srv *child) error {
+		var err error
+		if res.Empty, err = childMem(srv); err != nil {
+			return err
+		}
+		st, err := srv.call(childReplyTimeout, "push", strconv.Itoa(cfg.Clients), strconv.Itoa(cfg.Pushes),
+			strconv.Itoa(cfg.Chunk), strconv.Itoa(cfg.Size), offlinePrefix)
+		if err != nil {
+			return err
+		}
+		if want := cfg.Clients * cfg.Pushes; st.Pushed != want {
+			return fmt.Errorf("bench: server queued %d pushes, want %d", st.Pushed, want)
+		}
+		res.Fill = st.Took
+		res.Loaded, err = childMem(srv)
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	if res.FileSize, err = fileSize(path); err != nil {
+		return res, err
+	}
+	err = withChildServer(ctx, cfg.Launcher, dir, func(srv *child) error {
+		var err error
+		res.Reopened, err = childMem(srv)
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	res.Checked, err = checkOutboxes(path, clientNames(offlinePrefix, cfg.Clients), cfg.Pushes, cfg.Pushes, payload(cfg.Size))
+	return res, err
+}
+
+// withChildServer runs fn with a wsreliable server in a child process on
+// the store in dir, and stops the child after it.
+func withChildServer(ctx context.Context, l Launcher, dir string, fn func(*child) error) (err error) {
+	srv, err := l.start(ctx, "server", "-kind", "wsreliable", "-dir", dir)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, srv.stop()) }()
+	if _, err := srv.reply(childReplyTimeout); err != nil {
+		return err
+	}
+	return fn(srv)
+}
+
+// childMem reads a child server's memory after a GC.
+func childMem(srv *child) (MemSample, error) {
+	st, err := srv.call(time.Minute, "rss")
+	if err != nil {
+		return MemSample{}, err
+	}
+	if st.Mem == nil {
+		return MemSample{}, errors.New("bench: child server sent no memory figures")
+	}
+	return *st.Mem, nil
+}
+
+// clientNames returns n client IDs: prefix000000, prefix000001, … (in
+// byte order, so a chunk of them is one run of the store's keys).
+func clientNames(prefix string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s%06d", prefix, i)
+	}
+	return ids
+}
+
+// pushRounds queues rounds messages for every client in ids: each round
+// is one SendMany per chunk of clients. It checks that round r got
+// sequence r in every outbox and returns the pushes committed.
+func pushRounds(ctx context.Context, srv *reliable.Server, ids []string, rounds, chunk int, p []byte) (int, error) {
+	pushed := 0
+	for r := 1; r <= rounds; r++ {
+		for from := 0; from < len(ids); from += chunk {
+			to := min(from+chunk, len(ids))
+			rs, err := srv.SendMany(ctx, ids[from:to], reliable.OutgoingMessage{Payload: p})
+			if err != nil {
+				return pushed, fmt.Errorf("bench: push round %d to clients %d-%d: %w", r, from, to-1, err)
+			}
+			if err := checkSeqs(rs, uint64(r)); err != nil {
+				return pushed, err
+			}
+			pushed += len(rs)
+		}
+	}
+	return pushed, nil
+}
+
+// checkSeqs checks that every receipt of a fan-out got sequence seq.
+func checkSeqs(rs []*reliable.Receipt, seq uint64) error {
+	for i, rc := range rs {
+		if got := rc.Seq(); got != seq {
+			return fmt.Errorf("bench: fan-out recipient %d got sequence %d, want %d", i, got, seq)
+		}
+	}
+	return nil
+}
+
+// checkOutboxes opens the (closed) server store at path and checks the
+// outbox of every client in ids: sequences 1..last were assigned, and it
+// holds exactly the last held of them, in order, each with payload p. It
+// returns the entries it checked.
+func checkOutboxes(path string, ids []string, last, held int, p []byte) (checked int, err error) {
+	st, err := queue.Open(path, &queue.Options{CompactSize: -1})
+	if err != nil {
+		return 0, fmt.Errorf("bench: check outboxes: %w", err)
+	}
+	defer func() { err = errors.Join(err, st.Close()) }()
+	for _, id := range ids {
+		info, err := st.OutboxInfo(id)
+		if err != nil {
+			return checked, fmt.Errorf("bench: check outboxes: %w", err)
+		}
+		if info.LastSeq != uint64(last) || info.Messages != held {
+			return checked, fmt.Errorf("bench: outbox of %s: last sequence %d holding %d, want %d holding %d", id, info.LastSeq, info.Messages, last, held)
+		}
+		if held == 0 {
+			continue
+		}
+		from := uint64(last - held + 1)
+		es, err := st.ReadOutbox(id, from, held+1, 0)
+		if err != nil {
+			return checked, fmt.Errorf("bench: check outboxes: %w", err)
+		}
+		if len(es) != held {
+			return checked, fmt.Errorf("bench: outbox of %s: read %d entries, want %d", id, len(es), held)
+		}
+		for i, e := range es {
+			if e.Seq != from+uint64(i) || !bytes.Equal(e.Payload, p) {
+				return checked, fmt.Errorf("bench: outbox of %s: entry %d has sequence %d and a %d-byte payload, want sequence %d and the %d bytes pushed",
+					id, i, e.Seq, len(e.Payload), from+uint64(i), len(p))
+			}
+			checked++
+		}
+	}
+	return checked, nil
+}
