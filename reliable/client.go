@@ -104,6 +104,13 @@ type ClientOptions struct {
 	MaxQueued int
 	// MaxQueuedBytes limits their bytes. Zero: 1 GiB.
 	MaxQueuedBytes int64
+	// DropOldest makes Send evict the oldest queued messages when the
+	// queue is at a limit, instead of waiting or failing: an agent with a
+	// disk budget would rather lose its oldest reading than stop
+	// measuring. Each evicted message settles as evicted (ErrEvicted;
+	// OnSettled reports it); one already on its way to the server may
+	// still be delivered. Zero: wait (or fail with FailWhenFull).
+	DropOldest bool
 	// FailWhenFull makes Send fail at once with ErrQueueFull when the
 	// queue is at a limit. Zero: Send waits for space until its context
 	// ends.
@@ -192,11 +199,14 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 	if c.MaxQueuedBytes < 0 {
 		return c, fmt.Errorf("reliable: ClientOptions.MaxQueuedBytes is negative (%d)", c.MaxQueuedBytes)
 	}
+	if c.DropOldest && c.FailWhenFull {
+		return c, errors.New("reliable: ClientOptions.DropOldest and FailWhenFull are both set; choose one policy")
+	}
 	if c.Store != nil {
 		for _, f := range []struct {
 			name string
 			set  bool
-		}{{"NoSync", c.NoSync}, {"MaxQueued", c.MaxQueued != 0}, {"MaxQueuedBytes", c.MaxQueuedBytes != 0}, {"FailWhenFull", c.FailWhenFull}} {
+		}{{"NoSync", c.NoSync}, {"MaxQueued", c.MaxQueued != 0}, {"MaxQueuedBytes", c.MaxQueuedBytes != 0}, {"FailWhenFull", c.FailWhenFull}, {"DropOldest", c.DropOldest}} {
 			if f.set {
 				return c, fmt.Errorf("reliable: ClientOptions.%s is set with ClientOptions.Store; set it on the store", f.name)
 			}
@@ -279,7 +289,7 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 			NoSync:       o.NoSync,
 			MaxMessages:  o.MaxQueued,
 			MaxBytes:     o.MaxQueuedBytes,
-			FailWhenFull: o.FailWhenFull,
+			FailWhenFull: o.FailWhenFull || o.DropOldest, // DropOldest evicts on ErrFull
 			Logger:       o.Logger,
 			// Settlement records cost a write per ack: only for OnSettled,
 			// and deleted once reported.
@@ -381,6 +391,13 @@ func (c *Client) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]*Rece
 	// never arrive for an unregistered receipt.
 	c.receipts.add(rs)
 	first, err := c.store.AppendBatch(ctx, entries)
+	for tries := 0; err != nil && errors.Is(err, queue.ErrFull) && c.opts.DropOldest && tries < 8; tries++ {
+		if eerr := c.evictFor(ctx, len(entries), entrySizes(entries)); eerr != nil {
+			err = eerr
+			break
+		}
+		first, err = c.store.AppendBatch(ctx, entries)
+	}
 	if err != nil {
 		c.receipts.remove(rs)
 		return nil, sendError(err)
@@ -408,8 +425,7 @@ type Stats struct {
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
 	st := c.store.Stats()
-	acked, _ := c.out.ackedUpTo()
-	s := Stats{State: c.State(), Queued: int(st.LastSeq - min(acked, st.LastSeq))}
+	s := Stats{State: c.State(), Queued: st.Messages}
 	s.InFlight = c.out.inFlight()
 	s.Received = c.nReceived.Load()
 	s.Acked = c.out.ackedTotal()
@@ -494,6 +510,87 @@ func (c *Client) Close() error {
 		c.log.Info("client closed", "client", c.clientID)
 	})
 	return err
+}
+
+// Limits of the client's own store when ClientOptions leave them zero
+// (queue.Options' defaults).
+const (
+	defaultMaxQueued      = 1_000_000
+	defaultMaxQueuedBytes = 1 << 30
+)
+
+// evictFor drops the oldest queued messages until n more messages of size
+// bytes fit under the queue's limits (DropOldest). The store deletes them
+// as though acknowledged, recording them as evicted; their receipts settle
+// with ErrEvicted, and the sender skips them.
+func (c *Client) evictFor(ctx context.Context, n int, size int64) error {
+	maxMsgs, maxBytes := int64(c.opts.MaxQueued), c.opts.MaxQueuedBytes
+	if maxMsgs == 0 {
+		maxMsgs = defaultMaxQueued
+	}
+	if maxBytes == 0 {
+		maxBytes = defaultMaxQueuedBytes
+	}
+	st := c.store.Stats()
+	excessMsgs := int64(st.Messages+n) - maxMsgs
+	excessBytes := st.Bytes + size - maxBytes
+	var evicted []queue.Entry
+	for from := st.FirstSeq; from > 0 && (excessMsgs > 0 || excessBytes > 0); {
+		batch, err := c.store.Read(from, 256, 0)
+		if err != nil {
+			return fmt.Errorf("reliable: evict: %w", err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		for _, e := range batch {
+			if excessMsgs <= 0 && excessBytes <= 0 {
+				break
+			}
+			evicted = append(evicted, e)
+			excessMsgs--
+			excessBytes -= entrySize(e)
+		}
+		from = batch[len(batch)-1].Seq + 1
+	}
+	if len(evicted) == 0 {
+		return fmt.Errorf("%w: nothing left to evict", ErrQueueFull)
+	}
+	outcomes := make([]queue.Outcome, len(evicted))
+	for i, e := range evicted {
+		outcomes[i] = queue.Outcome{Seq: e.Seq, Code: uint16(protocol.RejectEvicted), Reason: "evicted to make room"}
+	}
+	if err := c.store.AckWith(ctx, evicted[len(evicted)-1].Seq, outcomes); err != nil {
+		return fmt.Errorf("reliable: evict: %w", err)
+	}
+	c.log.Warn("queue full: evicted the oldest messages", "client", c.clientID, "evicted", len(evicted))
+	for _, e := range evicted {
+		c.settled([]settlement{{seq: e.Seq, id: e.ID, code: protocol.RejectEvicted, reason: "evicted to make room"}})
+	}
+	if c.reporter != nil {
+		c.reporter.kick()
+	}
+	return nil
+}
+
+// messageSize is what a message counts against size limits: payload and
+// header bytes, as the queue counts them.
+func messageSize(payload []byte, headers []protocol.Header) int64 {
+	n := int64(len(payload))
+	for _, h := range headers {
+		n += int64(len(h.Key) + len(h.Value))
+	}
+	return n
+}
+
+func entrySize(e queue.Entry) int64 { return messageSize(e.Payload, e.Headers) }
+
+func entrySizes(entries []queue.Entry) int64 {
+	var n int64
+	for _, e := range entries {
+		n += entrySize(e)
+	}
+	return n
 }
 
 // settled settles the receipts of settled messages and counts them.

@@ -177,11 +177,7 @@ func (s *Server) wakeClient(id string) {
 // checkOutgoing checks a message against a sender's limit: maxSize
 // bounds the payload and header bytes together.
 func checkOutgoing(m OutgoingMessage, maxSize int64) error {
-	size := int64(len(m.Payload))
-	for _, h := range m.Headers {
-		size += int64(len(h.Key) + len(h.Value))
-	}
-	if size > maxSize {
+	if size := messageSize(m.Payload, m.Headers); size > maxSize {
 		return fmt.Errorf("%w: %d bytes of payload and headers, limit %d", ErrTooLarge, size, maxSize)
 	}
 	if len(m.Headers) > protocol.MaxHeaders {

@@ -595,3 +595,51 @@ func TestPushStatusAndOnSettledAcrossServerRestart(t *testing.T) {
 		t.Fatalf("Status of an unknown ID: %v", err)
 	}
 }
+
+// TestClientDropOldest: with DropOldest a full queue evicts its oldest
+// messages instead of blocking Send; they settle as evicted and the server
+// gets the newest ones, in order, with the stream moving past the gap.
+func TestClientDropOldest(t *testing.T) {
+	ctx := testCtx(t)
+	path := filepath.Join(t.TempDir(), "client.db")
+	var log settledLog
+	// Offline at first: the queue fills and evicts.
+	c, err := reliable.NewClient("ws://127.0.0.1:1/", path, &reliable.ClientOptions{
+		ClientID: "agent", MaxQueued: 5, DropOldest: true, OnSettled: log.add,
+		BackoffMin: time.Hour, BackoffMax: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []*reliable.Receipt
+	for i := range 12 {
+		r, err := c.Send(ctx, []byte(strconv.Itoa(i)))
+		if err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		rs = append(rs, r)
+	}
+	for _, r := range rs[:7] {
+		if err := r.Wait(ctx); !errors.Is(err, reliable.ErrEvicted) {
+			t.Fatalf("receipt of seq %d: %v, want ErrEvicted", r.Seq(), err)
+		}
+	}
+	if st := c.Stats(); st.Queued != 5 {
+		t.Fatalf("Stats().Queued = %d, want 5", st.Queued)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(log.get(rs[6].ID())) > 0 }, "evictions not reported to OnSettled")
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var s sink
+	_, url := startServer(t, s.handle, nil)
+	c2, err := reliable.NewClient(url, path, &reliable.ClientOptions{ClientID: "agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if err := c2.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkSequence(t, s.got("agent"), []string{"7", "8", "9", "10", "11"})
+}
