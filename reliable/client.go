@@ -425,7 +425,10 @@ type Stats struct {
 // Stats returns a snapshot of the client's counters.
 func (c *Client) Stats() Stats {
 	st := c.store.Stats()
-	s := Stats{State: c.State(), Queued: st.Messages}
+	// Acked by the server but not yet deleted, or evicted: either way gone.
+	acked, _ := c.out.ackedUpTo()
+	acked = min(max(acked, st.Acked), st.LastSeq)
+	s := Stats{State: c.State(), Queued: int(st.LastSeq - acked)}
 	s.InFlight = c.out.inFlight()
 	s.Received = c.nReceived.Load()
 	s.Acked = c.out.ackedTotal()
