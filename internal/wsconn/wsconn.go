@@ -15,6 +15,7 @@ package wsconn
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,15 @@ type Config struct {
 	// QueueLen is the number of outgoing messages that may wait for the
 	// writer. Zero: 16.
 	QueueLen int
+	// MaxPingRate is the most pings per second the peer may send,
+	// averaged over a burst of as many; beyond it the connection is closed
+	// with protocol.ClosePolicy (a ping flood costs a pong each). Zero: 10.
+	// Negative: no limit.
+	MaxPingRate int
 }
+
+// ErrPingFlood reports a peer that sent pings faster than MaxPingRate.
+var ErrPingFlood = errors.New("wsconn: peer sent pings too fast")
 
 // Conn is a WebSocket connection with heartbeats. ReadMessage must be
 // called from a single goroutine; Write and Close are safe for concurrent
@@ -57,6 +66,15 @@ type Conn struct {
 	rtt     atomic.Int64
 	closing atomic.Bool
 	epoch   time.Time
+
+	// inMessage is set while a message is partly read: then no frame
+	// extends the read deadline, which is fixed at the message's start
+	// plus PingInterval + Timeout (a slow or endless message cannot hold
+	// the reader).
+	inMessage atomic.Bool
+	// Ping budget (token bucket), touched only by the reader's handlers.
+	pingTokens float64
+	pingAt     time.Time
 
 	mu      sync.Mutex
 	closed  bool        // done is closed: no writer or ping starts any more
@@ -78,6 +96,9 @@ func New(ws *websocket.Conn, cfg Config) *Conn {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = 16
 	}
+	if cfg.MaxPingRate == 0 {
+		cfg.MaxPingRate = 10
+	}
 	c := &Conn{
 		ws:    ws,
 		cfg:   cfg,
@@ -88,7 +109,12 @@ func New(ws *websocket.Conn, cfg Config) *Conn {
 	if cfg.ReadLimit > 0 {
 		ws.SetReadLimit(cfg.ReadLimit)
 	}
+	c.pingTokens, c.pingAt = float64(cfg.MaxPingRate), time.Now()
 	ws.SetPingHandler(func(data string) error {
+		if !c.allowPing() {
+			c.Close(protocol.ClosePolicy, "ping flood")
+			return ErrPingFlood
+		}
 		c.extendRead()
 		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.cfg.Timeout))
 		if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
@@ -122,28 +148,56 @@ func (c *Conn) Subprotocol() string { return c.ws.Subprotocol() }
 func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
 
 func (c *Conn) extendRead() {
-	if c.closing.Load() {
+	if c.closing.Load() || c.inMessage.Load() {
 		return
 	}
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PingInterval + c.cfg.Timeout))
 }
 
-// ReadMessage returns the next binary message. Any frame received extends
-// the read deadline. Text messages are an error (the protocol is binary).
-// After an error the connection is unusable; close it.
+// allowPing takes one ping from the peer's budget: MaxPingRate a second,
+// in bursts of as many. Only the reader's ping handler calls it.
+func (c *Conn) allowPing() bool {
+	if c.cfg.MaxPingRate < 0 {
+		return true
+	}
+	now := time.Now()
+	rate := float64(c.cfg.MaxPingRate)
+	c.pingTokens = min(rate, c.pingTokens+now.Sub(c.pingAt).Seconds()*rate)
+	c.pingAt = now
+	if c.pingTokens < 1 {
+		return false
+	}
+	c.pingTokens--
+	return true
+}
+
+// ReadMessage returns the next binary message. Waiting for a message, any
+// frame received (a ping or pong) extends the read deadline; once a
+// message has begun, it must be complete within PingInterval + Timeout,
+// whatever frames come meanwhile (empty continuation frames or pings do
+// not extend it).
+// Text messages are an error (the protocol is binary). After an error the
+// connection is unusable; close it.
 func (c *Conn) ReadMessage() ([]byte, error) {
 	c.extendRead()
-	for {
-		typ, msg, err := c.ws.ReadMessage()
-		if err != nil {
-			return nil, err
-		}
-		c.extendRead()
-		if typ != websocket.BinaryMessage {
-			return nil, ErrTextMessage
-		}
-		return msg, nil
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return nil, err
 	}
+	if !c.closing.Load() {
+		_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PingInterval + c.cfg.Timeout))
+	}
+	c.inMessage.Store(true)
+	msg, err := io.ReadAll(r)
+	c.inMessage.Store(false)
+	if err != nil {
+		return nil, err
+	}
+	c.extendRead()
+	if typ != websocket.BinaryMessage {
+		return nil, ErrTextMessage
+	}
+	return msg, nil
 }
 
 // ErrTextMessage reports a text message on a binary-only connection.

@@ -454,3 +454,74 @@ func TestReadLimit(t *testing.T) {
 		wantCloseError(t, sr.err, protocol.CloseTooBig, "")
 	})
 }
+
+// rawFrame is one unmasked WebSocket frame (server to client) of up to
+// 125 payload bytes.
+func rawFrame(fin bool, opcode byte, payload []byte) []byte {
+	b0 := opcode
+	if fin {
+		b0 |= 0x80
+	}
+	return append([]byte{b0, byte(len(payload))}, payload...)
+}
+
+// TestPartialMessageDeadline: a message begun and never finished, kept
+// alive with empty continuation frames and pings, fails the reader at its
+// start plus interval + timeout; nothing extends that deadline.
+func TestPartialMessageDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLink(t)
+		c := open(t, l.client, cfg)
+		r := startReader(c)
+		raw := l.server.UnderlyingConn()
+		if _, err := raw.Write(rawFrame(false, 0x2, []byte("a"))); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for range 60 {
+			time.Sleep(500 * time.Millisecond)
+			if !r.running() {
+				break
+			}
+			// An empty continuation and a ping: neither ends the message.
+			if _, err := raw.Write(append(rawFrame(false, 0x0, nil), rawFrame(true, 0x9, nil)...)); err != nil {
+				break
+			}
+		}
+		<-r.done
+		if got, want := r.at.Sub(start), interval+timeout; got != want || !isTimeout(r.err) {
+			t.Fatalf("reader ended %v after the message began, with %v; want a timeout after %v", got, r.err, want)
+		}
+	})
+}
+
+// TestPingFlood: a peer pinging faster than MaxPingRate is closed with
+// 1008 before it can make the connection answer pongs without end.
+func TestPingFlood(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLink(t)
+		c := open(t, l.client, wsconn.Config{PingInterval: interval, Timeout: timeout, MaxPingRate: 5})
+		r := startReader(c)
+		// A steady 4 a second is within the rate.
+		for range 20 {
+			if err := l.server.WriteControl(websocket.PingMessage, nil, time.Now().Add(timeout)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		synctest.Wait()
+		if !r.running() {
+			t.Fatalf("closed at a ping rate within the limit: %v", r.err)
+		}
+		for range 50 {
+			if err := l.server.WriteControl(websocket.PingMessage, nil, time.Now().Add(timeout)); err != nil {
+				break
+			}
+		}
+		<-r.done
+		if !errors.Is(r.err, wsconn.ErrPingFlood) {
+			t.Fatalf("reader ended with %v, want ErrPingFlood", r.err)
+		}
+		wantCloseError(t, c.Err(), protocol.ClosePolicy, "ping flood")
+	})
+}
