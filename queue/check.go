@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -25,7 +26,7 @@ const maxCheckErrors = 20
 // Check opens the file read-only with a shared lock, so it waits up to 1 s
 // and then fails with [ErrLocked] while a [Bolt] has the file open.
 func Check(path string) error {
-	db, err := openReadOnly(path)
+	db, err := openReadOnly(path, 0)
 	if err != nil {
 		return err
 	}
@@ -264,7 +265,7 @@ func Inspect(path string) (Meta, Stats, error) {
 		meta Meta
 		st   state
 	)
-	db, err := openReadOnly(path)
+	db, err := openReadOnly(path, 0)
 	if err != nil {
 		return meta, Stats{}, err
 	}
@@ -294,7 +295,9 @@ func Inspect(path string) (Meta, Stats, error) {
 	return meta, s, nil
 }
 
-func openReadOnly(path string) (*bolt.DB, error) {
+// openReadOnly opens path read-only with a shared lock, waiting up to
+// lockTimeout (0: 1 s) while a [Bolt] holds it.
+func openReadOnly(path string, lockTimeout time.Duration) (*bolt.DB, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
@@ -305,6 +308,9 @@ func openReadOnly(path string) (*bolt.DB, error) {
 	if fi.Size() == 0 {
 		return nil, fmt.Errorf("%w: %s: empty file", ErrCorrupt, path)
 	}
-	o, _ := (*Options)(nil).withDefaults()
+	o, err := (&Options{LockTimeout: lockTimeout}).withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	return openDB(path, &o, true)
 }
