@@ -62,6 +62,7 @@ type inboxConfig struct {
 	heartbeat   bool          // send a Heartbeat frame with every idle repeat
 	log         *slog.Logger
 	onDeliver   func(d *protocol.Data, outcome protocol.RejectCode) // counters; may be nil
+	release     func(n int64)                                       // gives back a data frame's budget; may be nil
 }
 
 // inbox receives one peer stream over one connection. The connection's
@@ -118,11 +119,28 @@ func (in *inbox) push(frames []protocol.Frame) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.stopped || in.closed {
+		in.releaseFrames(frames)
 		return
 	}
 	in.q = append(in.q, frames)
 	in.startLocked(false)
 }
+
+// releaseFrames gives back the budget of data frames that will not be
+// delivered.
+func (in *inbox) releaseFrames(frames []protocol.Frame) {
+	if in.cfg.release == nil {
+		return
+	}
+	for _, f := range frames {
+		if d, ok := f.(*protocol.Data); ok {
+			in.cfg.release(dataBytes(d))
+		}
+	}
+}
+
+// dataBytes is what a data frame counts against the in-flight budgets.
+func dataBytes(d *protocol.Data) int64 { return int64(protocol.FrameSize(d)) }
 
 // wakeIdle is the idle timer's function: it starts the worker to repeat
 // the ack unless one runs.
@@ -191,6 +209,9 @@ func (in *inbox) stop() {
 	in.mu.Lock()
 	in.stopped = true
 	in.running = false
+	for _, b := range in.q {
+		in.releaseFrames(b)
+	}
 	in.q = nil
 	in.idle.Stop()
 	in.mu.Unlock()
@@ -254,49 +275,56 @@ type delivery struct {
 
 // handle delivers one batch and reports false if delivery must stop.
 func (d *delivery) handle(batch []protocol.Frame) bool {
-	in, st := d.in, d.in.state
-	for _, f := range batch {
-		if stream := streamOf(f); stream != st.stream {
-			// A stream the welcome did not announce: the sender's first
-			// message since (the reader lets no other stream change in).
-			if err := st.resume(stream, 0, func() (uint64, error) { return in.cfg.store.Watermark(in.cfg.peer, stream) }); err != nil {
-				in.cfg.log.Error("loading watermark failed", "error", err)
-				in.cfg.fail(protocol.CloseInternal, "store unavailable")
-				return false
-			}
-		}
-		in.seen = max(in.seen, seqOf(f))
-		switch f := f.(type) {
-		case *protocol.Skip:
-			st.wm.Skip(f.Seq)
-			if d.co.Add(st.wm.Seq()) && !d.flush() {
-				return false
-			}
-		case *protocol.Data:
-			in.pending.Add(-1)
-			switch st.wm.Check(f.Seq) {
-			case ack.Duplicate:
-				d.co.Add(st.wm.Seq())
-				continue
-			case ack.Gap:
-				in.cfg.log.Warn("sequence gap", "watermark", st.wm.Seq(), "seq", f.Seq)
-				in.cfg.fail(protocol.CloseSequenceGap, fmt.Sprintf("seq %d after watermark %d", f.Seq, st.wm.Seq()))
-				return false
-			}
-			rej, ok := d.deliver(f)
-			if !ok {
-				return false
-			}
-			if rej != nil {
-				d.replies = append(d.replies, rej)
-			}
-			st.wm.Advance(f.Seq) // Check said Deliver; only the handler ran since
-			if d.co.Add(st.wm.Seq()) && !d.flush() {
-				return false
-			}
+	for i := range batch {
+		// A frame leaves the budget as it is handled; when delivery
+		// stops, so does what the batch has left.
+		d.in.releaseFrames(batch[i : i+1])
+		if !d.handleFrame(batch[i]) {
+			d.in.releaseFrames(batch[i+1:])
+			return false
 		}
 	}
 	return true
+}
+
+// handleFrame delivers one data or skip frame and reports false if
+// delivery must stop.
+func (d *delivery) handleFrame(f protocol.Frame) bool {
+	in, st := d.in, d.in.state
+	if stream := streamOf(f); stream != st.stream {
+		// A stream the welcome did not announce: the sender's first
+		// message since (the reader lets no other stream change in).
+		if err := st.resume(stream, 0, func() (uint64, error) { return in.cfg.store.Watermark(in.cfg.peer, stream) }); err != nil {
+			in.cfg.log.Error("loading watermark failed", "error", err)
+			in.cfg.fail(protocol.CloseInternal, "store unavailable")
+			return false
+		}
+	}
+	in.seen = max(in.seen, seqOf(f))
+	switch f := f.(type) {
+	case *protocol.Skip:
+		st.wm.Skip(f.Seq)
+	case *protocol.Data:
+		in.pending.Add(-1)
+		switch st.wm.Check(f.Seq) {
+		case ack.Duplicate:
+			d.co.Add(st.wm.Seq())
+			return true
+		case ack.Gap:
+			in.cfg.log.Warn("sequence gap", "watermark", st.wm.Seq(), "seq", f.Seq)
+			in.cfg.fail(protocol.CloseSequenceGap, fmt.Sprintf("seq %d after watermark %d", f.Seq, st.wm.Seq()))
+			return false
+		}
+		rej, ok := d.deliver(f)
+		if !ok {
+			return false
+		}
+		if rej != nil {
+			d.replies = append(d.replies, rej)
+		}
+		st.wm.Advance(f.Seq) // Check said Deliver; only the handler ran since
+	}
+	return !d.co.Add(st.wm.Seq()) || d.flush()
 }
 
 // flush makes the handler's effects durable (Flush), commits the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,32 @@ type ServerOptions struct {
 	// closes it (the client reconnects and the pushes are sent again).
 	// Zero: 30 s.
 	AckTimeout time.Duration
+	// MaxInFlightBytes limits the bytes one client's session has read and
+	// not yet handled. Past it the server stops reading that connection
+	// until the handler catches up (TCP slows the client down); memory
+	// per session stays bounded whatever the client sends. It must be at
+	// least MaxMessageSize. Zero: 16 MiB.
+	MaxInFlightBytes int64
+	// MaxBufferedBytes limits those bytes over all sessions together, in
+	// the same way. Zero: 256 MiB.
+	MaxBufferedBytes int64
+	// MaxConnections limits the connections being served, counted from
+	// the HTTP request (before the upgrade and the hello) to the end of
+	// the session; beyond it requests are answered 503 with Retry-After,
+	// which clients take as a hint. Zero: nine tenths of the process's
+	// open-file limit less 64 (10,000 where the limit is unknown), so the
+	// server refuses clients before it runs out of file descriptors.
+	// Negative: no limit.
+	MaxConnections int
+	// MaxConnectionsPerIP is one remote IP's share of MaxConnections, so
+	// one peer cannot take every slot. Loopback addresses (a local
+	// reverse proxy, tests) are not counted. Zero: a quarter of
+	// MaxConnections. Negative: no share.
+	MaxConnectionsPerIP int
+	// MaxConnectionsPerIdentity is one authenticated identity's share of
+	// MaxConnections (only with Authenticate). Zero: a quarter of
+	// MaxConnections. Negative: no share.
+	MaxConnectionsPerIdentity int
 	// MaxSessions limits concurrent sessions; beyond it new connections
 	// are closed with protocol.CloseTryAgainLater and a retry hint.
 	// Zero: no limit.
@@ -178,8 +205,26 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 	); err != nil {
 		return s, err
 	}
-	if err := fillDefaults("ServerOptions", field[int64]{"MaxMessageSize", &s.MaxMessageSize, 2 << 20}); err != nil {
+	if err := fillDefaults("ServerOptions",
+		field[int64]{"MaxMessageSize", &s.MaxMessageSize, 2 << 20},
+		field[int64]{"MaxInFlightBytes", &s.MaxInFlightBytes, 16 << 20},
+		field[int64]{"MaxBufferedBytes", &s.MaxBufferedBytes, 256 << 20},
+	); err != nil {
 		return s, err
+	}
+	if s.MaxInFlightBytes < s.MaxMessageSize {
+		return s, fmt.Errorf("reliable: ServerOptions.MaxInFlightBytes (%d) is below MaxMessageSize (%d)", s.MaxInFlightBytes, s.MaxMessageSize)
+	}
+	if s.MaxBufferedBytes < s.MaxInFlightBytes {
+		return s, fmt.Errorf("reliable: ServerOptions.MaxBufferedBytes (%d) is below MaxInFlightBytes (%d)", s.MaxBufferedBytes, s.MaxInFlightBytes)
+	}
+	if s.MaxConnections == 0 {
+		s.MaxConnections = defaultMaxConnections()
+	}
+	for _, share := range []*int{&s.MaxConnectionsPerIP, &s.MaxConnectionsPerIdentity} {
+		if *share == 0 && s.MaxConnections > 0 {
+			*share = max(1, s.MaxConnections/4)
+		}
 	}
 	if s.Store != nil {
 		switch {
@@ -223,11 +268,17 @@ type Server struct {
 	once     sync.Once
 	closeErr error
 
+	refusedAt      map[string]time.Time // guarded by mu
+	refusedDropped map[string]int
+	refused        map[string]uint64
+
 	drainOnce sync.Once
 	drainCh   chan struct{}
 
 	receipts     receipts
 	reporter     *reporter
+	buffered     *budget     // MaxBufferedBytes over all sessions
+	conns        *connLimits // MaxConnections and its shares
 	pushCounters sendCounters
 	nRedelivered atomic.Uint64
 }
@@ -244,11 +295,14 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 		return nil, err
 	}
 	s := &Server{
-		opts:     o,
-		handler:  handler,
-		log:      o.Logger,
-		peers:    make(map[string]*peer),
-		sessions: make(map[*session]struct{}),
+		opts:           o,
+		handler:        handler,
+		log:            o.Logger,
+		peers:          make(map[string]*peer),
+		refusedAt:      make(map[string]time.Time),
+		refusedDropped: make(map[string]int),
+		refused:        make(map[string]uint64),
+		sessions:       make(map[*session]struct{}),
 	}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{protocol.Subprotocol},
@@ -278,6 +332,12 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.receipts.init()
+	s.buffered = newBudget(o.MaxBufferedBytes)
+	perIdentity := o.MaxConnectionsPerIdentity
+	if o.Authenticate == nil {
+		perIdentity = 0 // everyone is the empty identity
+	}
+	s.conns = newConnLimits(o.MaxConnections, o.MaxConnectionsPerIP, perIdentity)
 	s.reporter = newReporter(s.store, o.OnSettled, "", s.log)
 	s.pushCounters.redelivered = func(n int) { s.nRedelivered.Add(uint64(n)) }
 	return s, nil
@@ -311,8 +371,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 
+	ip := remoteIP(r)
+	shareIP := ip
+	if addr := net.ParseIP(ip); addr != nil && addr.IsLoopback() {
+		shareIP = "" // loopback peers share no per-IP slot
+	}
+	if limit := s.conns.take(shareIP, identity); limit != "" {
+		s.wg.Done()
+		s.refusedLog(limit, ip)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "wsreliable: too many "+limit+"; try again later", http.StatusServiceUnavailable)
+		return
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.conns.put(shareIP, identity)
 		s.wg.Done()
 		return // the upgrader answered with an HTTP error
 	}
@@ -323,6 +396,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// holds the count on s.wg that Shutdown and Close wait for.
 	go func() {
 		defer s.wg.Done()
+		defer s.conns.put(shareIP, identity)
 		if ws.Subprotocol() != protocol.Subprotocol {
 			closeRaw(ws, protocol.CloseUnsupported, "subprotocol "+protocol.Subprotocol+" required", s.opts.HeartbeatTimeout)
 			return
@@ -404,16 +478,44 @@ func (s *Server) finish() error {
 
 // ServerStats is a snapshot of a server's counters.
 type ServerStats struct {
-	Sessions    int    // open sessions
-	Clients     int    // clients with a session (or one ending)
-	Redelivered uint64 // pushes sent again after a reconnect
+	Sessions      int    // open sessions
+	Clients       int    // clients with a session (or one ending)
+	Redelivered   uint64 // pushes sent again after a reconnect
+	InFlightBytes int64  // bytes read from clients and not yet handled (MaxBufferedBytes bounds it)
+	// Refused counts connections refused by a limit, by limit:
+	// "connections", "connections per IP", "connections per identity".
+	Refused map[string]uint64
 }
 
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() ServerStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ServerStats{Sessions: len(s.sessions), Clients: len(s.peers), Redelivered: s.nRedelivered.Load()}
+	st := ServerStats{Sessions: len(s.sessions), Clients: len(s.peers), Redelivered: s.nRedelivered.Load(),
+		InFlightBytes: s.buffered.inUse(), Refused: make(map[string]uint64, len(s.refused))}
+	for k, v := range s.refused {
+		st.Refused[k] = v
+	}
+	return st
+}
+
+// refusedLog logs a refused connection, at most once a second for each
+// limit, so a flood cannot flood the log too.
+func (s *Server) refusedLog(limit, ip string) {
+	now := time.Now()
+	s.mu.Lock()
+	s.refused[limit]++
+	last := s.refusedAt[limit]
+	if now.Sub(last) < time.Second {
+		s.refusedDropped[limit]++
+		s.mu.Unlock()
+		return
+	}
+	s.refusedAt[limit] = now
+	dropped := s.refusedDropped[limit]
+	s.refusedDropped[limit] = 0
+	s.mu.Unlock()
+	s.log.Warn("connection refused", "limit", limit, "remote", ip, "refused_since_last_log", dropped)
 }
 
 // unregister removes a session that has ended, and its peer with its last

@@ -42,6 +42,7 @@ type session struct {
 	peer     *peer
 	hello    *protocol.Hello
 	inbox    *inbox
+	inFlight *budget // MaxInFlightBytes of this session
 
 	ctx    context.Context // ends the handler calls
 	cancel context.CancelFunc
@@ -227,6 +228,7 @@ func (ss *session) run() {
 	}
 	ss.log.Info("session started", "stream", h.Stream.String(), "watermark", p.in.durable, "push_low", outLow)
 
+	ss.inFlight = newBudget(s.opts.MaxInFlightBytes)
 	ss.inbox = newInbox(ss.ctx, &p.in, inboxConfig{
 		handler:     s.handler,
 		flush:       s.opts.Flush,
@@ -241,6 +243,10 @@ func (ss *session) run() {
 		repeat:      s.opts.HeartbeatInterval,
 		heartbeat:   true,
 		log:         ss.log,
+		release: func(n int64) {
+			ss.inFlight.release(n)
+			s.buffered.release(n)
+		},
 	})
 	ss.mu.Lock()
 	ss.ready = true
@@ -480,6 +486,21 @@ func (ss *session) readLoop() error {
 		if ss.inbox.pending.Add(int64(data)) > int64(ss.srv.opts.MaxInFlight) {
 			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
 			return errors.New("reliable: client exceeded its in-flight window")
+		}
+		// Bytes wait for room in the session's and the server's budgets:
+		// until then the connection is not read.
+		var n int64
+		for _, f := range batch {
+			if d, ok := f.(*protocol.Data); ok {
+				n += dataBytes(d)
+			}
+		}
+		if !ss.inFlight.acquire(n, ss.conn.Done()) {
+			return ss.conn.Err()
+		}
+		if !ss.srv.buffered.acquire(n, ss.conn.Done()) {
+			ss.inFlight.release(n)
+			return ss.conn.Err()
 		}
 		ss.inbox.push(batch)
 	}

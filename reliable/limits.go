@@ -1,0 +1,131 @@
+package reliable
+
+import (
+	"net"
+	"net/http"
+	"sync"
+)
+
+// budget is a number of bytes that readers take before they queue input
+// and that delivery gives back once the input is handled. A reader that
+// finds the budget spent waits: it stops reading its socket, so the peer
+// is slowed by TCP's flow control instead of growing the server's memory.
+type budget struct {
+	max int64
+
+	mu    sync.Mutex
+	used  int64
+	freed chan struct{} // closed and replaced whenever bytes are given back
+}
+
+func newBudget(max int64) *budget { return &budget{max: max, freed: make(chan struct{})} }
+
+// acquire takes n bytes, waiting until they are free or stop is closed
+// (false). More than the whole budget is taken once nothing else is held,
+// so a message as large as the budget still goes through alone.
+func (b *budget) acquire(n int64, stop <-chan struct{}) bool {
+	for {
+		b.mu.Lock()
+		if b.used == 0 || b.used+n <= b.max {
+			b.used += n
+			b.mu.Unlock()
+			return true
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		select {
+		case <-freed:
+		case <-stop:
+			return false
+		}
+	}
+}
+
+// release gives back n bytes.
+func (b *budget) release(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	close(b.freed)
+	b.freed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// inUse returns the bytes taken.
+func (b *budget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// connLimits counts connections from the moment ServeHTTP accepts a
+// request until its session ends: in all, per remote IP and per identity.
+type connLimits struct {
+	max, perIP, perIdentity int // <= 0: no limit of that kind
+
+	mu         sync.Mutex
+	total      int
+	byIP       map[string]int
+	byIdentity map[string]int
+}
+
+func newConnLimits(max, perIP, perIdentity int) *connLimits {
+	return &connLimits{max: max, perIP: perIP, perIdentity: perIdentity,
+		byIP: make(map[string]int), byIdentity: make(map[string]int)}
+}
+
+// take counts one connection from ip for identity and reports which limit,
+// if any, refused it ("" if none did). An empty ip has no share.
+func (l *connLimits) take(ip, identity string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.max > 0 && l.total >= l.max:
+		return "connections"
+	case l.perIP > 0 && ip != "" && l.byIP[ip] >= l.perIP:
+		return "connections per IP"
+	case l.perIdentity > 0 && l.byIdentity[identity] >= l.perIdentity:
+		return "connections per identity"
+	}
+	l.total++
+	l.byIP[ip]++
+	l.byIdentity[identity]++
+	return ""
+}
+
+// put gives back what take counted.
+func (l *connLimits) put(ip, identity string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.byIP[ip]--; l.byIP[ip] <= 0 {
+		delete(l.byIP, ip)
+	}
+	if l.byIdentity[identity]--; l.byIdentity[identity] <= 0 {
+		delete(l.byIdentity, identity)
+	}
+}
+
+// remoteIP is the host part of r.RemoteAddr (the proxy's address behind a
+// reverse proxy).
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// defaultMaxConnections is the connection cap when ServerOptions leaves
+// it zero: nine tenths of the process's open-file limit less a reserve for
+// the store and listeners, so the cap is met before the process runs out
+// of descriptors (when the accept loop would fail for everyone).
+func defaultMaxConnections() int {
+	n := openFileLimit()
+	if n <= 0 {
+		return 10_000
+	}
+	return max(16, (n-64)*9/10)
+}
