@@ -166,7 +166,7 @@ func (c *Client) connect(b *backoff.Backoff) error {
 			ws.Close()
 			return ce
 		}
-		closeRaw(ws, protocol.CloseProtocolError, err.Error(), c.opts.HeartbeatTimeout)
+		closeRaw(ws, protocol.CloseProtocolError, "malformed welcome", c.opts.HeartbeatTimeout)
 		return err
 	}
 	_ = ws.SetWriteDeadline(time.Time{})

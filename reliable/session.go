@@ -226,7 +226,9 @@ func (ss *session) run() {
 	if err != nil {
 		return
 	}
-	ss.log.Info("session started", "stream", h.Stream.String(), "watermark", p.in.durable, "push_low", outLow)
+	// Stream IDs are resume secrets: debug level only.
+	ss.log.Info("session started", "watermark", p.in.durable, "push_low", outLow)
+	ss.log.Debug("session streams", "stream", h.Stream.String(), "push_stream", outStream.String())
 
 	ss.inFlight = newBudget(s.opts.MaxInFlightBytes)
 	ss.inbox = newInbox(ss.ctx, &p.in, inboxConfig{
