@@ -186,7 +186,9 @@ func Open(path string, opts *Options) (*Bolt, error) {
 	b.ackDelay.Store(int64(defaultAckDelay))
 	go b.run()
 	b.log.Info("queue: opened", "path", path, "client_id", meta.ClientID,
-		"stream", meta.Stream.String(), "messages", st.messages(), "last_seq", st.last)
+		"messages", st.messages(), "last_seq", st.last)
+	// The stream ID lets a peer resume the stream: debug level only.
+	b.log.Debug("queue: stream", "path", path, "stream", meta.Stream.String())
 	return b, nil
 }
 
