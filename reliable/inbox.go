@@ -63,6 +63,8 @@ type inboxConfig struct {
 	log         *slog.Logger
 	onDeliver   func(d *protocol.Data, outcome protocol.RejectCode) // counters; may be nil
 	release     func(n int64)                                       // gives back a data frame's budget; may be nil
+	onDuplicate func()                                              // counters; may be nil
+	observer    Observer                                            // timings; may be nil
 }
 
 // inbox receives one peer stream over one connection. The connection's
@@ -308,6 +310,9 @@ func (d *delivery) handleFrame(f protocol.Frame) bool {
 		in.pending.Add(-1)
 		switch st.wm.Check(f.Seq) {
 		case ack.Duplicate:
+			if in.cfg.onDuplicate != nil {
+				in.cfg.onDuplicate()
+			}
 			d.co.Add(st.wm.Seq())
 			return true
 		case ack.Gap:
@@ -342,10 +347,14 @@ func (d *delivery) flush() bool {
 			in.cfg.fail(protocol.CloseInternal, "handler flush failed")
 			return false
 		}
+		start := time.Now()
 		if err := in.cfg.store.SetWatermark(context.Background(), in.cfg.peer, st.stream, wm); err != nil {
 			in.cfg.log.Error("committing watermark failed; closing without ack", "error", err)
 			in.cfg.fail(protocol.CloseInternal, "store unavailable")
 			return false
+		}
+		if in.cfg.observer != nil {
+			in.cfg.observer.ObserveCommit(time.Since(start), int(wm-st.durable))
 		}
 		st.durable = wm
 	}
@@ -397,7 +406,11 @@ func (d *delivery) deliver(f *protocol.Data) (*protocol.Reject, bool) {
 	m := in.cfg.message(f)
 	delay := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		err := in.call(m)
+		if in.cfg.observer != nil {
+			in.cfg.observer.ObserveHandler(time.Since(start), err)
+		}
 		switch {
 		case err == nil:
 			if in.cfg.onDeliver != nil {

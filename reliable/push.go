@@ -149,6 +149,8 @@ func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMes
 	for i, r := range rs {
 		r.seq.Store(seqs[i])
 	}
+	s.counters.pushed.Add(uint64(len(rs)))
+	s.counters.pushedBytes.Add(uint64(len(rs) * len(m.Payload)))
 	for _, e := range evicted {
 		s.settled(e.Client, []settlement{{seq: e.Seq, id: e.ID, code: protocol.RejectEvicted, reason: "evicted to make room"}})
 	}
@@ -222,6 +224,7 @@ func (s *Server) settled(client string, settled []settlement) {
 	for _, st := range settled {
 		set := Settlement{ClientID: client, ID: st.id, Seq: st.seq, Status: statusOf(st.code), Code: st.code, Reason: st.reason}
 		s.receipts.settle(st.id, set.Err())
+		s.counters.settled(st.code)
 	}
 }
 

@@ -177,6 +177,10 @@ type ServerOptions struct {
 	// settled. Zero: 24 h. Negative: until OnSettled has been called.
 	StatusRetention time.Duration
 
+	// Observer, when set, receives handler and commit timings for
+	// histograms (see the prometheus and otel adapter modules). Nil: none.
+	Observer Observer
+
 	// Logger receives session events. Nil: discard.
 	Logger *slog.Logger
 }
@@ -276,6 +280,7 @@ type Server struct {
 	drainCh   chan struct{}
 
 	receipts     receipts
+	counters     serverCounters
 	reporter     *reporter
 	buffered     *budget     // MaxBufferedBytes over all sessions
 	conns        *connLimits // MaxConnections and its shares
@@ -476,12 +481,32 @@ func (s *Server) finish() error {
 	return s.closeErr
 }
 
-// ServerStats is a snapshot of a server's counters.
+// ServerStats is a snapshot of a server's counters. Counts are
+// cumulative since NewServer unless they say otherwise.
 type ServerStats struct {
-	Sessions      int    // open sessions
-	Clients       int    // clients with a session (or one ending)
-	Redelivered   uint64 // pushes sent again after a reconnect
-	InFlightBytes int64  // bytes read from clients and not yet handled (MaxBufferedBytes bounds it)
+	Sessions      int    // open sessions, now
+	Clients       int    // clients with a session (or one ending), now
+	Connects      uint64 // sessions started
+	InFlightBytes int64  // bytes read from clients and not yet handled, now (MaxBufferedBytes bounds it)
+
+	// Disconnects counts ended sessions by close code (1006: the link
+	// broke without a close frame).
+	Disconnects map[protocol.CloseCode]uint64
+
+	Received      uint64 // client messages handled and acknowledged
+	ReceivedBytes uint64 // their payload bytes
+	Rejected      uint64 // client messages rejected (by the handler or MaxAttempts)
+	Expired       uint64 // client messages that arrived past their expiry
+	Duplicates    uint64 // client messages dropped as already delivered
+
+	Pushed       uint64 // pushes committed to client outboxes
+	PushedBytes  uint64 // their payload bytes
+	PushAcked    uint64 // pushes acknowledged by their client
+	PushRejected uint64 // pushes rejected (by the client's handler, too large)
+	PushExpired  uint64 // pushes expired before delivery
+	PushEvicted  uint64 // pushes evicted from a full outbox
+	Redelivered  uint64 // pushes sent again after a reconnect
+
 	// Refused counts connections refused by a limit, by limit:
 	// "connections", "connections per IP", "connections per identity".
 	Refused map[string]uint64
@@ -491,11 +516,27 @@ type ServerStats struct {
 func (s *Server) Stats() ServerStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := ServerStats{Sessions: len(s.sessions), Clients: len(s.peers), Redelivered: s.nRedelivered.Load(),
-		InFlightBytes: s.buffered.inUse(), Refused: make(map[string]uint64, len(s.refused))}
+	c := &s.counters
+	st := ServerStats{
+		Sessions: len(s.sessions), Clients: len(s.peers), Connects: c.sessions.Load(),
+		InFlightBytes: s.buffered.inUse(),
+		Received:      c.received.Load(), ReceivedBytes: c.receivedBytes.Load(),
+		Rejected: c.rejected.Load(), Expired: c.expired.Load(), Duplicates: c.duplicates.Load(),
+		Pushed: c.pushed.Load(), PushedBytes: c.pushedBytes.Load(),
+		PushAcked: c.pushAcked.Load(), PushRejected: c.pushRejected.Load(),
+		PushExpired: c.pushExpired.Load(), PushEvicted: c.pushEvicted.Load(),
+		Redelivered: s.nRedelivered.Load(),
+		Refused:     make(map[string]uint64, len(s.refused)),
+		Disconnects: make(map[protocol.CloseCode]uint64),
+	}
 	for k, v := range s.refused {
 		st.Refused[k] = v
 	}
+	c.mu.Lock()
+	for k, v := range c.closes {
+		st.Disconnects[k] = v
+	}
+	c.mu.Unlock()
 	return st
 }
 

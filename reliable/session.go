@@ -249,13 +249,18 @@ func (ss *session) run() {
 			ss.inFlight.release(n)
 			s.buffered.release(n)
 		},
+		onDeliver:   s.counters.delivered,
+		onDuplicate: func() { s.counters.duplicates.Add(1) },
+		observer:    s.opts.Observer,
 	})
+	s.counters.sessions.Add(1)
 	ss.mu.Lock()
 	ss.ready = true
 	ss.mu.Unlock()
 	ss.kick()
 	err = ss.readLoop()
 	ss.end()
+	s.counters.closed(closeCode(err, ss.conn.Err()))
 	ss.log.Info("session ended", "error", err)
 }
 
