@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,13 +27,15 @@ const clientStoreName = "client.db"
 
 // clientFlags are the flags of the commands that run a reliable.Client
 // (send, recv): where to connect, where the store lives, the client ID,
-// the heartbeat and the log level.
+// the credentials and TLS trust, the heartbeat and the log level.
 type clientFlags struct {
-	url, data, clientID   *string
-	hbInterval, hbTimeout *time.Duration
-	verbose               *bool
+	url, data, clientID      *string
+	tokenFile, ca, cert, key *string
+	hbInterval, hbTimeout    *time.Duration
+	verbose                  *bool
 
 	lastErr atomic.Pointer[error] // why the last connection attempt or session ended
+	fatal   atomic.Pointer[error] // a TLS failure the CLI gives up on
 }
 
 // lastError returns why the client's last connection ended or failed, nil
@@ -48,6 +55,11 @@ func addClientFlags(fs *flag.FlagSet, clientIDHelp string) *clientFlags {
 		data:     fs.String("data", "", "`directory` for the client's store (created if missing; file "+clientStoreName+")"),
 		clientID: fs.String("client-id", "", clientIDHelp),
 		verbose:  fs.Bool("v", false, "log connection events (info) and debug details"),
+
+		tokenFile: fs.String("token-file", "", "send \"Authorization: Bearer TOKEN\" with TOKEN this `file`'s contents, trimmed; the file is read again before every connection attempt, so a rotated token is picked up"),
+		ca:        fs.String("ca", "", "for wss:// URLs, trust only the CA certificates in this PEM `file` instead of the system's roots"),
+		cert:      fs.String("cert", "", "for wss:// URLs, present the client certificate (chain) in this PEM `file` (mutual TLS); needs -key"),
+		key:       fs.String("key", "", "PEM `file` holding the private key of -cert"),
 	}
 	f.hbInterval, f.hbTimeout = heartbeatFlags(fs)
 	return f
@@ -63,8 +75,80 @@ func (f *clientFlags) check(fs *flag.FlagSet, needClientID bool) (int, bool) {
 		return usageError(fs, "-data is required"), false
 	case needClientID && *f.clientID == "":
 		return usageError(fs, "-client-id is required"), false
+	case (*f.cert == "") != (*f.key == ""):
+		return usageError(fs, "-cert and -key go together"), false
+	case (*f.ca != "" || *f.cert != "") && !strings.HasPrefix(strings.ToLower(*f.url), "wss://"):
+		return usageError(fs, "-ca, -cert and -key need a wss:// -url"), false
 	}
 	return checkHeartbeat(fs, *f.hbInterval, *f.hbTimeout)
+}
+
+// credentials adds the -token-file, -ca, -cert and -key settings to opts.
+// The token file is read once now, to report a missing or empty file at
+// once, and again before every dial. log warns about a token sent in
+// clear text to another machine.
+func (f *clientFlags) credentials(opts *reliable.ClientOptions, log *slog.Logger) error {
+	if path := *f.tokenFile; path != "" {
+		if _, err := readTokenFile(path); err != nil {
+			return fmt.Errorf("-token-file: %w", err)
+		}
+		opts.Header = func(context.Context) (http.Header, error) {
+			token, err := readTokenFile(path)
+			if err != nil {
+				return nil, fmt.Errorf("-token-file: %w", err)
+			}
+			return http.Header{"Authorization": {"Bearer " + token}}, nil
+		}
+		if u, err := url.Parse(*f.url); err == nil && u.Scheme == "ws" && !isLoopbackHost(u.Hostname()) {
+			log.Warn("the token travels in clear text over ws://; use wss://", "url", *f.url)
+		}
+	}
+	if *f.ca == "" && *f.cert == "" {
+		return nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if *f.ca != "" {
+		pool, err := loadCertPool(*f.ca)
+		if err != nil {
+			return fmt.Errorf("-ca: %w", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if *f.cert != "" {
+		cert, err := tls.LoadX509KeyPair(*f.cert, *f.key)
+		if err != nil {
+			return fmt.Errorf("-cert/-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	opts.TLSConfig = cfg
+	return nil
+}
+
+// tlsFailure explains err if it is a TLS failure that retrying cannot
+// mend: the server's certificate does not verify, or the server does not
+// speak TLS. It returns nil for other errors.
+func tlsFailure(err error) error {
+	var (
+		verify *tls.CertificateVerificationError
+		record tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &verify):
+		return fmt.Errorf("cannot verify the server's TLS certificate (trust the CA that signed it with -ca FILE): %w", err)
+	case errors.As(err, &record):
+		return fmt.Errorf("the server did not answer with TLS (is it serving plain ws://?): %w", err)
+	}
+	return nil
+}
+
+// stopReason says why the channel returned by open was closed: the TLS
+// failure the CLI gave up on, or the client's own reason to stop.
+func (f *clientFlags) stopReason(c *reliable.Client) error {
+	if p := f.fatal.Load(); p != nil {
+		return *p
+	}
+	return c.Err()
 }
 
 // logger returns the client's logger on stderr: warnings, or everything
@@ -75,20 +159,40 @@ func (f *clientFlags) logger(stderr io.Writer) *slog.Logger {
 
 // open creates -data if needed and opens a client on its store file with
 // opts, to which it adds the flags' settings. stopped is closed when the
-// client gives up (reliable.StateStopped; Client.Err says why). A store
-// held by another process is explained in the error.
+// client gives up (reliable.StateStopped) or when a connection attempt
+// fails in TLS in a way retrying cannot mend (tlsFailure); stopReason says
+// why. A store held by another process is explained in the error.
 func (f *clientFlags) open(opts reliable.ClientOptions) (c *reliable.Client, storePath string, stopped <-chan struct{}, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := f.credentials(&opts, log); err != nil {
+		return nil, "", nil, err
+	}
 	if err := os.MkdirAll(*f.data, 0o700); err != nil {
 		return nil, "", nil, fmt.Errorf("data directory: %w", err)
 	}
 	storePath = filepath.Join(*f.data, clientStoreName)
 	ch := make(chan struct{})
 	var once sync.Once
+	var refusedBefore atomic.Bool
 	opts.ClientID = *f.clientID
 	opts.HeartbeatInterval, opts.HeartbeatTimeout = *f.hbInterval, *f.hbTimeout
 	opts.OnStateChange = func(s reliable.State, err error) {
 		if err != nil {
 			f.lastErr.Store(&err)
+			if fe := tlsFailure(err); fe != nil {
+				f.fatal.CompareAndSwap(nil, &fe)
+				once.Do(func() { close(ch) })
+			}
+			// A 401 is retried (with the token file read again); say
+			// so once, not on every attempt.
+			if errors.Is(err, reliable.ErrUnauthorized) && !errors.Is(err, reliable.ErrForbidden) {
+				if !refusedBefore.Swap(true) {
+					log.Warn("the server refused the credentials (HTTP 401); retrying with backoff, reading -token-file again before each attempt", "error", err)
+				}
+			}
 		}
 		if s == reliable.StateStopped {
 			once.Do(func() { close(ch) })

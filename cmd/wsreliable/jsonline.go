@@ -17,6 +17,8 @@ import (
 func appendDelivered(dst []byte, m *reliable.Message) []byte {
 	dst = append(dst, `{"client":`...)
 	dst = appendJSONString(dst, m.ClientID)
+	dst = append(dst, `,"identity":`...)
+	dst = appendJSONString(dst, m.Identity)
 	dst = append(dst, `,"id":"`...)
 	dst = appendUUID(dst, m.ID)
 	dst = append(dst, `","seq":`...)

@@ -49,7 +49,7 @@ func runRecv(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	select {
 	case <-ctx.Done():
 	case <-stopped:
-		logf("%v", c.Err())
+		logf("%v", cf.stopReason(c))
 		code = exitFail
 	}
 	if err := c.Close(); err != nil {

@@ -68,16 +68,35 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		defer rw.finish()
 	}
 
-	// drain waits for the acknowledgements, up to d (0: no limit), and
-	// reports what is left.
+	// drain waits for the acknowledgements, up to d (0: no limit) or
+	// until the client stops, and reports what is left.
 	drain := func(d time.Duration) error {
-		dctx := ctx
+		dctx, cancel := context.WithCancel(ctx)
+		defer cancel()
 		if d > 0 {
-			var cancel context.CancelFunc
-			dctx, cancel = context.WithTimeout(ctx, d)
-			defer cancel()
+			var cancelTimeout context.CancelFunc
+			dctx, cancelTimeout = context.WithTimeout(dctx, d)
+			defer cancelTimeout()
 		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			select {
+			case <-stopped:
+				cancel()
+			case <-dctx.Done():
+			}
+		})
 		err := c.Drain(dctx)
+		cancel()
+		wg.Wait()
+		if err != nil && ctx.Err() == nil {
+			select {
+			case <-stopped:
+				return fmt.Errorf("%v; %d messages still unacknowledged stay queued in %s and are sent by the next run on this -data",
+					cf.stopReason(c), c.Stats().Queued, storePath)
+			default:
+			}
+		}
 		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			why := ""
 			if last := cf.lastError(); last != nil {
@@ -133,7 +152,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 				}
 				first = it
 			case <-stopped:
-				logf("%v", c.Err())
+				logf("%v", cf.stopReason(c))
 				return exitFail
 			case <-ctx.Done():
 				return interrupted(ctx, c, storePath, logf)

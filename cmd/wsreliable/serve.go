@@ -2,15 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/wsreliable/wsreliable/reliable"
@@ -24,6 +30,7 @@ const serveStoreName = "server.db"
 // without reflection, and the fuzz test holds it to this type.
 type deliveredLine struct {
 	Client     string  `json:"client"`
+	Identity   string  `json:"identity"`
 	ID         string  `json:"id"`
 	Seq        uint64  `json:"seq"`
 	Payload    *string `json:"payload,omitempty"`
@@ -46,12 +53,37 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	outboxMax := fs.Int("outbox-max-messages", 0, "most pushes queued for one client; 0 means the library default (10000), negative no limit")
 	outboxMaxBytes := fs.Int64("outbox-max-bytes", 0, "most bytes of pushes queued for one client; 0 means the library default (64 MiB), negative no limit")
 	outboxEvict := fs.Bool("outbox-evict", false, "when a client's outbox is full, evict its oldest pushes (status evicted) instead of refusing the new one (HTTP 507)")
+	tlsCert := fs.String("tls-cert", "", "serve TLS (wss:// and https://, TLS 1.2 or later) with the certificate (chain) in this PEM `file`; needs -tls-key")
+	tlsKey := fs.String("tls-key", "", "PEM `file` holding the private key of -tls-cert")
+	clientCA := fs.String("client-ca", "", "require a client certificate on every TLS connection (the push API's too), verified against the CA certificates in this PEM `file`; needs -tls-cert. "+
+		"The connection's identity is the leaf certificate's first URI SAN if it has one, else its first DNS SAN, else its Subject Common Name (a certificate with none of them is refused with 403); with -tokens-file too, the token's identity is used instead")
+	tokensFile := fs.String("tokens-file", "", "require \"Authorization: Bearer TOKEN\" on WebSocket handshakes (401 otherwise), TOKEN listed in this `file`: one \"IDENTITY TOKEN\" per line, blank lines and # comments ignored; "+
+		"the connection's identity is the token's. Re-read on SIGHUP (a bad file keeps the previous tokens)")
+	allowedOrigins := fs.String("allowed-origins", "", "comma-separated `origins` (e.g. https://app.example) whose browser pages may connect; empty: only pages served from the same host as the request's Host header. Requests without an Origin header (non-browser clients) are not affected")
+	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without -tokens-file or -client-ca: anyone who reaches the port can then send as any client")
 	verbose := fs.Bool("v", false, "log at debug level")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
 	if *data == "" {
 		return usageError(fs, "-data is required")
+	}
+	switch {
+	case (*tlsCert == "") != (*tlsKey == ""):
+		return usageError(fs, "-tls-cert and -tls-key go together")
+	case *clientCA != "" && *tlsCert == "":
+		return usageError(fs, "-client-ca needs -tls-cert and -tls-key")
+	}
+	loopback := isLoopbackListen(*listen)
+	if !loopback && *tokensFile == "" && *clientCA == "" && !*insecure {
+		fmt.Fprintf(stderr, "wsreliable serve: refusing to listen on %s, which is not a loopback address, without authentication: "+
+			"anyone who can reach it could send as any client. Use -tokens-file or -client-ca (with -tls-cert and -tls-key), "+
+			"or -insecure to listen without authentication anyway\n", *listen)
+		return exitUsage
+	}
+	origins, err := parseOrigins(*allowedOrigins)
+	if err != nil {
+		return usageError(fs, "-allowed-origins: "+err.Error())
 	}
 	if code, ok := checkHeartbeat(fs, *hbInterval, *hbTimeout); !ok {
 		return code
@@ -71,6 +103,27 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 			return fail("-api-key-file: %v", err)
 		}
 	}
+	var tlsConfig *tls.Config
+	if *tlsCert != "" {
+		if tlsConfig, err = serverTLSConfig(*tlsCert, *tlsKey, *clientCA); err != nil {
+			return fail("%v", err)
+		}
+	}
+	var tokens *atomic.Pointer[tokenSet]
+	if *tokensFile != "" {
+		ts, err := loadTokens(*tokensFile)
+		if err != nil {
+			return fail("-tokens-file: %v", err)
+		}
+		tokens = &atomic.Pointer[tokenSet]{}
+		tokens.Store(ts)
+		if tlsConfig == nil && !loopback {
+			log.Warn("bearer tokens travel in clear text: serve TLS with -tls-cert and -tls-key", "listen", *listen)
+		}
+	}
+	refusals := &refusalLog{log: log}
+	defer refusals.flush()
+	authenticated := tokens != nil || *clientCA != ""
 
 	if err := os.MkdirAll(*data, 0o700); err != nil {
 		return fail("data directory: %v", err)
@@ -79,7 +132,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	// commit, so a message is acknowledged only once its line has left
 	// the process.
 	handler, flush := newBufferedLines(stdout).hooks(appendDelivered, log)
-	srv, err := reliable.NewServer(filepath.Join(*data, serveStoreName), handler, &reliable.ServerOptions{
+	opts := &reliable.ServerOptions{
+		CheckOrigin:       originChecker(origins, refusals),
 		HeartbeatInterval: *hbInterval,
 		HeartbeatTimeout:  *hbTimeout,
 		OutboxMaxMessages: *outboxMax,
@@ -87,7 +141,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		OutboxEvict:       *outboxEvict,
 		Logger:            log,
 		Flush:             flush,
-	})
+	}
+	if authenticated {
+		opts.Authenticate = authenticatedIdentity
+	}
+	srv, err := reliable.NewServer(filepath.Join(*data, serveStoreName), handler, opts)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -96,19 +154,35 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		srv.Close()
 		return fail("%v", err)
 	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/ws", srv)
+	var ws http.Handler = srv
+	if authenticated {
+		ws = &wsAuth{next: srv, tokens: tokens, clientCerts: *clientCA != "", refusals: refusals}
+	}
+	mux.Handle("/ws", ws)
 	if apiKey != "" {
 		newPushAPI(srv, apiKey, maxPushPayload, log).register(mux)
 	}
+	var root http.Handler = mux
+	if loopback {
+		root = hostGuard{next: mux, refusals: refusals}
+	}
 	hs := &http.Server{
-		Handler:           mux,
+		Handler:           root,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          stdlog.New(httpErrorLog{log: log, refusals: refusals}, "", 0),
+	}
+	if tokens != nil {
+		stopReload := reloadTokensOnHUP(*tokensFile, tokens, log)
+		defer stopReload()
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "path", "/ws", "data", *data, "push_api", apiKey != "")
+	log.Info("listening", "addr", ln.Addr().String(), "path", "/ws", "data", *data, "push_api", apiKey != "",
+		"tls", tlsConfig != nil, "client_certs", *clientCA != "", "tokens", tokens != nil)
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
@@ -149,6 +223,38 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		log.Info("stopped")
 	}
 	return code
+}
+
+// reloadTokensOnHUP re-reads the tokens file at path on each SIGHUP and
+// stores the new set in tokens; a file that does not load keeps the old
+// set and is logged as an error. The returned stop ends the watch and
+// waits for it.
+func reloadTokensOnHUP(path string, tokens *atomic.Pointer[tokenSet], log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-hup:
+				ts, err := loadTokens(path)
+				if err != nil {
+					log.Error("tokens file not reloaded; the previous tokens stay in force", "file", path, "error", err)
+					continue
+				}
+				tokens.Store(ts)
+				log.Info("tokens reloaded", "file", path, "tokens", len(ts.sums))
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		wg.Wait()
+	}
 }
 
 // readAPIKey returns the contents of path with surrounding white space

@@ -20,6 +20,7 @@ import (
 // delivered is one line of serve's stdout.
 type delivered struct {
 	Client     string  `json:"client"`
+	Identity   *string `json:"identity"`
 	ID         string  `json:"id"`
 	Seq        uint64  `json:"seq"`
 	Payload    *string `json:"payload"`
