@@ -64,6 +64,7 @@ type inboxConfig struct {
 	onDeliver   func(d *protocol.Data, outcome protocol.RejectCode) // counters; may be nil
 	release     func(n int64)                                       // gives back a data frame's budget; may be nil
 	onDuplicate func()                                              // counters; may be nil
+	onCommit    func(seq uint64)                                    // after each watermark commit; may be nil
 	observer    Observer                                            // timings; may be nil
 }
 
@@ -357,6 +358,9 @@ func (d *delivery) flush() bool {
 			in.cfg.observer.ObserveCommit(time.Since(start), int(wm-st.durable))
 		}
 		st.durable = wm
+		if in.cfg.onCommit != nil {
+			in.cfg.onCommit(wm)
+		}
 	}
 	frames := append(d.replies, &protocol.Ack{Stream: st.stream, Seq: min(seq, st.durable, in.seen)})
 	d.replies = nil

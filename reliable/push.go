@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -280,16 +282,24 @@ type PushStatus struct {
 // statuses (24 h by default).
 var ErrUnknownMessage = errors.New("reliable: unknown message")
 
-// ClientInfo is what a server knows of one client's push outbox.
+// ClientInfo is what a server knows of one client.
 type ClientInfo struct {
 	ClientID  string
-	Connected bool              // a session is open now
-	Stream    protocol.StreamID // the push stream; zero if nothing was ever pushed
-	Queued    int               // pushes not yet acknowledged
-	Bytes     int64             // their payload and header bytes
-	FirstSeq  uint64            // lowest queued sequence, 0 when none
-	LastSeq   uint64            // highest sequence assigned
-	Oldest    time.Time         // when the oldest queued push was queued; zero when none
+	Identity  string // the identity its client ID is bound to
+	Connected bool   // a session is open now
+	// Watermark is the committed watermark of the client's stream to the
+	// server while it is connected (0 otherwise): how far its messages
+	// have been handled.
+	Watermark uint64
+	// LastSeen is when its last session ended, while the server has run;
+	// zero if it is connected or has not been seen since the start.
+	LastSeen time.Time
+	Stream   protocol.StreamID // the push stream; zero if nothing was ever pushed
+	Queued   int               // pushes not yet acknowledged
+	Bytes    int64             // their payload and header bytes
+	FirstSeq uint64            // lowest queued sequence, 0 when none
+	LastSeq  uint64            // highest sequence assigned
+	Oldest   time.Time         // when the oldest queued push was queued; zero when none
 }
 
 // Client returns what the server knows of clientID's pushes. A client
@@ -302,13 +312,41 @@ func (s *Server) Client(clientID string) (ClientInfo, error) {
 	return s.clientInfo(info), nil
 }
 
-// Clients lists the clients that have a push stream, in client ID order,
-// starting after the given ID ("" from the start), at most limit of them
-// (<= 0: 100). Page through them by passing the last ID returned.
+// Clients lists the clients that are connected or have a push stream, in
+// client ID order, starting after the given ID ("" from the start), at most
+// limit of them (<= 0: 100). Page through them by passing the last ID
+// returned.
 func (s *Server) Clients(after string, limit int) ([]ClientInfo, error) {
+	if limit <= 0 {
+		limit = 100
+	}
 	infos, err := s.store.Clients(after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reliable: list clients: %w", err)
+	}
+	// Connected clients without a push stream are not in the store's
+	// list: merge them in, within the page's range.
+	full := len(infos) == limit
+	s.mu.Lock()
+	var connected []string
+	for id, p := range s.peers {
+		if p.current != nil && id > after && (!full || id < infos[len(infos)-1].Client) {
+			connected = append(connected, id)
+		}
+	}
+	s.mu.Unlock()
+	have := make(map[string]bool, len(infos))
+	for _, info := range infos {
+		have[info.Client] = true
+	}
+	for _, id := range connected {
+		if !have[id] {
+			infos = append(infos, queue.OutboxInfo{Client: id})
+		}
+	}
+	slices.SortFunc(infos, func(a, b queue.OutboxInfo) int { return strings.Compare(a.Client, b.Client) })
+	if len(infos) > limit {
+		infos = infos[:limit]
 	}
 	out := make([]ClientInfo, len(infos))
 	for i, info := range infos {
@@ -321,10 +359,25 @@ func (s *Server) clientInfo(info queue.OutboxInfo) ClientInfo {
 	s.mu.Lock()
 	p := s.peers[info.Client]
 	connected := p != nil && p.current != nil
+	var wm uint64
+	if connected {
+		wm = p.current.watermark.Load()
+	}
+	lastSeen := s.lastSeen[info.Client]
 	s.mu.Unlock()
+	identity, err := s.store.Binding(info.Client)
+	if err != nil {
+		s.log.Warn("reading a binding failed", "client", info.Client, "error", err)
+	}
+	if connected {
+		lastSeen = time.Time{}
+	}
 	return ClientInfo{
 		ClientID:  info.Client,
+		Identity:  identity,
 		Connected: connected,
+		Watermark: wm,
+		LastSeen:  lastSeen,
 		Stream:    info.Stream,
 		Queued:    info.Messages,
 		Bytes:     info.Bytes,

@@ -487,6 +487,27 @@ func TestServerClients(t *testing.T) {
 	if c, err := srv.Client("nobody"); err != nil || !c.Stream.IsZero() || c.Queued != 0 {
 		t.Fatalf("unknown client: %+v, %v", c, err)
 	}
+	// A connected client that was never pushed to is listed too, with
+	// its watermark once it has sent something.
+	sender := newClient(t, url, &reliable.ClientOptions{ClientID: "aa"})
+	r, err := sender.Send(ctx, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		list, err := srv.Clients("", 0)
+		return err == nil && len(list) == 3 && list[1].ClientID == "aa" && list[1].Connected && list[1].Watermark == 1
+	}, "connected client aa not listed with its watermark")
+	if err := sender.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		a, err := srv.Client("aa")
+		return err == nil && !a.Connected && !a.LastSeen.IsZero()
+	}, "client aa not shown disconnected with a last-seen time")
 }
 
 // settledLog collects OnSettled reports.

@@ -272,6 +272,7 @@ type Server struct {
 	once     sync.Once
 	closeErr error
 
+	lastSeen       map[string]time.Time // client ID → end of its last session; guarded by mu, bounded by lastSeenMax
 	refusedAt      map[string]time.Time // guarded by mu
 	refusedDropped map[string]int
 	refused        map[string]uint64
@@ -305,6 +306,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 		log:            o.Logger,
 		peers:          make(map[string]*peer),
 		refusedAt:      make(map[string]time.Time),
+		lastSeen:       make(map[string]time.Time),
 		refusedDropped: make(map[string]int),
 		refused:        make(map[string]uint64),
 		sessions:       make(map[*session]struct{}),
@@ -572,4 +574,11 @@ func (s *Server) unregister(ss *session) {
 	if p.refs--; p.refs == 0 {
 		delete(s.peers, p.id)
 	}
+	if len(s.lastSeen) >= lastSeenMax {
+		clear(s.lastSeen) // bounded memory: last-seen times are a convenience
+	}
+	s.lastSeen[p.id] = time.Now()
 }
+
+// lastSeenMax bounds the last-seen times a server keeps in memory.
+const lastSeenMax = 100_000

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -43,6 +44,9 @@ type session struct {
 	hello    *protocol.Hello
 	inbox    *inbox
 	inFlight *budget // MaxInFlightBytes of this session
+	// watermark mirrors the committed watermark of the client's stream
+	// for Server.Clients (the delivery worker owns the real one).
+	watermark atomic.Uint64
 
 	ctx    context.Context // ends the handler calls
 	cancel context.CancelFunc
@@ -250,9 +254,11 @@ func (ss *session) run() {
 			s.buffered.release(n)
 		},
 		onDeliver:   s.counters.delivered,
+		onCommit:    ss.watermark.Store,
 		onDuplicate: func() { s.counters.duplicates.Add(1) },
 		observer:    s.opts.Observer,
 	})
+	ss.watermark.Store(p.in.durable)
 	s.counters.sessions.Add(1)
 	ss.mu.Lock()
 	ss.ready = true
