@@ -64,6 +64,8 @@ func newPushAPI(srv *reliable.Server, key string, maxPayload int, log *slog.Logg
 func (a *pushAPI) register(mux *http.ServeMux) {
 	mux.Handle("/v1/push", a.authorized(a.push))
 	mux.Handle("/v1/messages/{id}", a.authorized(a.message))
+	mux.Handle("/v1/clients", a.authorized(a.clients))
+	mux.Handle("/v1/clients/{id}", a.authorized(a.client))
 	mux.Handle("/v1/", a.authorized(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
 	}))
@@ -262,9 +264,7 @@ type messageResponse struct {
 // message handles GET /v1/messages/{id}: the push's client, sequence and
 // status (pending, acked, rejected, expired or evicted).
 func (a *pushAPI) message(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeError(w, http.StatusMethodNotAllowed, "use GET")
+	if !getOnly(w, r) {
 		return
 	}
 	id, err := uuid.Parse(r.PathValue("id"))
