@@ -100,9 +100,14 @@ type Bolt struct {
 	// pruneAt is when (Unix ms) reported records may next be due for
 	// pruning; 0: none known.
 	pruneAt int64
+	// expireAt is when (Unix ms) idle peers may next be due for expiry
+	// (or peers without a last-used time are left to fill in); 0: none
+	// known. fill is how far filling in has come.
+	expireAt int64
+	fill     fillPos
 
 	// testNow, when set by a test, replaces time.Now for the times of
-	// settlement records and pruning.
+	// settlement records, last-used times, pruning and expiry.
 	testNow atomic.Pointer[func() time.Time]
 
 	commits atomic.Int64 // successful write transactions, for tests
@@ -180,6 +185,13 @@ func Open(path string, opts *Options) (*Bolt, error) {
 	if b.retention > 0 {
 		// Reported records may have come due while the file was closed.
 		b.pruneAt = time.Now().UnixMilli()
+	}
+	if o.IdleExpiry > 0 {
+		// Peers may have become idle while the file was closed, and
+		// the state of older files needs its last-used times.
+		b.expireAt = time.Now().UnixMilli()
+	} else {
+		b.fill.done = true
 	}
 	b.limit = newLimiter(&o, b.closing, st.messages(), st.bytes)
 	b.outLimits = o.outboxLimits()

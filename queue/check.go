@@ -18,8 +18,9 @@ const maxCheckErrors = 20
 // consistency check (every page reachable or free, no page used twice)
 // plus ours (meta readable, every outbox key 8 bytes and in acked+1..last
 // without gaps, every entry decodes, the byte count matches, watermarks
-// well formed, the same for every client's push outbox, and every
-// settlement record decodable and in the index its state names). It
+// well formed, the same for every client's push outbox, every
+// settlement record decodable and in the index its state names, and
+// every peer's last-used time in its index and the index in step). It
 // returns nil for a sound file and otherwise an error
 // wrapping [ErrCorrupt] (or [ErrVersion]) that lists up to 20 problems.
 //
@@ -124,6 +125,7 @@ func checkStore(tx *bolt.Tx, problems []error) []error {
 	})
 	checkOutboxes(tx, add)
 	checkSettled(tx, add)
+	checkLastUsed(tx, add)
 	return problems
 }
 

@@ -19,7 +19,8 @@
 // completely (bbolt's page check plus the invariants of the outbox and of
 // every push outbox) and is meant
 // for tests and tools after a crash; [Inspect] reads a file's identity and
-// statistics.
+// statistics, and [InspectFile] also the server state it holds, a page
+// of clients at a time.
 //
 // # Push outboxes
 //
@@ -56,6 +57,25 @@
 // at most 1,024 a commit, with the commits that come due or on its own.
 // Records are keyed by message ID: a later record for an ID replaces the
 // earlier one.
+//
+// # Idle expiry
+//
+// A peer's binding and watermarks (one per stream) would otherwise stay
+// on disk for ever, one set per client ID that ever connected. Every
+// SetWatermark and Bind records the peer's last-used time, and so does
+// [Inbox.Touch], which a server calls at each session start since reads
+// record nothing. The writer deletes the binding, the watermarks and the
+// empty push outbox of every peer idle for longer than
+// Options.IdleExpiry (30 days by default), oldest first, at most 1,024
+// peers a commit, with the commits that come due or on its own; a peer
+// whose push outbox holds messages is kept until they are acked. [Bolt]
+// keeps the times in two buckets created by the first of them; state
+// found without one (a file written before they were kept) counts as
+// used when the store was opened. A receiver resumes a stream it has no
+// watermark for from the sender's lowest held sequence, so what the
+// sender still holds is delivered once; only a message handled whose
+// ack never reached its sender before the sender stayed away for the
+// whole IdleExpiry is delivered again.
 //
 // # Group commit
 //
@@ -100,8 +120,10 @@
 // # Compaction
 //
 // bbolt reuses freed pages but never shrinks its file. When an ack leaves
-// the outbox empty and the file is larger than Options.CompactSize (and
-// has at least doubled since the last compaction), the writer copies the
+// the outbox or a push outbox empty, or pruning or idle expiry has
+// caught up after deleting, and the file is larger than
+// Options.CompactSize (and has at least doubled since the last
+// compaction), the writer copies the
 // live data into a temp file in the same directory, syncs it and renames it
 // over the store; [Bolt.Compact] forces this. The original stays intact
 // until the rename, which is atomic, so a crash at any point leaves one

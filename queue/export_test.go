@@ -37,3 +37,6 @@ func SetMemoryClock(m *Memory, now func() time.Time) {
 	}
 	m.testNow.Store(&now)
 }
+
+// LastUsed returns the last-used time b recorded for peer, zero if none.
+func LastUsed(b *Bolt, peer string) (time.Time, error) { return b.lastUsed(peer) }

@@ -76,6 +76,10 @@ type ClientReport struct {
 	// Watermarks are the client's streams delivered here, in stream ID
 	// order (bytewise).
 	Watermarks []Watermark
+	// LastUsed is when the client's binding and watermarks were last
+	// used (millisecond precision), from which Options.IdleExpiry
+	// counts; zero if the file has no such record.
+	LastUsed time.Time
 }
 
 // Watermark is the highest sequence of one stream delivered contiguously.
@@ -265,6 +269,11 @@ func clientReport(tx *bolt.Tx, client string) (ClientReport, error) {
 	}
 	if len(client) <= bolt.MaxKeySize {
 		c.Identity = string(tx.Bucket(bucketBindings).Get([]byte(client)))
+		if lb := tx.Bucket(bucketLastUsed); lb != nil {
+			if v := lb.Get([]byte(client)); len(v) == 8 {
+				c.LastUsed = fromUnixMilli(int64(binary.BigEndian.Uint64(v)))
+			}
+		}
 	}
 	// The client's keys are its name and 16 bytes; longer names that
 	// start with it share the run and are skipped.

@@ -125,6 +125,12 @@ func TestInspectFile(t *testing.T) {
 			t.Errorf("client %q: empty outbox with Oldest %v", o.Client, o.Oldest)
 		}
 		o.Oldest = time.Time{}
+		c := &got.Clients[i]
+		used := c.Identity != "" || len(c.Watermarks) > 0
+		if used && (c.LastUsed.Before(start) || c.LastUsed.After(end)) {
+			t.Errorf("client %q: LastUsed %v outside [%v, %v]", c.Client, c.LastUsed, start, end)
+		}
+		c.LastUsed = time.Time{}
 	}
 	if !reflect.DeepEqual(*got, want) {
 		t.Errorf("InspectFile =\n%+v\nwant\n%+v", *got, want)
@@ -193,6 +199,12 @@ func TestInspectFileClientStore(t *testing.T) {
 	r, err := queue.InspectFile(path, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := range r.Clients {
+		if r.Clients[i].LastUsed.IsZero() {
+			t.Errorf("client %q: no LastUsed", r.Clients[i].Client)
+		}
+		r.Clients[i].LastUsed = time.Time{}
 	}
 	wantClients := []queue.ClientReport{{Client: "server", Outbox: queue.OutboxInfo{Client: "server"}, Watermarks: []queue.Watermark{{streamOf(7), 3}}}}
 	if r.Version != 1 || r.Meta != meta || r.Outbox.Messages != 1 || r.Outboxes != 0 || r.Bindings != 0 || r.Watermarks != 1 ||

@@ -65,6 +65,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.StatusRetention == 0 {
 		c.StatusRetention = defaultStatusRetention
 	}
+	if c.IdleExpiry == 0 {
+		c.IdleExpiry = defaultIdleExpiry
+	}
 	if c.CompactSize == 0 {
 		c.CompactSize = defaultCompactSize
 	}

@@ -32,6 +32,11 @@ type Memory struct {
 	records    map[protocol.MessageID]record
 	track      bool          // TrackSettled
 	retention  time.Duration // StatusRetention, defaulted
+	expiry     time.Duration // IdleExpiry, defaulted
+	// lastUsed is every peer's last-used time (Unix ms); sweepAt is
+	// when the next sweep for idle peers is due.
+	lastUsed map[string]int64
+	sweepAt  int64
 
 	// testNow, when set by a test, replaces time.Now for the times of
 	// settlement records and pruning.
@@ -53,7 +58,9 @@ type memPushed struct {
 // NewMemory returns an empty in-memory store with a new client ID and
 // stream ID. opts may be nil for defaults; only the limit fields
 // (MaxMessages, MaxBytes, FailWhenFull and the Outbox ones),
-// StatusRetention and TrackSettled apply, the others are ignored.
+// StatusRetention, IdleExpiry and TrackSettled apply, the others are
+// ignored. Idle peers are expired by the calls of the inbox role, with
+// no goroutine.
 func NewMemory(opts *Options) *Memory {
 	var o Options
 	if opts != nil {
@@ -61,6 +68,7 @@ func NewMemory(opts *Options) *Memory {
 			MaxMessages: opts.MaxMessages, MaxBytes: opts.MaxBytes, FailWhenFull: opts.FailWhenFull,
 			OutboxMaxMessages: opts.OutboxMaxMessages, OutboxMaxBytes: opts.OutboxMaxBytes, OutboxEvict: opts.OutboxEvict,
 			StatusRetention: opts.StatusRetention, TrackSettled: opts.TrackSettled,
+			IdleExpiry: opts.IdleExpiry,
 		}
 	}
 	o, _ = o.withDefaults() // cannot fail: only the limit fields are set
@@ -77,6 +85,8 @@ func NewMemory(opts *Options) *Memory {
 		records:    make(map[protocol.MessageID]record),
 		track:      o.TrackSettled,
 		retention:  o.StatusRetention,
+		expiry:     o.IdleExpiry,
+		lastUsed:   make(map[string]int64),
 	}
 	m.limit = newLimiter(&o, m.closing, 0, 0)
 	return m
@@ -201,6 +211,7 @@ func (m *Memory) Watermark(peer string, stream protocol.StreamID) (uint64, error
 	if m.closed {
 		return 0, ErrClosed
 	}
+	m.sweep(m.nowMilli())
 	return m.watermarks[string(watermarkKey(peer, stream))], nil
 }
 
@@ -215,6 +226,7 @@ func (m *Memory) SetWatermark(ctx context.Context, peer string, stream protocol.
 		return ErrClosed
 	}
 	m.watermarks[string(watermarkKey(peer, stream))] = seq
+	m.touch(peer)
 	return nil
 }
 
@@ -225,6 +237,7 @@ func (m *Memory) Binding(peer string) (string, error) {
 	if m.closed {
 		return "", ErrClosed
 	}
+	m.sweep(m.nowMilli())
 	return m.bindings[peer], nil
 }
 
@@ -239,7 +252,64 @@ func (m *Memory) Bind(ctx context.Context, peer, identity string) error {
 		return ErrClosed
 	}
 	m.bindings[peer] = identity
+	m.touch(peer)
 	return nil
+}
+
+// Touch records now as peer's last-used time; see [Inbox.Touch].
+func (m *Memory) Touch(ctx context.Context, peer string) error {
+	if err := m.writeCheck(ctx, "touch", peer); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.touch(peer)
+	return nil
+}
+
+// touch records now as peer's last-used time and expires idle peers
+// when a sweep is due. m.mu is held.
+func (m *Memory) touch(peer string) {
+	now := m.nowMilli()
+	m.lastUsed[peer] = now
+	m.sweep(now)
+}
+
+// sweep deletes, when one is due (every touchGranularity), the binding,
+// watermarks and empty push outbox of every peer idle for longer than
+// IdleExpiry, as [Bolt]'s writer does; a peer whose push outbox holds
+// messages is kept. m.mu is held.
+func (m *Memory) sweep(now int64) {
+	if m.expiry < 0 || now < m.sweepAt {
+		return
+	}
+	m.sweepAt = now + touchGranularity(m.expiry)
+	cutoff := now - m.expiry.Milliseconds()
+	idle := make(map[string]bool)
+	for peer, at := range m.lastUsed {
+		if at >= cutoff {
+			continue
+		}
+		if ob := m.outboxes[peer]; ob != nil && len(ob.entries) > 0 {
+			m.lastUsed[peer] = now
+			continue
+		}
+		idle[peer] = true
+		delete(m.lastUsed, peer)
+		delete(m.bindings, peer)
+		delete(m.outboxes, peer)
+	}
+	if len(idle) == 0 {
+		return
+	}
+	for k := range m.watermarks {
+		if idle[k[:len(k)-len(protocol.StreamID{})]] {
+			delete(m.watermarks, k)
+		}
+	}
 }
 
 func (m *Memory) writeCheck(ctx context.Context, op, peer string) error {

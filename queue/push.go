@@ -535,28 +535,29 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 }
 
 // applyAckOutbox performs r, an outbox ack, in tx; an outbox found
-// damaged fails r alone. changed reports whether tx was written to.
-func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request, rc *recorder) (changed bool, err error) {
+// damaged fails r alone. changed reports whether tx was written to,
+// drained whether it left a non-empty outbox empty.
+func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request, rc *recorder) (changed, drained bool, err error) {
 	client := string(r.key)
 	r.err = nil // a retried transaction starts over
 	o, err := findOutbox(tx, client)
 	if err != nil {
 		r.err = fmt.Errorf("queue: ack outbox %s: %w", b.path, err)
-		return false, nil
+		return false, false, nil
 	}
 	if !o.found {
-		return false, nil
+		return false, false, nil
 	}
 	m := o.m
 	upTo := min(r.seq, m.last)
 	if upTo <= m.acked {
-		return false, nil
+		return false, false, nil
 	}
 	freed, err := b.deleteUpTo(o.eb, o.prefix, upTo, func(seq uint64, id protocol.MessageID) error {
 		return rc.settle(client, seq, id, r.outcomes)
 	})
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	m.count -= min(upTo-m.acked, m.count)
 	m.acked = upTo
@@ -564,7 +565,7 @@ func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request, rc *recorder) (changed bo
 	if m.count == 0 {
 		m.bytes = 0 // resets any drift from undecodable entries
 	}
-	return true, o.mb.Put([]byte(client), encodeOutboxMeta(&m))
+	return true, m.count == 0, o.mb.Put([]byte(client), encodeOutboxMeta(&m))
 }
 
 var _ Outboxes = (*Bolt)(nil)

@@ -101,6 +101,13 @@ type Inbox interface {
 
 	// Bind durably binds peer to identity.
 	Bind(ctx context.Context, peer, identity string) error
+
+	// Touch durably records now as the last-used time of peer's binding
+	// and watermarks, from which Options.IdleExpiry counts; SetWatermark
+	// and Bind record it too, reads do not. A server calls it at each
+	// session start. A time recorded recently (a hundredth of the expiry,
+	// at most an hour) is kept, at no cost.
+	Touch(ctx context.Context, peer string) error
 }
 
 // Store is a client's store: its outbox to the server, the inbox state
@@ -258,6 +265,21 @@ type Options struct {
 	// unreported records are never pruned. Zero: 24 h. Negative: a
 	// record is deleted as soon as it is marked reported.
 	StatusRetention time.Duration
+	// IdleExpiry is how long a peer's binding and watermarks are kept
+	// after they were last used (written, or refreshed by [Inbox.Touch]).
+	// The writer then deletes them, at most 1,024 peers a commit, with
+	// the empty push outbox of the peer, if any; a peer whose push outbox
+	// holds messages is never expired. State found without a last-used
+	// time (a file written before they were kept) counts as used when
+	// the store was opened. Zero: 30 days. Negative: never.
+	//
+	// Deleting a watermark is safe for dedupe because a receiver resumes
+	// a stream it has no watermark for from the sender's lowest held
+	// sequence: what the sender still holds is delivered, what it
+	// dropped stays dropped. The exception is a message handled and
+	// watermarked whose ack never reached its sender before the sender
+	// went away for longer than IdleExpiry: it is delivered again.
+	IdleExpiry time.Duration
 	// TrackSettled makes the client outbox (Append, Ack, AckWith) write
 	// a settlement record for every entry its acks delete. Zero: off, at
 	// no cost. The push outboxes always write them.

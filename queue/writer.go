@@ -26,13 +26,14 @@ const (
 	reqPush
 	reqAckOutbox
 	reqMarkReported
+	reqTouch
 )
 
 // request is one write handed to the writer goroutine. The writer fills
 // seq (for appends), push (for pushes) and err, then closes done.
 type request struct {
 	kind   reqKind
-	key    []byte   // watermark or binding key; client of an outbox ack
+	key    []byte   // watermark or binding key; client of an outbox ack; peer of a touch
 	value  []byte   // identity
 	values [][]byte // encoded entries of an append
 	push   *pushReq // a push's messages and results
@@ -85,7 +86,8 @@ func (b *Bolt) run() {
 	idle := time.NewTimer(time.Hour)
 	idle.Stop()
 	armed := false
-	// pruneT fires when reported records become due for pruning.
+	// pruneT fires when reported records become due for pruning or idle
+	// peers for expiry.
 	pruneT := time.NewTimer(time.Hour)
 	pruneT.Stop()
 	pruneArmed := false
@@ -98,8 +100,8 @@ func (b *Bolt) run() {
 				idle.Reset(time.Duration(b.ackDelay.Load()))
 				armed = true
 			}
-			if !pruneArmed && b.pruneAt != 0 {
-				pruneT.Reset(time.Duration(max(b.pruneAt-b.nowMilli(), 0)) * time.Millisecond)
+			if due := b.dueAt(); !pruneArmed && due != 0 {
+				pruneT.Reset(time.Duration(max(due-b.nowMilli(), 0)) * time.Millisecond)
 				pruneArmed = true
 			}
 			select {
@@ -153,12 +155,24 @@ func (b *Bolt) run() {
 			}
 		}
 		b.commit(batch)
-		// The commit may have moved pruneAt: arm again from it.
+		// The commit may have moved pruneAt or expireAt: arm again.
 		if pruneArmed {
 			pruneT.Stop()
 			pruneArmed = false
 		}
 	}
+}
+
+// dueAt is the earliest of pruneAt and expireAt that is set, 0 if
+// neither is.
+func (b *Bolt) dueAt() int64 {
+	switch {
+	case b.pruneAt == 0:
+		return b.expireAt
+	case b.expireAt == 0:
+		return b.pruneAt
+	}
+	return min(b.pruneAt, b.expireAt)
 }
 
 // acksPending reports whether acked entries await their delete commit.
@@ -174,6 +188,8 @@ type txIn struct {
 	outcomes map[uint64]Outcome // the client outbox's outcomes (TrackSettled)
 	now      int64              // Unix ms: At of the records settled
 	prune    bool               // prune reported records settled before now-retention
+	expire   bool               // expire peers idle since before now-IdleExpiry
+	fill     fillPos            // where to go on giving peers a last-used time
 }
 
 // txOut is what a write transaction did.
@@ -184,6 +200,14 @@ type txOut struct {
 	pruned   bool  // pruning ran; next and more are valid
 	next     int64 // At of the oldest reported record left (0: none)
 	more     bool  // records due for pruning are left
+	drained  bool  // a push outbox was acked to empty
+	recorded bool  // a last-used time was written
+
+	expired   bool    // expiry ran; expNext, expMore and fill are valid
+	expNext   int64   // last-used time of the oldest peer left (0: none)
+	expMore   bool    // peers due for expiry, or peers to fill in, are left
+	fill      fillPos // where the fill walk stopped
+	freedRecs bool    // pruning or expiry deleted something and is done for now
 }
 
 // commit runs batch, and the deletes of the entries acked since the last
@@ -204,6 +228,8 @@ func (b *Bolt) commit(batch []*request) bool {
 	b.stMu.Unlock()
 	before := st
 	in.prune = b.pruneAt != 0 && in.now >= b.pruneAt
+	in.expire = b.expireAt != 0 && in.now >= b.expireAt
+	in.fill = b.fill
 
 	var writes, compacts []*request
 	for _, r := range batch {
@@ -216,7 +242,7 @@ func (b *Bolt) commit(batch []*request) bool {
 
 	var err error
 	var out txOut
-	ran := len(writes) > 0 || in.ackTo > st.acked || in.prune
+	ran := len(writes) > 0 || in.ackTo > st.acked || in.prune || in.expire
 	if ran {
 		err = b.update(func(tx *bolt.Tx) error {
 			st = before // a retry of fn must start over
@@ -243,6 +269,17 @@ func (b *Bolt) commit(batch []*request) bool {
 			b.pruneAt = 0
 		}
 	}
+	if err == nil && out.expired {
+		b.fill = out.fill
+		switch {
+		case out.expMore:
+			b.expireAt = in.now
+		case out.expNext != 0:
+			b.expireAt = out.expNext + b.opts.IdleExpiry.Milliseconds()
+		default:
+			b.expireAt = 0
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrDiskFull) {
 			if !b.diskFull {
@@ -263,6 +300,9 @@ func (b *Bolt) commit(batch []*request) bool {
 			if due := out.reported + b.retention.Milliseconds(); b.pruneAt == 0 || due < b.pruneAt {
 				b.pruneAt = due
 			}
+		}
+		if out.recorded && b.opts.IdleExpiry > 0 && b.expireAt == 0 {
+			b.expireAt = in.now + b.opts.IdleExpiry.Milliseconds()
 		}
 		b.commits.Add(1)
 		b.stMu.Lock()
@@ -290,7 +330,7 @@ func (b *Bolt) commit(batch []*request) bool {
 			r.err = cerr
 			close(r.done)
 		}
-	} else if err == nil && st.acked > before.acked && st.messages() == 0 && b.shouldCompact() {
+	} else if err == nil && (st.acked > before.acked && st.messages() == 0 || out.drained || out.freedRecs) && b.shouldCompact() {
 		if cerr := b.compact(); cerr != nil {
 			b.log.Warn("queue: compaction failed", "path", b.path, "err", cerr)
 		}
@@ -320,6 +360,7 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 		return out, fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
 	}
 	rc := &recorder{tx: tx, now: in.now}
+	u := &usage{tx: tx, now: in.now, skip: touchGranularity(b.opts.IdleExpiry)}
 	// Keys only ever grow at the end, so full pages split no further.
 	ob.FillPercent = 0.95
 	old := *st
@@ -356,13 +397,23 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 			}
 			st.bytes += r.size
 		case reqWatermark:
-			c, err = true, wb.Put(r.key, u64(r.seq))
+			if err = wb.Put(r.key, u64(r.seq)); err == nil {
+				c = true
+				_, err = u.touch(r.key[:len(r.key)-len(protocol.StreamID{})])
+			}
 		case reqBind:
-			c, err = true, bb.Put(r.key, r.value)
+			if err = bb.Put(r.key, r.value); err == nil {
+				c = true
+				_, err = u.touch(r.key)
+			}
+		case reqTouch:
+			c, err = u.touch(r.key)
 		case reqPush:
 			c, err = b.applyPush(tx, r, rc)
 		case reqAckOutbox:
-			c, err = b.applyAckOutbox(tx, r, rc)
+			var drained bool
+			c, drained, err = b.applyAckOutbox(tx, r, rc)
+			out.drained = out.drained || drained
 		case reqMarkReported:
 			c, err = rc.markReported(r.ids, b.retention >= 0)
 		}
@@ -384,8 +435,15 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 		default:
 			out.pruned, out.next, out.more = true, next, more
 			out.changed = out.changed || n > 0
+			out.freedRecs = out.freedRecs || (n > 0 && !more)
 		}
 	}
+	if in.expire {
+		if err := b.applyExpiry(u, in, &out); err != nil {
+			return out, err
+		}
+	}
+	out.recorded = u.recorded
 	out.reported = rc.reported
 	if *st != old {
 		for _, kv := range []struct {
@@ -398,6 +456,32 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 		}
 	}
 	return out, nil
+}
+
+// applyExpiry gives the next chunk of peers without one a last-used time
+// and then expires the next chunk of peers idle for longer than
+// IdleExpiry (see [usage.fill] and [usage.expire]), filling in out.
+func (b *Bolt) applyExpiry(u *usage, in txIn, out *txOut) error {
+	fill, filled, err := u.fill(in.fill)
+	if err == nil {
+		var n int
+		n, out.expNext, out.expMore, err = u.expire(in.now - b.opts.IdleExpiry.Milliseconds())
+		out.changed = out.changed || filled || u.dirty
+		out.freedRecs = out.freedRecs || (n > 0 && !out.expMore)
+	}
+	switch {
+	case errors.Is(err, ErrCorrupt):
+		// As for pruning: expiry stops until the next Open; Check
+		// reports the damage.
+		b.log.Warn("queue: idle expiry stopped", "path", b.path, "err", err)
+		out.expired, out.expNext, out.expMore, out.fill = true, 0, false, fillPos{done: true}
+		return nil
+	case err != nil:
+		return err
+	}
+	out.expired, out.fill = true, fill
+	out.expMore = out.expMore || !fill.done
+	return nil
 }
 
 // deleteChunk is how many keys deleteUpTo collects before deleting them;

@@ -1,0 +1,391 @@
+package queue_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/queue"
+)
+
+func TestIdleConformance(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, open func(*testing.T, *queue.Options) outboxStore)
+	}{
+		{"Expires", testIdleExpires},
+		{"KeepsQueuedPushes", testIdleKeepsPushes},
+		{"Never", testIdleNever},
+	}
+	for _, s := range outboxStores {
+		t.Run(s.name, func(t *testing.T) {
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) { tc.fn(t, s.open) })
+			}
+		})
+	}
+}
+
+// idleClock makes s take its times from a fake clock that starts now, so
+// that times recorded before it was set (by the pass the writer makes at
+// Open) are not in its future.
+func idleClock(t *testing.T, s queue.Inbox) *fakeClock {
+	t.Helper()
+	c := &fakeClock{now: time.Now()}
+	switch s := s.(type) {
+	case *queue.Bolt:
+		queue.SetClock(s, c.Now)
+	case *queue.Memory:
+		queue.SetMemoryClock(s, c.Now)
+	default:
+		t.Fatalf("no clock hook for %T", s)
+	}
+	return c
+}
+
+func mustWatermark(t *testing.T, s queue.Inbox, peer string, stream protocol.StreamID, seq uint64) {
+	t.Helper()
+	if err := s.SetWatermark(testCtx(t), peer, stream, seq); err != nil {
+		t.Fatalf("SetWatermark(%q): %v", peer, err)
+	}
+}
+
+func mustBind(t *testing.T, s queue.Inbox, peer, identity string) {
+	t.Helper()
+	if err := s.Bind(testCtx(t), peer, identity); err != nil {
+		t.Fatalf("Bind(%q): %v", peer, err)
+	}
+}
+
+func mustTouch(t *testing.T, s queue.Inbox, peer string) {
+	t.Helper()
+	if err := s.Touch(testCtx(t), peer); err != nil {
+		t.Fatalf("Touch(%q): %v", peer, err)
+	}
+}
+
+// wantWatermark fails unless (peer, stream) reads seq.
+func wantWatermark(t *testing.T, s queue.Inbox, peer string, stream protocol.StreamID, seq uint64) {
+	t.Helper()
+	if got, err := s.Watermark(peer, stream); err != nil || got != seq {
+		t.Errorf("Watermark(%q, %x) = %d, %v; want %d", peer, stream[:2], got, err, seq)
+	}
+}
+
+func wantBinding(t *testing.T, s queue.Inbox, peer, identity string) {
+	t.Helper()
+	if got, err := s.Binding(peer); err != nil || got != identity {
+		t.Errorf("Binding(%q) = %q, %v; want %q", peer, got, err, identity)
+	}
+}
+
+// streamAB is a stream of peer "a" whose key starts with "ab", like the
+// keys of peer "ab".
+var streamAB = protocol.StreamID{'b', 1}
+
+func testIdleExpires(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, &queue.Options{IdleExpiry: time.Hour})
+	clock := idleClock(t, s)
+	mustBind(t, s, "a", "alice")
+	mustWatermark(t, s, "a", streamAB, 3)
+	mustWatermark(t, s, "a", protocol.StreamID{2}, 4)
+	mustWatermark(t, s, "ab", protocol.StreamID{3}, 5)
+	mustBind(t, s, "b", "bob")
+	mustWatermark(t, s, "b", protocol.StreamID{4}, 6)
+	mustWatermark(t, s, "c", protocol.StreamID{5}, 7)
+
+	clock.Advance(30 * time.Minute)
+	mustTouch(t, s, "b")
+	mustWatermark(t, s, "ab", protocol.StreamID{3}, 8)
+	clock.Advance(45 * time.Minute)
+	// A write lets the writer find what came due; reads let a Memory.
+	mustTouch(t, s, "z")
+
+	wantBinding(t, s, "a", "")
+	wantWatermark(t, s, "a", streamAB, 0)
+	wantWatermark(t, s, "a", protocol.StreamID{2}, 0)
+	wantWatermark(t, s, "c", protocol.StreamID{5}, 0)
+	wantWatermark(t, s, "ab", protocol.StreamID{3}, 8)
+	wantBinding(t, s, "b", "bob")
+	wantWatermark(t, s, "b", protocol.StreamID{4}, 6)
+
+	// Expired state is gone, not poisoned: the peer starts afresh.
+	mustBind(t, s, "a", "another")
+	wantBinding(t, s, "a", "another")
+}
+
+func testIdleKeepsPushes(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, &queue.Options{IdleExpiry: time.Hour})
+	clock := idleClock(t, s)
+	for _, p := range []string{"p", "q"} {
+		mustBind(t, s, p, "id-"+p)
+		mustWatermark(t, s, p, protocol.StreamID{9}, 1)
+		mustPush(t, s, push(p, 1))
+	}
+	mustAckOutbox(t, s, "q", 1)
+	clock.Advance(2 * time.Hour)
+	mustTouch(t, s, "z")
+
+	wantBinding(t, s, "p", "id-p")
+	wantWatermark(t, s, "p", protocol.StreamID{9}, 1)
+	if info := mustInfo(t, s, "p"); info.Messages != 1 || info.Stream.IsZero() {
+		t.Errorf("OutboxInfo(p) = %+v, want its push kept", info)
+	}
+	wantBinding(t, s, "q", "")
+	wantWatermark(t, s, "q", protocol.StreamID{9}, 0)
+	if info := mustInfo(t, s, "q"); !info.Stream.IsZero() {
+		t.Errorf("OutboxInfo(q) = %+v, want the empty outbox gone", info)
+	}
+
+	// Once its pushes are acked, p expires in its turn.
+	mustAckOutbox(t, s, "p", 1)
+	clock.Advance(2 * time.Hour)
+	mustTouch(t, s, "z")
+	wantBinding(t, s, "p", "")
+	wantWatermark(t, s, "p", protocol.StreamID{9}, 0)
+	if info := mustInfo(t, s, "p"); !info.Stream.IsZero() {
+		t.Errorf("OutboxInfo(p) = %+v, want it gone", info)
+	}
+}
+
+func testIdleNever(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
+	s := open(t, &queue.Options{IdleExpiry: -1})
+	clock := idleClock(t, s)
+	mustBind(t, s, "a", "alice")
+	mustWatermark(t, s, "a", protocol.StreamID{1}, 3)
+	clock.Advance(10 * 365 * 24 * time.Hour)
+	mustTouch(t, s, "z")
+	wantBinding(t, s, "a", "alice")
+	wantWatermark(t, s, "a", protocol.StreamID{1}, 3)
+}
+
+// TestBoltIdleTouchCheap: a Touch of a peer used moments ago costs no
+// commit; the writes record the time too.
+func TestBoltIdleTouchCheap(t *testing.T) {
+	b := openBolt(t, tempPath(t), &queue.Options{IdleExpiry: time.Hour})
+	clock := idleClock(t, b)
+	mustBind(t, b, "a", "alice")
+	at, err := queue.LastUsed(b, "a")
+	if err != nil || !at.Equal(clock.Now().Truncate(time.Millisecond)) {
+		t.Fatalf("LastUsed after Bind = %v, %v; want %v", at, err, clock.Now())
+	}
+	before := queue.Commits(b)
+	mustTouch(t, b, "a")
+	if c := queue.Commits(b) - before; c != 0 {
+		t.Errorf("Touch of a fresh peer took %d commits, want 0", c)
+	}
+	clock.Advance(time.Minute)
+	mustTouch(t, b, "a")
+	if at, _ := queue.LastUsed(b, "a"); !at.Equal(clock.Now().Truncate(time.Millisecond)) {
+		t.Errorf("LastUsed after Touch = %v, want %v", at, clock.Now())
+	}
+	if c := queue.Commits(b) - before; c != 1 {
+		t.Errorf("Touch a minute later took %d commits, want 1", c)
+	}
+}
+
+// TestBoltIdleChunks: 5,000 idle peers expire over several bounded
+// commits, with no write to drive them after the first.
+func TestBoltIdleChunks(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, &queue.Options{IdleExpiry: time.Hour, NoSync: true})
+	clock := idleClock(t, b)
+	const n = 5000
+	var wg sync.WaitGroup
+	const writers = 64 // many writers share each commit
+	for g := range writers {
+		wg.Go(func() {
+			for i := g; i < n; i += writers {
+				p := fmt.Sprintf("peer-%05d", i)
+				if i%10 == 0 {
+					if err := b.Bind(testCtx(t), p, "x"); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				if err := b.SetWatermark(testCtx(t), p, protocol.StreamID{byte(i)}, 1); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	clock.Advance(2 * time.Hour)
+	before := queue.Commits(b)
+	mustBind(t, b, "keep", "k")
+	eventually(t, "expiry of every idle peer", func() bool {
+		seq, err := b.Watermark(fmt.Sprintf("peer-%05d", n-1), protocol.StreamID{byte((n - 1) % 256)})
+		return err == nil && seq == 0
+	})
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := queue.Commits(b) - before; c < 5 {
+		t.Errorf("expired %d peers in %d commits, want at least 5 (1,024 a commit)", n, c)
+	}
+	r, err := queue.InspectFile(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Bindings != 1 || r.Watermarks != 0 || len(r.Clients) != 1 || r.Clients[0].Client != "keep" || r.Clients[0].LastUsed.IsZero() {
+		t.Errorf("InspectFile after expiry: %d bindings, %d watermarks, %d clients listed; want only peer keep", r.Bindings, r.Watermarks, len(r.Clients))
+	}
+}
+
+// TestBoltIdleReopen: last-used times survive Close and Open, and
+// expiry counts from them, not from the Open.
+func TestBoltIdleReopen(t *testing.T) {
+	path := tempPath(t)
+	opts := &queue.Options{IdleExpiry: time.Hour}
+	b := openBolt(t, path, opts)
+	clock := idleClock(t, b)
+	mustWatermark(t, b, "a", protocol.StreamID{1}, 3)
+	at, _ := queue.LastUsed(b, "a")
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openBolt(t, path, opts)
+	queue.SetClock(b, clock.Now)
+	if got, err := queue.LastUsed(b, "a"); err != nil || !got.Equal(at) || at.IsZero() {
+		t.Fatalf("LastUsed after reopen = %v, %v; want %v", got, err, at)
+	}
+	clock.Advance(2 * time.Hour)
+	mustTouch(t, b, "z")
+	wantWatermark(t, b, "a", protocol.StreamID{1}, 0)
+}
+
+// dropBuckets deletes buckets from the closed store at path, as a file
+// written before they existed would lack them.
+func dropBuckets(t *testing.T, path string, names ...string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range names {
+			if err := tx.DeleteBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBoltIdleUpgrade: state written without last-used times (an older
+// file) counts as used at the Open that finds it, so an upgrade deletes
+// nothing at once, and expires from then on.
+func TestBoltIdleUpgrade(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, nil)
+	mustBind(t, b, "old", "o")
+	mustWatermark(t, b, "old", protocol.StreamID{1}, 3)
+	mustWatermark(t, b, "older", protocol.StreamID{2}, 4)
+	mustPush(t, b, push("pushed", 1))
+	mustAckOutbox(t, b, "pushed", 1)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dropBuckets(t, path, "last_used", "last_used_by_time")
+
+	start := time.Now().Truncate(time.Millisecond)
+	b = openBolt(t, path, &queue.Options{IdleExpiry: time.Hour})
+	clock := idleClock(t, b)
+	for _, p := range []string{"old", "older", "pushed"} {
+		eventually(t, "a last-used time for "+p, func() bool {
+			at, err := queue.LastUsed(b, p)
+			return err == nil && !at.Before(start)
+		})
+	}
+	wantBinding(t, b, "old", "o")
+	wantWatermark(t, b, "older", protocol.StreamID{2}, 4)
+	clock.Advance(2 * time.Hour)
+	mustTouch(t, b, "z")
+	wantBinding(t, b, "old", "")
+	wantWatermark(t, b, "old", protocol.StreamID{1}, 0)
+	wantWatermark(t, b, "older", protocol.StreamID{2}, 0)
+	if info := mustInfo(t, b, "pushed"); !info.Stream.IsZero() {
+		t.Errorf("OutboxInfo(pushed) = %+v, want the empty outbox gone", info)
+	}
+}
+
+// TestBoltIdleCheck: Check finds a last-used record without its index
+// key and an index key without its record.
+func TestBoltIdleCheck(t *testing.T) {
+	for _, drop := range []string{"last_used", "last_used_by_time"} {
+		t.Run(drop, func(t *testing.T) {
+			path := tempPath(t)
+			b, err := queue.Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustWatermark(t, b, "a", protocol.StreamID{1}, 3)
+			mustWatermark(t, b, "b", protocol.StreamID{1}, 3)
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := queue.Check(path); err != nil {
+				t.Fatalf("Check of a sound file: %v", err)
+			}
+			db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(tx *bolt.Tx) error {
+				k, _ := tx.Bucket([]byte(drop)).Cursor().First()
+				return tx.Bucket([]byte(drop)).Delete(k)
+			})
+			if cerr := db.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := queue.Check(path); !errors.Is(err, queue.ErrCorrupt) {
+				t.Fatalf("Check = %v, want ErrCorrupt", err)
+			}
+			if _, err := queue.InspectFile(path, nil); err != nil {
+				t.Errorf("InspectFile: %v", err)
+			}
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestBoltCompactAfterPushDrain: a push backlog acked to empty gives its
+// space back to the file system, as a drained client outbox does.
+func TestBoltCompactAfterPushDrain(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, &queue.Options{NoSync: true})
+	const n, size = 320, 64 << 10 // 20 MiB
+	for i := 0; i < n; i += 32 {
+		msgs := make([]queue.Push, 32)
+		for j := range msgs {
+			e := entry(i + j)
+			e.Payload = make([]byte, size)
+			msgs[j] = queue.Push{Client: "c", Entry: e}
+		}
+		mustPush(t, b, msgs...)
+	}
+	full := b.Stats().FileSize
+	if full < n*size {
+		t.Fatalf("file of %d bytes holds a backlog of %d", full, n*size)
+	}
+	mustAckOutbox(t, b, "c", n)
+	// The writer compacts after answering the ack.
+	eventually(t, "compaction after the drain", func() bool { return b.Stats().FileSize < 1<<20 })
+	t.Logf("file: %d bytes with the backlog, %d after the drain", full, b.Stats().FileSize)
+}
