@@ -176,6 +176,10 @@ type ServerOptions struct {
 	// StatusRetention is how long Status remembers a push after it
 	// settled. Zero: 24 h. Negative: until OnSettled has been called.
 	StatusRetention time.Duration
+	// IdleExpiry is how long a client's watermarks and binding outlive
+	// its last session on disk. Zero: 30 days. Negative: never. A client
+	// whose pushes wait is never expired.
+	IdleExpiry time.Duration
 
 	// Observer, when set, receives handler and commit timings for
 	// histograms (see the prometheus and otel adapter modules). Nil: none.
@@ -238,6 +242,8 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 			return s, errors.New("reliable: ServerOptions.Outbox limits are set with ServerOptions.Store; set them on the store")
 		case s.StatusRetention != 0:
 			return s, errors.New("reliable: ServerOptions.StatusRetention is set with ServerOptions.Store; set it on the store")
+		case s.IdleExpiry != 0:
+			return s, errors.New("reliable: ServerOptions.IdleExpiry is set with ServerOptions.Store; set it on the store")
 		}
 	}
 	if s.Logger == nil {
@@ -330,6 +336,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 			OutboxMaxBytes:    o.OutboxMaxBytes,
 			OutboxEvict:       o.OutboxEvict,
 			StatusRetention:   o.StatusRetention,
+			IdleExpiry:        o.IdleExpiry,
 			Logger:            o.Logger,
 		})
 		if err != nil {
