@@ -295,6 +295,9 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 			// and deleted once reported.
 			TrackSettled:    o.OnSettled != nil,
 			StatusRetention: -1,
+			// The client's watermark of the server's stream is its only
+			// peer state: it never expires.
+			IdleExpiry: -1,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("reliable: open client store: %w", sendError(err))

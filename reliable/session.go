@@ -143,6 +143,12 @@ func (ss *session) handshake() bool {
 		ss.log.Warn("client ID presented by another identity")
 		return false
 	}
+	// The client's binding and watermarks are in use: they do not expire
+	// (ServerOptions.IdleExpiry) while the client keeps coming back.
+	// A failure only risks an earlier expiry: the session goes on.
+	if err := s.store.Touch(s.ctx, hello.ClientID); err != nil {
+		ss.log.Warn("recording the client's visit failed", "error", err)
+	}
 	return true
 }
 
