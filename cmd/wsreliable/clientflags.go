@@ -190,7 +190,11 @@ func (f *clientFlags) open(opts reliable.ClientOptions) (c *reliable.Client, sto
 			// so once, not on every attempt.
 			if errors.Is(err, reliable.ErrUnauthorized) && !errors.Is(err, reliable.ErrForbidden) {
 				if !refusedBefore.Swap(true) {
-					log.Warn("the server refused the credentials (HTTP 401); retrying with backoff, reading -token-file again before each attempt", "error", err)
+					msg := "the server refused the connection (HTTP 401) and wants a token: give one with -token-file; retrying with backoff"
+					if *f.tokenFile != "" {
+						msg = "the server refused the token (HTTP 401); retrying with backoff, reading -token-file again before each attempt"
+					}
+					log.Warn(msg, "error", err)
 				}
 			}
 		}
