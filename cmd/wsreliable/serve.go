@@ -61,6 +61,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		"the connection's identity is the token's. Re-read on SIGHUP (a bad file keeps the previous tokens)")
 	allowedOrigins := fs.String("allowed-origins", "", "comma-separated `origins` (e.g. https://app.example) whose browser pages may connect; empty: only pages served from the same host as the request's Host header. Requests without an Origin header (non-browser clients) are not affected")
 	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without -tokens-file or -client-ca: anyone who reaches the port can then send as any client")
+	metricsListen := fs.String("metrics-listen", "", "serve /metrics (Prometheus), /healthz and /readyz on this `address`, a listener of its own without authentication; empty: none")
 	verbose := fs.Bool("v", false, "log at debug level")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -145,10 +146,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	if authenticated {
 		opts.Authenticate = authenticatedIdentity
 	}
+	metrics := newServeMetrics(*metricsListen, log)
+	opts.Observer = metrics.observer()
 	srv, err := reliable.NewServer(filepath.Join(*data, serveStoreName), handler, opts)
 	if err != nil {
 		return fail("%v", err)
 	}
+	if err := metrics.start(srv); err != nil {
+		srv.Close()
+		return fail("-metrics-listen: %v", err)
+	}
+	defer metrics.stop()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		srv.Close()
@@ -199,6 +207,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		code = exitFail
 	}
 
+	metrics.draining() // /readyz answers 503 from here on
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
 	// The HTTP server first: it stops accepting and lets push requests in

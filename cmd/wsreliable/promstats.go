@@ -1,0 +1,182 @@
+package main
+
+// A copy of the Collector and Observer of the nested module
+// github.com/wsreliable/wsreliable/metrics/prometheus (same metric names,
+// help and buckets; keep them in step). The CLI cannot import that module:
+// the root go.mod would then require it at a version that exists only
+// through a replace directive, which dependents do not see, so
+// "go list -m all" fails in every module that depends on wsreliable.
+// client_golang itself is a real version, so depending on it here costs
+// users nothing (they never build these packages; see metrics.go).
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsreliable/wsreliable/reliable"
+)
+
+// statsCollector is a prometheus.Collector reporting a server's
+// [reliable.ServerStats] at each scrape. It is safe for concurrent use.
+type statsCollector struct {
+	srv *reliable.Server
+
+	sessions, clients, inFlight                  *prometheus.Desc
+	connects, disconnects                        *prometheus.Desc
+	received, receivedBytes, rejected, expired   *prometheus.Desc
+	duplicates, pushed, pushedBytes, pushSettled *prometheus.Desc
+	redelivered, refused                         *prometheus.Desc
+}
+
+// newStatsCollector returns a collector reading srv.Stats() at each scrape.
+func newStatsCollector(srv *reliable.Server) *statsCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("wsreliable_"+name, help, labels, nil)
+	}
+	return &statsCollector{
+		srv:           srv,
+		sessions:      d("sessions", "Open sessions."),
+		clients:       d("clients", "Clients with a session (or one ending)."),
+		inFlight:      d("inflight_bytes", "Bytes read from clients and not yet handled."),
+		connects:      d("connects_total", "Sessions started."),
+		disconnects:   d("disconnects_total", "Sessions ended, by WebSocket close code (1006: the link broke without a close frame).", "code"),
+		received:      d("messages_received_total", "Client messages handled and acknowledged."),
+		receivedBytes: d("received_bytes_total", "Payload bytes of the client messages handled and acknowledged."),
+		rejected:      d("messages_rejected_total", "Client messages rejected, by the handler or after MaxAttempts."),
+		expired:       d("messages_expired_total", "Client messages that arrived past their expiry."),
+		duplicates:    d("messages_duplicate_total", "Client messages dropped as already delivered."),
+		pushed:        d("pushes_total", "Pushes committed to client outboxes."),
+		pushedBytes:   d("pushed_bytes_total", "Payload bytes of the pushes committed to client outboxes."),
+		pushSettled:   d("pushes_settled_total", "Pushes settled, by status: acked, rejected, expired or evicted.", "status"),
+		redelivered:   d("pushes_redelivered_total", "Pushes sent again after a reconnect."),
+		refused:       d("refused_total", "Connections refused by a limit, by limit.", "limit"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.sessions, c.clients, c.inFlight, c.connects, c.disconnects,
+		c.received, c.receivedBytes, c.rejected, c.expired, c.duplicates,
+		c.pushed, c.pushedBytes, c.pushSettled, c.redelivered, c.refused,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: it takes one snapshot of
+// srv.Stats() and reports it.
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(c.sessions, float64(st.Sessions))
+	gauge(c.clients, float64(st.Clients))
+	gauge(c.inFlight, float64(st.InFlightBytes))
+	counter(c.connects, st.Connects)
+	for code, n := range st.Disconnects {
+		counter(c.disconnects, n, strconv.Itoa(int(code)))
+	}
+	counter(c.received, st.Received)
+	counter(c.receivedBytes, st.ReceivedBytes)
+	counter(c.rejected, st.Rejected)
+	counter(c.expired, st.Expired)
+	counter(c.duplicates, st.Duplicates)
+	counter(c.pushed, st.Pushed)
+	counter(c.pushedBytes, st.PushedBytes)
+	counter(c.pushSettled, st.PushAcked, "acked")
+	counter(c.pushSettled, st.PushRejected, "rejected")
+	counter(c.pushSettled, st.PushExpired, "expired")
+	counter(c.pushSettled, st.PushEvicted, "evicted")
+	counter(c.redelivered, st.Redelivered)
+	for limit, n := range st.Refused {
+		counter(c.refused, n, limit)
+	}
+}
+
+// histograms implements reliable.Observer with histograms, and
+// prometheus.Collector to report them. It is safe for concurrent use.
+type histograms struct {
+	handler        *prometheus.HistogramVec
+	commit         prometheus.Histogram
+	commitMessages prometheus.Histogram
+}
+
+// Handler results, the values of wsreliable_handler_duration_seconds'
+// result label.
+const (
+	resultOK       = "ok"       // acknowledged
+	resultRejected = "rejected" // rejected for good
+	resultError    = "error"    // failed, retried later
+)
+
+// newHistograms returns empty histograms.
+func newHistograms() *histograms {
+	o := &histograms{
+		handler: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wsreliable_handler_duration_seconds",
+			Help:    "Duration of handler calls, by result: ok, rejected or error (retried later).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100µs to 26s
+		}, []string{"result"}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "wsreliable_commit_duration_seconds",
+			Help:    "Duration of watermark commits (one transaction and fsync each).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16), // 100µs to 3.3s
+		}),
+		commitMessages: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "wsreliable_commit_messages",
+			Help:    "Messages covered by one watermark commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12), // 1 to 2048
+		}),
+	}
+	// Every result appears from the start, at zero.
+	for _, r := range []string{resultOK, resultRejected, resultError} {
+		o.handler.WithLabelValues(r)
+	}
+	return o
+}
+
+// ObserveHandler implements reliable.Observer.
+func (o *histograms) ObserveHandler(d time.Duration, err error) {
+	result := resultOK
+	switch {
+	case errors.Is(err, reliable.ErrRejected):
+		result = resultRejected
+	case err != nil:
+		result = resultError
+	}
+	o.handler.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// ObserveCommit implements reliable.Observer.
+func (o *histograms) ObserveCommit(d time.Duration, messages int) {
+	o.commit.Observe(d.Seconds())
+	o.commitMessages.Observe(float64(messages))
+}
+
+// Describe implements prometheus.Collector.
+func (o *histograms) Describe(ch chan<- *prometheus.Desc) {
+	o.handler.Describe(ch)
+	o.commit.Describe(ch)
+	o.commitMessages.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (o *histograms) Collect(ch chan<- prometheus.Metric) {
+	o.handler.Collect(ch)
+	o.commit.Collect(ch)
+	o.commitMessages.Collect(ch)
+}
+
+var (
+	_ reliable.Observer    = (*histograms)(nil)
+	_ prometheus.Collector = (*histograms)(nil)
+	_ prometheus.Collector = (*statsCollector)(nil)
+)
