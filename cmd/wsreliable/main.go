@@ -41,7 +41,9 @@ Commands:
   serve     accept clients on -listen (path /ws) and print every delivered
             message as one JSON line on stdout; with -api-key-file, also
             take pushes to clients at POST /v1/push and report them at
-            GET /v1/messages/{id}
+            GET /v1/messages/{id}; -tls-cert/-tls-key serve wss://,
+            -tokens-file and -client-ca authenticate clients (required
+            off loopback unless -insecure)
   send      send each stdin line as one message to -url and wait until all
             are acknowledged
   recv      connect to -url as -client-id and print every message pushed
