@@ -133,17 +133,15 @@ func (c *Conn) extendRead() {
 // After an error the connection is unusable; close it.
 func (c *Conn) ReadMessage() ([]byte, error) {
 	c.extendRead()
-	for {
-		typ, msg, err := c.ws.ReadMessage()
-		if err != nil {
-			return nil, err
-		}
-		c.extendRead()
-		if typ != websocket.BinaryMessage {
-			return nil, ErrTextMessage
-		}
-		return msg, nil
+	typ, msg, err := c.ws.ReadMessage()
+	if err != nil {
+		return nil, err
 	}
+	c.extendRead()
+	if typ != websocket.BinaryMessage {
+		return nil, ErrTextMessage
+	}
+	return msg, nil
 }
 
 // ErrTextMessage reports a text message on a binary-only connection.
