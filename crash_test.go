@@ -348,7 +348,7 @@ func TestCrashServer(t *testing.T) {
 				}
 			case <-deadline:
 				srv.kill()
-				t.Fatalf("run %d: server delivered nothing for a minute after %d lines", run, n)
+				t.Fatalf("run %d: server delivered nothing for a minute after %d lines; client %v: %v", run, n, c.State(), c.Err())
 			}
 		}
 		if last {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/wsreliable/wsreliable/internal/fixedport"
 	"github.com/wsreliable/wsreliable/reliable"
 )
 
@@ -84,13 +84,15 @@ func Recovery(ctx context.Context, cfg RecoveryConfig) (res RecoveryResult, err 
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "client.db")
 
-	// A port nobody listens on until the server starts.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A port nobody listens on until the server starts, and nobody else
+	// takes meanwhile (a port from 127.0.0.1:0 could go to another
+	// process once released).
+	port, err := fixedport.Reserve()
 	if err != nil {
 		return res, fmt.Errorf("bench: %w", err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	defer port.Close()
+	addr := port.Addr()
 	url := "ws://" + addr + "/"
 	opts := reliable.ClientOptions{BackoffMin: 50 * time.Millisecond, BackoffMax: cfg.BackoffMax}
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/wsreliable/wsreliable/internal/fixedport"
 	"github.com/wsreliable/wsreliable/reliable"
 )
 
@@ -82,7 +83,14 @@ func Storm(ctx context.Context, cfg StormConfig) (res StormResult, err error) {
 	path := filepath.Join(dir, "server.db")
 	opts := &reliable.ServerOptions{NoSync: !cfg.Durable}
 	var t tally
-	srv, err := startReliableServer(ctx, "127.0.0.1:0", path, t.handle, opts)
+	// The restarted server listens on the same port; while it is down no
+	// other process may take it.
+	port, err := fixedport.Reserve()
+	if err != nil {
+		return res, fmt.Errorf("bench: %w", err)
+	}
+	defer port.Close()
+	srv, err := startReliableServer(ctx, port.Addr(), path, t.handle, opts)
 	if err != nil {
 		return res, err
 	}
@@ -112,7 +120,6 @@ func Storm(ctx context.Context, cfg StormConfig) (res StormResult, err error) {
 	}
 
 	// Restart: the clients see going-away and reconnect with backoff.
-	addr := srv.addr
 	down := time.Now()
 	err = srv.close()
 	srv = nil
@@ -131,7 +138,7 @@ func Storm(ctx context.Context, cfg StormConfig) (res StormResult, err error) {
 	}
 	start := time.Now()
 	res.Down = start.Sub(down)
-	srv, err = startReliableServer(ctx, addr, path, t.handle, opts)
+	srv, err = startReliableServer(ctx, port.Addr(), path, t.handle, opts)
 	if err != nil {
 		return res, fmt.Errorf("bench: restart server: %w", err)
 	}

@@ -20,6 +20,15 @@
 // the proxy started, so packages that use it can check for leaks with
 // goleak.
 //
+// # Addresses
+//
+// [FreeAddr] gives a test a 127.0.0.1 address for a server it starts,
+// kills and restarts on a fixed port, or for a dial that must find no
+// listener. The port is outside the kernel's ephemeral range and stays
+// reserved until the test ends, so no other process on a busy host (a
+// parallel test package, a gateway with thousands of connections) can be
+// handed it while the server is down.
+//
 // # Waiting
 //
 // Tests never sleep to let something happen. [Eventually] polls a condition
