@@ -16,8 +16,8 @@ import (
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
-// maxMillis is the longest duration a Welcome frame can carry.
-const maxMillis = time.Duration(math.MaxInt64/int64(time.Millisecond)) * time.Millisecond
+// maxWelcomeDuration is the longest duration a Welcome frame can carry.
+const maxWelcomeDuration = time.Duration(math.MaxInt64/int64(time.Millisecond)) * time.Millisecond
 
 // fill returns a 16-byte array whose bytes count up from start.
 func fill(start byte) [16]byte {
@@ -56,7 +56,7 @@ var roundTripCases = func() []roundTripCase {
 			MaxMessageSize: 1 << 20, MaxInFlight: 1024, OutStream: sid(0x40), OutLow: 8,
 		}}},
 		{"welcome/max", []protocol.Frame{&protocol.Welcome{
-			Watermark: math.MaxUint64, HeartbeatInterval: maxMillis, HeartbeatTimeout: maxMillis,
+			Watermark: math.MaxUint64, HeartbeatInterval: maxWelcomeDuration, HeartbeatTimeout: maxWelcomeDuration,
 			MaxMessageSize: math.MaxUint32, MaxInFlight: math.MaxUint32, OutStream: sid(0xf0), OutLow: math.MaxUint64,
 		}}},
 		{"welcome/only new fields", []protocol.Frame{&protocol.Welcome{OutStream: sid(1), OutLow: 1}}},
@@ -428,7 +428,7 @@ func TestWelcomeDurationsInMillis(t *testing.T) {
 		{"sub-millisecond", 999 * time.Microsecond, 0},
 		{"truncated", 1500*time.Microsecond + 1, time.Millisecond},
 		{"negative", -time.Second, 0},
-		{"max", math.MaxInt64, maxMillis},
+		{"max", math.MaxInt64, maxWelcomeDuration},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -579,7 +579,7 @@ var badCases = func() []badCase {
 		{"welcome/unterminated out low", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(0), id16(), []byte{0x80, 0x80})), mal, "welcome frame: bad varint"},
 		{"welcome/out low overflow", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(0), id16(), overflow10)), mal, "welcome frame: bad varint"},
 		{"welcome/watermark overflow", message(frame(tWelcome, overflow10, uv(0), uv(0), uv(0), uv(0), id16(), uv(0))), mal, "welcome frame: bad varint"},
-		{"welcome/interval out of range", message(frame(tWelcome, uv(0), uv(uint64(maxMillis/time.Millisecond)+1), uv(0), uv(0), uv(0), id16(), uv(0))), mal, "welcome frame: duration out of range"},
+		{"welcome/interval out of range", message(frame(tWelcome, uv(0), uv(uint64(maxWelcomeDuration/time.Millisecond)+1), uv(0), uv(0), uv(0), id16(), uv(0))), mal, "welcome frame: duration out of range"},
 		{"welcome/timeout max uint64", message(frame(tWelcome, uv(0), uv(0), uv(math.MaxUint64), uv(0), uv(0), id16(), uv(0))), mal, "welcome frame: duration out of range"},
 		{"welcome/max message size over uint32", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(math.MaxUint32+1), uv(0), id16(), uv(0))), mal, "welcome frame: value out of range"},
 		{"welcome/max in-flight over uint32", message(frame(tWelcome, uv(0), uv(0), uv(0), uv(0), uv(math.MaxUint64), id16(), uv(0))), mal, "welcome frame: value out of range"},
@@ -673,7 +673,7 @@ func TestDecodeErrors(t *testing.T) {
 // TestDecodeLimits checks that each limit is inclusive: the largest value
 // allowed decodes, one more does not (see TestDecodeErrors).
 func TestDecodeLimits(t *testing.T) {
-	maxMs := uv(uint64(maxMillis / time.Millisecond))
+	maxMs := uv(uint64(maxWelcomeDuration / time.Millisecond))
 	tests := []struct {
 		name string
 		msg  []byte

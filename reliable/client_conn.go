@@ -170,7 +170,10 @@ func (c *Client) connect(b *backoff.Backoff) error {
 		return err
 	}
 	_ = ws.SetWriteDeadline(time.Time{})
-	if last := st.LastSeq; welcome.Watermark > last {
+	// What this process sent was read from the store, so it was assigned,
+	// even if Stats does not show its commit yet (the writer updates its
+	// counters just after the commit that Read already sees).
+	if last := max(c.store.Stats().LastSeq, c.out.sentHigh()); welcome.Watermark > last {
 		closeRaw(ws, protocol.CloseNormal, "", c.opts.HeartbeatTimeout)
 		return fmt.Errorf("%w: server has %d, store assigned up to %d", errStoreMismatch, welcome.Watermark, last)
 	}

@@ -121,6 +121,13 @@ func (o *outbox) ackedUpTo() (uint64, <-chan struct{}) {
 	return o.acked, o.ackedCh
 }
 
+// sentHigh returns the highest sequence this process has sent.
+func (o *outbox) sentHigh() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.sentMax
+}
+
 // ackedTotal returns the sequences acknowledged since o was made,
 // including those of earlier runs that the peer's first ack covered.
 func (o *outbox) ackedTotal() uint64 {

@@ -75,7 +75,9 @@ func sendRun(t *testing.T, stdin string, args ...string) (code int, stdout, stde
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	var out, errb bytes.Buffer
+	// The client's logger and runSend both write stderr, from different
+	// goroutines, as they may to os.Stderr.
+	var out, errb syncBuffer
 	code = runSend(ctx, args, strings.NewReader(stdin), &out, &errb)
 	return code, out.String(), errb.String()
 }
