@@ -195,8 +195,9 @@ func readCorpusFile(tb testing.TB, path string) []byte {
 	if len(lines) != 2 || lines[0] != "go test fuzz v1" {
 		tb.Fatalf("%s: not a one-value go test fuzz v1 file", path)
 	}
-	lit, ok := strings.CutPrefix(lines[1], "[]byte(")
-	if lit, ok = strings.CutSuffix(lit, ")"); !ok {
+	lit, hasPrefix := strings.CutPrefix(lines[1], "[]byte(")
+	lit, hasSuffix := strings.CutSuffix(lit, ")")
+	if !hasPrefix || !hasSuffix {
 		tb.Fatalf("%s: value is not []byte(...)", path)
 	}
 	s, err := strconv.Unquote(lit)

@@ -239,7 +239,7 @@ func (u *usage) expire(cutoff int64) (expired int, next int64, more bool, err er
 		expired++
 	}
 	// Kept peers were set to now: the oldest left is what comes due next.
-	if k, _ := ib.Cursor().First(); k != nil && len(k) > 8 {
+	if k, _ := ib.Cursor().First(); len(k) > 8 {
 		next = int64(binary.BigEndian.Uint64(k))
 		more = next < cutoff
 	}
