@@ -44,6 +44,7 @@ type Backoff struct {
 	attempts    int
 	connected   bool
 	connectedAt time.Time
+	quick       bool // the next delay is drawn below Min: see Disconnected
 }
 
 // New returns a Backoff for p with zero attempts. Zero or negative fields of
@@ -73,7 +74,14 @@ func New(p Policy) *Backoff {
 // attempt. The result is never negative and never above Max.
 func (b *Backoff) Next() time.Duration {
 	ceiling := b.ceiling()
-	if b.attempts < maxAttempts {
+	switch {
+	case b.quick:
+		// One quick redial after a connection that worked: a blip does
+		// not inherit the ceiling of an earlier outage. Not counted, so
+		// if it fails the delays go on from where they were.
+		b.quick = false
+		ceiling = b.min
+	case b.attempts < maxAttempts:
 		b.attempts++
 	}
 	r := b.rand()
@@ -105,11 +113,20 @@ func (b *Backoff) Connected(now time.Time) {
 
 // Disconnected records that the connection was lost at now. If it had been
 // up for at least Healthy since the last [Backoff.Connected], the attempt
-// counter resets to zero; otherwise the delays keep growing. Without a
-// preceding Connected it changes nothing.
+// counter resets to zero. If it had been up for a tenth of that (1 s by
+// default), the next delay alone is drawn below Min, still with full
+// jitter, and the counter is kept: a short blip after an outage is not
+// made to wait the outage's ceiling, and a server that keeps accepting and
+// closing still meets growing delays. Otherwise the delays keep growing.
+// Without a preceding Connected it changes nothing.
 func (b *Backoff) Disconnected(now time.Time) {
-	if b.connected && now.Sub(b.connectedAt) >= b.healthy {
+	up := now.Sub(b.connectedAt)
+	switch {
+	case !b.connected:
+	case up >= b.healthy:
 		b.attempts = 0
+	case up >= b.healthy/10:
+		b.quick = true
 	}
 	b.connected = false
 }

@@ -131,9 +131,11 @@ func TestResetOnlyAfterHealthyPeriod(t *testing.T) {
 	for range 3 {
 		b.Next()
 	}
-	// Accepted and dropped at once: the server is not healthy.
+	// Accepted and dropped at once: the server is not healthy (a
+	// connection up for a tenth of healthy or more gets one quick redial:
+	// TestQuickRedialAfterWorkingConnection).
 	b.Connected(t0)
-	b.Disconnected(t0.Add(healthy - 1))
+	b.Disconnected(t0.Add(healthy/10 - 1))
 	if got := b.Attempts(); got != 3 {
 		t.Fatalf("after a short connection Attempts() = %d, want 3", got)
 	}
@@ -215,5 +217,34 @@ func TestPolicyNotMutated(t *testing.T) {
 	backoff.New(p)
 	if p.Min != time.Minute || p.Max != time.Second || p.Healthy != 0 || p.Rand != nil {
 		t.Fatalf("New modified its argument: %+v", p)
+	}
+}
+
+// TestQuickRedialAfterWorkingConnection: after an outage the ceiling has
+// climbed to Max; a connection that then works for a while (less than
+// Healthy) and blips is redialled within Min, with jitter, once — and if
+// that fails, the delays go on from the outage's ceiling.
+func TestQuickRedialAfterWorkingConnection(t *testing.T) {
+	b := backoff.New(backoff.Policy{Min: 100 * time.Millisecond, Max: 30 * time.Second, Rand: func() float64 { return 0.999 }})
+	for range 20 { // the outage
+		b.Next()
+	}
+	if d := b.Next(); d < 29*time.Second {
+		t.Fatalf("after the outage the delay is %v, want near 30s", d)
+	}
+	t0 := time.Unix(1000, 0)
+	b.Connected(t0)
+	b.Disconnected(t0.Add(9 * time.Second)) // a 7 ms proxy restart, 9 s after recovering
+	if d := b.Next(); d >= 100*time.Millisecond {
+		t.Fatalf("first redial after a working connection waits %v, want < 100ms", d)
+	}
+	if d := b.Next(); d < 29*time.Second {
+		t.Fatalf("second redial waits %v: a failed quick redial must go on from the old ceiling", d)
+	}
+	// A connection closed at once (accept then close) gets no quick redial.
+	b.Connected(t0)
+	b.Disconnected(t0.Add(50 * time.Millisecond))
+	if d := b.Next(); d < 29*time.Second {
+		t.Fatalf("after a connection closed at once the delay is %v, want the old ceiling", d)
 	}
 }
