@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wsreliable/wsreliable/internal/testkit"
+	"github.com/wsreliable/wsreliable/internal/wsproxy"
 	"github.com/wsreliable/wsreliable/reliable"
 )
 
@@ -347,5 +348,87 @@ func TestLostClientStore(t *testing.T) {
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("client handler saw %d messages, want 0..79 once each: %v", len(got), got)
+	}
+}
+
+// TestFrameFaultBothWays: both directions at once through the frame-fault
+// proxy (drops, duplicates, reorders, truncation, garbage each way) for
+// most of the traffic, then without faults. Each message, up and down,
+// reaches its handler once and in order, and every push settles acked.
+func TestFrameFaultBothWays(t *testing.T) {
+	const (
+		clients  = 2
+		messages = 1000
+		faulty   = 900
+	)
+	ctx := testkit.Deadline(t, 2*time.Minute)
+	up, down := newLedger(), newLedger()
+	srv, addr := startServer(t, up.handle)
+	f := wsproxy.Faults{Drop: 0.02, Duplicate: 0.04, Reorder: 0.03, Truncate: 0.02, Garbage: 0.02}
+	p, err := wsproxy.Listen(addr, wsproxy.Config{Seed: 7, ClientToServer: f, ServerToClient: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	ids := make([]string, clients)
+	cs := make([]*reliable.Client, clients)
+	for i := range cs {
+		ids[i] = fmt.Sprintf("both-%d", i)
+		o := clientOptions()
+		o.ClientID, o.Handler = ids[i], down.handle
+		c, err := reliable.NewClient(p.URL()+"/", filepath.Join(t.TempDir(), "client.db"), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		cs[i] = c
+	}
+	var pushes []*reliable.Receipt
+	traffic := func(from, to int) {
+		for n := from; n < to; n++ {
+			payload := []byte(strconv.Itoa(n))
+			for _, c := range cs {
+				if _, err := c.Send(ctx, payload); err != nil {
+					t.Fatalf("send %d: %v", n, err)
+				}
+			}
+			rs, err := srv.SendMany(ctx, ids, reliable.OutgoingMessage{Payload: payload})
+			if err != nil {
+				t.Fatalf("push %d: %v", n, err)
+			}
+			pushes = append(pushes, rs...)
+		}
+	}
+	traffic(0, faulty)
+	testkit.Eventually(t, faultyPhase, func() bool {
+		s := p.Stats()
+		return (s.ClientToServer.Faults() >= 5 && s.ServerToClient.Faults() >= 5) ||
+			(up.delivered(ids[0]) >= faulty && down.delivered(ids[0]) >= faulty)
+	}, "faults never fired: %+v", p.Stats())
+	faults := p.Stats()
+	if err := p.SetConfig(wsproxy.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	traffic(faulty, messages)
+	for i, c := range cs {
+		if err := c.Drain(ctx); err != nil {
+			t.Fatalf("client %d drain: %v (stats %+v)", i, err, c.Stats())
+		}
+	}
+	for _, r := range pushes {
+		if err := r.Wait(ctx); err != nil {
+			t.Fatalf("push seq %d: %v", r.Seq(), err)
+		}
+	}
+	logFigures(t, faults)
+	if faults.ClientToServer.Faults() == 0 || faults.ServerToClient.Faults() == 0 {
+		t.Errorf("faults did not fire both ways: %+v", faults)
+	}
+	for _, l := range []*ledger{up, down} {
+		l.mu.Lock()
+		if l.dups != 0 || len(l.gaps) != 0 || l.total != clients*messages {
+			t.Errorf("handler calls %d (want %d), duplicates %d, gaps %v", l.total, clients*messages, l.dups, l.gaps)
+		}
+		l.mu.Unlock()
 	}
 }
