@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,6 +87,7 @@ type childStatus struct {
 	Received   int64          `json:"received,omitempty"` // pushes handled (clients with -push)
 	Peers      int            `json:"peers,omitempty"`    // clients that handled a push
 	LastNS     int64          `json:"last_ns,omitempty"`  // wall clock (UnixNano) of the last push handled
+	Detail     string         `json:"detail,omitempty"`   // a description (command "client")
 }
 
 // executable returns path, or this program's executable if path is empty.
@@ -204,7 +207,7 @@ func (c *child) stop() error {
 // runChild is the child side: args are the child's arguments after
 // ChildArg. It answers commands read from stdin, one line each, until
 // "quit" or EOF.
-func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "bench child: missing mode (server or clients)")
 		return 2
@@ -227,7 +230,7 @@ func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	var (
 		cmds map[string]func([]string) (childStatus, error)
 		st   childStatus
-		stop func()
+		stop func() error
 		err  error
 	)
 	nofile, nerr := raiseNoFile()
@@ -256,7 +259,12 @@ func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return 1
 	}
-	defer stop()
+	defer func() {
+		if err := stop(); err != nil {
+			fmt.Fprintf(stderr, "bench child %s: %v\n", args[0], err)
+			code = 1
+		}
+	}()
 	sc := bufio.NewScanner(stdin)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -278,11 +286,11 @@ func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 
 // childServer runs a raw gorilla or a wsreliable server and reports its
 // memory on "rss".
-func childServer(ctx context.Context, kind, dir string) (map[string]func([]string) (childStatus, error), childStatus, func(), error) {
+func childServer(ctx context.Context, kind, dir string) (map[string]func([]string) (childStatus, error), childStatus, func() error, error) {
 	var (
 		url   string
 		conns func() int
-		stop  func()
+		stop  func() error
 		srv   *reliable.Server
 	)
 	switch kind {
@@ -291,7 +299,7 @@ func childServer(ctx context.Context, kind, dir string) (map[string]func([]strin
 		if err != nil {
 			return nil, childStatus{}, nil, err
 		}
-		url, stop = s.url, s.close
+		url, stop = s.url, func() error { s.close(); return nil }
 		conns = func() int { return int(s.open.Load()) }
 	case "wsreliable":
 		if dir == "" {
@@ -302,7 +310,7 @@ func childServer(ctx context.Context, kind, dir string) (map[string]func([]strin
 		if err != nil {
 			return nil, childStatus{}, nil, err
 		}
-		url, stop, srv = s.url, func() { _ = s.close() }, s.srv
+		url, stop, srv = s.url, s.close, s.srv
 		conns = func() int { return s.srv.Stats().Sessions }
 	default:
 		return nil, childStatus{}, nil, fmt.Errorf("unknown kind %q", kind)
@@ -369,6 +377,30 @@ func (cs *clientSet) handlePush(ctx context.Context, m *reliable.Message) error 
 	return err
 }
 
+// laggards describes the n clients whose pushes are furthest behind.
+func (cs *clientSet) laggards(n int) string {
+	cs.pushes.mu.Lock()
+	last := maps.Clone(cs.pushes.last)
+	cs.pushes.mu.Unlock()
+	behind := slices.Clone(cs.rel)
+	slices.SortStableFunc(behind, func(a, b *reliable.Client) int { return cmp.Compare(last[a.ID()], last[b.ID()]) })
+	var b strings.Builder
+	for i, c := range behind[:min(n, len(behind))] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(describeClient(c, last[c.ID()]))
+	}
+	return b.String()
+}
+
+// describeClient says where client c stands; lastSeq is the last push its
+// Handler took.
+func describeClient(c *reliable.Client, lastSeq uint64) string {
+	st := c.Stats()
+	return fmt.Sprintf("%s handled up to seq %d, %v, %d reconnects, %d pushes received", c.ID(), lastSeq, st.State, st.Reconnects, st.Received)
+}
+
 // failedAttempt records a connect attempt that failed with err.
 func (cs *clientSet) failedAttempt(err error) {
 	if errors.Is(err, syscall.ECONNREFUSED) {
@@ -396,7 +428,7 @@ func (cs *clientSet) connected() int {
 // childClients opens n connections to url: raw gorilla ones, or
 // wsreliable clients with in-memory stores (only the server is measured),
 // which take pushes as clientNames(push, n) if push is not empty.
-func childClients(ctx context.Context, kind, url string, n int, healthy time.Duration, push string) (map[string]func([]string) (childStatus, error), childStatus, func(), error) {
+func childClients(ctx context.Context, kind, url string, n int, healthy time.Duration, push string) (map[string]func([]string) (childStatus, error), childStatus, func() error, error) {
 	cs := &clientSet{errs: make(map[string]int)}
 	var st childStatus
 	switch kind {
@@ -488,11 +520,23 @@ func childClients(ctx context.Context, kind, url string, n int, healthy time.Dur
 			st := childStatus{Received: cs.pushes.n.Load(), Peers: cs.pushes.peers(), LastNS: cs.last.Load()}
 			switch {
 			case err != nil:
-				return st, fmt.Errorf("%w (%d of %d handled)", err, st.Received, want)
+				return st, fmt.Errorf("%w (%d of %d handled; furthest behind: %s)", err, st.Received, want, cs.laggards(5))
 			case st.Received != want:
 				return st, fmt.Errorf("%d pushes handled, want %d", st.Received, want)
 			}
 			return st, cs.pushes.check()
+		},
+		// client ID: where one client stands (for a failure's message).
+		"client": func(args []string) (childStatus, error) {
+			for _, c := range cs.rel {
+				if len(args) == 1 && c.ID() == args[0] {
+					cs.pushes.mu.Lock()
+					last := cs.pushes.last[c.ID()]
+					cs.pushes.mu.Unlock()
+					return childStatus{Detail: describeClient(c, last)}, nil
+				}
+			}
+			return childStatus{}, fmt.Errorf("client wants the ID of one of the clients, got %q", args)
 		},
 		"stats": func([]string) (childStatus, error) {
 			st := childStatus{Conns: cs.connected(), Attempts: cs.attempts.Load(), Refused: cs.refused.Load()}
@@ -578,20 +622,36 @@ func (cs *clientSet) startReliable(ctx context.Context, url string, n int, healt
 	return nil
 }
 
-// close closes every connection, many at a time, and gives up waiting
-// after a minute (the process is about to exit anyway).
-func (cs *clientSet) close() {
+// clientsCloseTimeout bounds closing a child's clients; it is shorter
+// than childExitTimeout, so the child can say what hung before the
+// parent kills it.
+const clientsCloseTimeout = childExitTimeout * 3 / 4
+
+// close closes every connection, many at a time. If that takes longer
+// than clientsCloseTimeout it writes every goroutine's stack to stderr (a
+// Close that hangs is a bug to see) and returns an error; the process is
+// about to exit anyway.
+func (cs *clientSet) close() error {
+	var open atomic.Int64
+	open.Store(int64(len(cs.raw) + len(cs.rel)))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for _, ws := range cs.raw {
 			ws.Close()
+			open.Add(-1)
 		}
-		parallel(64, len(cs.rel), func(i int) { _ = cs.rel[i].Close() })
+		parallel(64, len(cs.rel), func(i int) {
+			_ = cs.rel[i].Close()
+			open.Add(-1)
+		})
 	}()
 	select {
 	case <-done:
-	case <-time.After(time.Minute):
+		return nil
+	case <-time.After(clientsCloseTimeout):
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		return fmt.Errorf("%d of %d clients still closing after %v (goroutines above)", open.Load(), len(cs.raw)+len(cs.rel), clientsCloseTimeout)
 	}
 }
 

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/wsreliable/wsreliable/queue"
 	"github.com/wsreliable/wsreliable/reliable"
 )
 
@@ -100,8 +104,16 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (res FanoutResult, err error)
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "server.db")
+	// The store is opened here, so that a fan-out that does not settle
+	// can say what the server holds for a client it did not reach.
+	store, err := queue.Open(path, nil)
+	if err != nil {
+		return res, fmt.Errorf("bench: %w", err)
+	}
+	closeStore := sync.OnceValue(store.Close)
+	defer func() { err = errors.Join(err, closeStore()) }()
 	var t tally // the clients send nothing
-	srv, err := startReliableServer(ctx, "127.0.0.1:0", path, t.handle, nil)
+	srv, err := startReliableServer(ctx, "127.0.0.1:0", "", t.handle, &reliable.ServerOptions{Store: store})
 	if err != nil {
 		return res, err
 	}
@@ -131,10 +143,24 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (res FanoutResult, err error)
 		return res, err
 	}
 
+	// whereIs says what the server and the client hold for a client a
+	// fan-out did not reach, for the failure's message.
+	whereIs := func(id string) string {
+		info, err := store.OutboxInfo(id)
+		where := fmt.Sprintf("server: %d sessions, outbox of %s acked up to %d of %d, holding %d", srv.srv.Stats().Sessions, id, info.Acked, info.LastSeq, info.Messages)
+		if err != nil {
+			where = fmt.Sprintf("server: outbox of %s: %v", id, err)
+		}
+		st, err := cl.call(time.Minute, "client", id)
+		if err != nil {
+			return fmt.Sprintf("%s; client: %v", where, err)
+		}
+		return where + "; client: " + st.Detail
+	}
 	p := payload(cfg.Size)
 	online, offline := clientNames(onlinePrefix, n), clientNames(offlinePrefix, n)
 	for r := 1; r <= cfg.Rounds; r++ {
-		round, handled, err := fanoutRound(ctx, srv.srv, cl, online, r, p, cfg.Timeout)
+		round, handled, err := fanoutRound(ctx, srv.srv, cl, online, r, p, cfg.Timeout, whereIs)
 		if err != nil {
 			return res, fmt.Errorf("bench: fan-out %d to connected clients: %w", r, err)
 		}
@@ -165,6 +191,10 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (res FanoutResult, err error)
 	if err != nil {
 		return res, fmt.Errorf("bench: close server: %w", err)
 	}
+	// The check opens the file itself.
+	if err := closeStore(); err != nil {
+		return res, fmt.Errorf("bench: close store: %w", err)
+	}
 	if res.FileSize, err = fileSize(path); err != nil {
 		return res, err
 	}
@@ -178,8 +208,9 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (res FanoutResult, err error)
 // fanoutRound pushes p to every client in ids with one SendMany, as the
 // round-th push to each, and waits until the client process has handled
 // all of them and every receipt was acknowledged. It returns the pushes
-// the client process has handled in all.
-func fanoutRound(ctx context.Context, srv *reliable.Server, cl *child, ids []string, round int, p []byte, timeout time.Duration) (FanoutRound, int64, error) {
+// the client process has handled in all. On failure it adds whereIs of
+// the first client whose receipt did not settle.
+func fanoutRound(ctx context.Context, srv *reliable.Server, cl *child, ids []string, round int, p []byte, timeout time.Duration, whereIs func(id string) string) (FanoutRound, int64, error) {
 	var res FanoutRound
 	start := time.Now()
 	rs, err := srv.SendMany(ctx, ids, reliable.OutgoingMessage{Payload: p})
@@ -199,6 +230,20 @@ func fanoutRound(ctx context.Context, srv *reliable.Server, cl *child, ids []str
 	st, err := cl.call(timeout+time.Minute, "recv", strconv.Itoa(len(ids)*round), timeout.String())
 	err = errors.Join(err, <-settled)
 	if err != nil {
+		i := slices.IndexFunc(rs, func(rc *reliable.Receipt) bool {
+			select {
+			case <-rc.Done():
+				return false
+			default:
+				return true
+			}
+		})
+		if i >= 0 {
+			// A fan-out that never settles is a hang to see: the
+			// goroutines go to stderr, as a child's do.
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+			err = fmt.Errorf("%w; first unsettled: seq %d to %s (%s; server goroutines above)", err, rs[i].Seq(), ids[i], whereIs(ids[i]))
+		}
 		return res, st.Received, err
 	}
 	if st.Peers != len(ids) {
