@@ -27,12 +27,14 @@ const clientStoreName = "client.db"
 
 // clientFlags are the flags of the commands that run a reliable.Client
 // (send, recv): where to connect, where the store lives, the client ID,
-// the credentials and TLS trust, the heartbeat and the log level.
+// the credentials and TLS trust, the heartbeat, the reconnect backoff and
+// the log.
 type clientFlags struct {
 	url, data, clientID      *string
 	tokenFile, ca, cert, key *string
 	hbInterval, hbTimeout    *time.Duration
-	verbose                  *bool
+	backoffMax, healthyAfter *time.Duration
+	log                      *logFlags
 
 	lastErr atomic.Pointer[error] // why the last connection attempt or session ended
 	fatal   atomic.Pointer[error] // a TLS failure the CLI gives up on
@@ -54,7 +56,10 @@ func addClientFlags(fs *flag.FlagSet, clientIDHelp string) *clientFlags {
 		url:      fs.String("url", "", "server `URL`, e.g. ws://127.0.0.1:8080/ws"),
 		data:     fs.String("data", "", "`directory` for the client's store (created if missing; file "+clientStoreName+")"),
 		clientID: fs.String("client-id", "", clientIDHelp),
-		verbose:  fs.Bool("v", false, "log connection events (info) and debug details"),
+		log:      addLogFlags(fs, slog.LevelWarn),
+
+		backoffMax:   fs.Duration("backoff-max", 30*time.Second, "longest wait between reconnect attempts (the wait doubles from 100ms up to this, with jitter); at least 100ms"),
+		healthyAfter: fs.Duration("healthy-after", 10*time.Second, "how long a connection must last before the reconnect wait starts again from 100ms"),
 
 		tokenFile: fs.String("token-file", "", "send \"Authorization: Bearer TOKEN\" with TOKEN this `file`'s contents, trimmed; the file is read again before every connection attempt, so a rotated token is picked up"),
 		ca:        fs.String("ca", "", "for wss:// URLs, trust only the CA certificates in this PEM `file` instead of the system's roots"),
@@ -65,9 +70,16 @@ func addClientFlags(fs *flag.FlagSet, clientIDHelp string) *clientFlags {
 	return f
 }
 
+// backoffMin is reliable.ClientOptions.BackoffMin's default, the floor of
+// -backoff-max.
+const backoffMin = 100 * time.Millisecond
+
 // check reports a missing -url or -data (and -client-id, if
-// needClientID) or a bad heartbeat as a usage error.
+// needClientID), a bad heartbeat, backoff or log setting as a usage error.
 func (f *clientFlags) check(fs *flag.FlagSet, needClientID bool) (int, bool) {
+	if code, ok := f.log.check(fs); !ok {
+		return code, false
+	}
 	switch {
 	case *f.url == "":
 		return usageError(fs, "-url is required"), false
@@ -79,6 +91,10 @@ func (f *clientFlags) check(fs *flag.FlagSet, needClientID bool) (int, bool) {
 		return usageError(fs, "-cert and -key go together"), false
 	case (*f.ca != "" || *f.cert != "") && !strings.HasPrefix(strings.ToLower(*f.url), "wss://"):
 		return usageError(fs, "-ca, -cert and -key need a wss:// -url"), false
+	case *f.backoffMax < backoffMin:
+		return usageError(fs, fmt.Sprintf("-backoff-max must be at least %v", backoffMin)), false
+	case *f.healthyAfter <= 0:
+		return usageError(fs, "-healthy-after must be positive"), false
 	}
 	return checkHeartbeat(fs, *f.hbInterval, *f.hbTimeout)
 }
@@ -151,10 +167,10 @@ func (f *clientFlags) stopReason(c *reliable.Client) error {
 	return c.Err()
 }
 
-// logger returns the client's logger on stderr: warnings, or everything
-// with -v.
+// logger returns the client's logger on stderr: warnings and errors by
+// default, as -log-level and -log-format say.
 func (f *clientFlags) logger(stderr io.Writer) *slog.Logger {
-	return newLogger(stderr, slog.LevelWarn, *f.verbose)
+	return f.log.logger(stderr)
 }
 
 // open creates -data if needed and opens a client on its store file with
@@ -179,6 +195,7 @@ func (f *clientFlags) open(opts reliable.ClientOptions) (c *reliable.Client, sto
 	var refusedBefore atomic.Bool
 	opts.ClientID = *f.clientID
 	opts.HeartbeatInterval, opts.HeartbeatTimeout = *f.hbInterval, *f.hbTimeout
+	opts.BackoffMax, opts.HealthyAfter = *f.backoffMax, *f.healthyAfter
 	opts.OnStateChange = func(s reliable.State, err error) {
 		if err != nil {
 			f.lastErr.Store(&err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"github.com/wsreliable/wsreliable/reliable"
@@ -32,10 +31,8 @@ func runRecv(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	if code, ok := cf.check(fs, true); !ok {
 		return code
 	}
-	logf := func(format string, a ...any) {
-		fmt.Fprintf(stderr, "wsreliable recv: "+format+"\n", a...)
-	}
 	log := cf.logger(stderr)
+	logf := cf.log.cliLog(stderr, "recv", log).errorf
 	// Lines are buffered and written out before each watermark commit,
 	// as serve does: a push is acknowledged only once its line has left
 	// the process.

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsreliable/wsreliable/reliable"
@@ -42,6 +44,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	cf := addClientFlags(fs, "client ID sent to the server; empty uses the ID kept in the store")
 	receipts := fs.Bool("receipts", false, "print a JSON line on stdout per message when queued, acknowledged or rejected")
 	wait := fs.Duration("wait", 0, "at end of input, give up waiting for acknowledgements after this long and exit 1; 0 waits forever")
+	showProgress := fs.Bool("progress", false, "draw a progress line on stderr, rewritten every 500ms: messages queued, acknowledged, the rate, the backlog and reconnects (default: only when stderr is a terminal)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -51,15 +54,32 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if *wait < 0 {
 		return usageError(fs, "-wait must not be negative")
 	}
-	logf := func(format string, a ...any) {
-		fmt.Fprintf(stderr, "wsreliable send: "+format+"\n", a...)
+	forceProgress := false
+	fs.Visit(func(f *flag.Flag) { forceProgress = forceProgress || f.Name == "progress" })
+	var status *statusWriter
+	if (forceProgress && *showProgress) || (!forceProgress && isTerminal(stderr)) {
+		// Log lines and the progress line share stderr.
+		status = &statusWriter{w: stderr}
+		stderr = status
 	}
-	c, storePath, stopped, err := cf.open(reliable.ClientOptions{Logger: cf.logger(stderr)})
+	log := cf.logger(stderr)
+	cl := cf.log.cliLog(stderr, "send", log)
+	logf := cl.errorf
+	c, storePath, stopped, err := cf.open(reliable.ClientOptions{Logger: log})
 	if err != nil {
 		logf("%v", err)
 		return exitFail
 	}
 	defer c.Close()
+	var queued atomic.Int64 // messages queued by this run
+	stopProgress := func() {}
+	if status != nil {
+		prog := startProgress(status, c.Stats, &queued, forceProgress)
+		// Stopped on every path before send returns (Stats stays valid
+		// after the client is closed, as interrupted does).
+		defer prog.stop()
+		stopProgress = prog.stop
+	}
 
 	out := &lineWriter{w: stdout}
 	var rw *receiptWatcher
@@ -137,7 +157,6 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		msgs    []reliable.OutgoingMessage
 		pending *lineItem // a read error met while filling a batch
 		eof     bool
-		queued  int
 	)
 	for !eof {
 		var first lineItem
@@ -202,7 +221,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		default:
 			return failAfterDrain("%s not queued: %v", what, err)
 		}
-		queued += len(rs)
+		queued.Add(int64(len(rs)))
 		if rw == nil {
 			continue
 		}
@@ -226,6 +245,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if rw != nil {
 		rw.finish()
 	}
+	stopProgress()
 	st := c.Stats()
 	if err := c.Close(); err != nil {
 		logf("closing the store: %v", err)
@@ -235,9 +255,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		logf("%d of the messages were rejected by the server", st.Rejected)
 		return exitFail
 	}
-	if *cf.verbose {
-		logf("%d lines queued, %d messages acknowledged", queued, st.Acked)
-	}
+	cl.infof("%d lines queued, %d messages acknowledged", queued.Load(), st.Acked)
 	return exitOK
 }
 

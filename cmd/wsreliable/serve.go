@@ -62,10 +62,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	allowedOrigins := fs.String("allowed-origins", "", "comma-separated `origins` (e.g. https://app.example) whose browser pages may connect; empty: only pages served from the same host as the request's Host header. Requests without an Origin header (non-browser clients) are not affected")
 	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without -tokens-file or -client-ca: anyone who reaches the port can then send as any client")
 	metricsListen := fs.String("metrics-listen", "", "serve /metrics (Prometheus), /healthz and /readyz on this `address`, a listener of its own without authentication; empty: none")
-	verbose := fs.Bool("v", false, "log at debug level")
+	logFlags := addLogFlags(fs, slog.LevelInfo)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
+	if code, ok := logFlags.check(fs); !ok {
+		return code
+	}
+	log := logFlags.logger(stderr)
+	cl := logFlags.cliLog(stderr, "serve", log)
 	if *data == "" {
 		return usageError(fs, "-data is required")
 	}
@@ -77,9 +82,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	}
 	loopback := isLoopbackListen(*listen)
 	if !loopback && *tokensFile == "" && *clientCA == "" && !*insecure {
-		fmt.Fprintf(stderr, "wsreliable serve: refusing to listen on %s, which is not a loopback address, without authentication: "+
+		cl.errorf("refusing to listen on %s, which is not a loopback address, without authentication: "+
 			"anyone who can reach it could send as any client. Use -tokens-file or -client-ca (with -tls-cert and -tls-key), "+
-			"or -insecure to listen without authentication anyway\n", *listen)
+			"or -insecure to listen without authentication anyway", *listen)
 		return exitUsage
 	}
 	origins, err := parseOrigins(*allowedOrigins)
@@ -92,9 +97,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	if *shutdownTimeout <= 0 {
 		return usageError(fs, "-shutdown-timeout must be positive")
 	}
-	log := newLogger(stderr, slog.LevelInfo, *verbose)
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "wsreliable serve: "+format+"\n", a...)
+		cl.errorf(format, a...)
 		return exitFail
 	}
 	var apiKey string
