@@ -324,11 +324,11 @@ func (r *Report) WriteMarkdown(w io.Writer, chart string) error {
 	if o := r.Offline; o != nil {
 		c := o.Config
 		p("## Offline clients\n\n")
-		p("A server in a child process of its own queued %d pushes of %s for each of %s clients that never connect (%s pushes, `SendMany` to %s clients at a time, fsync on) in %s (%s pushes/s); the store file then held %s. Memory is read from /proc/self/status after a GC and debug.FreeOSMemory: on the empty store, in the same process after the pushes, and in a fresh server process opened on the full store. RssFile counts the pages of bbolt's memory-mapped file that the process touched. The design's promise is that offline clients cost disk, not memory; the target is an RSS within %.0f%% of the empty server's. The store is checked afterwards to hold every push, in order.\n\n",
+		p("A server in a child process of its own queued %d pushes of %s for each of %s clients that never connect (%s pushes, `SendMany` to %s clients at a time, fsync on) in %s (%s pushes/s); the store file then held %s. Memory is read from /proc/self/status after a GC and debug.FreeOSMemory: on the empty store, in the same process after the pushes, and in a fresh server process opened on the full store. RssFile counts the pages of bbolt's memory-mapped file that the process touched, and the executable's own pages, which vary by a few MiB from one process to the next; RssAnon is the steadier measure of what the server allocated. The design's promise is that offline clients cost disk, not memory; the target is an RSS within %.0f%% of the empty server's. The store is checked afterwards to hold every push, in order.\n\n",
 			c.Pushes, sizeName(c.Size), groupDigits(int64(c.Clients)), groupDigits(int64(c.Clients*c.Pushes)), groupDigits(int64(c.Chunk)),
 			ms(o.Fill), rate(float64(c.Clients*c.Pushes)/o.Fill.Seconds()), bytesName(o.FileSize), (offlineTarget-1)*100)
-		p("| server | RSS | RssAnon | RssFile | Go heap in use | RSS ÷ empty | target |\n")
-		p("|---|--:|--:|--:|--:|--:|---|\n")
+		p("| server | RSS | RssAnon | RssFile | Go heap in use | RSS ÷ empty | RssAnon ÷ empty | target (RSS) |\n")
+		p("|---|--:|--:|--:|--:|--:|--:|---|\n")
 		for _, x := range []struct {
 			name string
 			m    MemSample
@@ -345,7 +345,11 @@ func (r *Report) WriteMarkdown(w io.Writer, chart string) error {
 			default:
 				met = "**missed**"
 			}
-			p("| %s | %s | %s | %s | %s | %.2f | %s |\n", x.name, bytesName(x.m.RSS), bytesName(x.m.Anon), bytesName(x.m.File), bytesName(x.m.Heap), ratio, met)
+			anon := 0.0
+			if o.Empty.Anon > 0 {
+				anon = float64(x.m.Anon) / float64(o.Empty.Anon)
+			}
+			p("| %s | %s | %s | %s | %s | %.2f | %.2f | %s |\n", x.name, bytesName(x.m.RSS), bytesName(x.m.Anon), bytesName(x.m.File), bytesName(x.m.Heap), ratio, anon, met)
 		}
 		p("\n")
 	}
