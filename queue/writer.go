@@ -583,10 +583,12 @@ func (b *Bolt) update(fn func(*bolt.Tx) error) (err error) {
 	return b.db.Update(fn)
 }
 
-// shouldCompact reports whether the file is large enough to be worth
-// compacting: above CompactSize and more than twice its size after the
-// last compaction, so a store whose watermarks alone exceed CompactSize
-// is not rewritten after every ack.
+// shouldCompact reports whether the file is worth compacting: above
+// CompactSize, more than twice its size after the last compaction (so a
+// store whose watermarks alone exceed CompactSize is not rewritten after
+// every ack), and at most half of it live data (so one client's outbox
+// draining does not rewrite a file full of other clients' pushes while
+// they stream). Only the writer calls it.
 func (b *Bolt) shouldCompact() bool {
 	if b.opts.CompactSize < 0 {
 		return false
@@ -595,7 +597,15 @@ func (b *Bolt) shouldCompact() bool {
 	if err != nil {
 		return false
 	}
-	return fi.Size() > b.opts.CompactSize && fi.Size() > 2*b.compactedSize
+	if fi.Size() <= b.opts.CompactSize || fi.Size() <= 2*b.compactedSize {
+		return false
+	}
+	var hwm int64
+	if err := b.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
+		return false
+	}
+	live := hwm - int64(b.db.Stats().FreeAlloc)
+	return 2*live <= fi.Size()
 }
 
 // compact copies the live data into a temp file next to the store, syncs
