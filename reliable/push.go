@@ -138,14 +138,13 @@ func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMes
 			return nil, fmt.Errorf("reliable: message ID: %w", err)
 		}
 		rs[i] = newReceipt(protocol.MessageID(mid))
+		rs[i].watch = s.watchReceipt
 		pushes[i] = queue.Push{Client: id, Entry: queue.Entry{ID: rs[i].id, Headers: m.Headers, Payload: m.Payload, Expires: expires}}
 	}
-	// Registered before the commit, so an ack can never find a receipt
-	// missing.
-	s.receipts.add(rs)
+	// Receipts register only when someone looks at them (watchReceipt):
+	// a push to an offline client costs the server no memory.
 	seqs, evicted, err := s.store.Push(ctx, pushes)
 	if err != nil {
-		s.receipts.remove(rs)
 		return nil, sendError(err)
 	}
 	for i, r := range rs {
@@ -218,6 +217,34 @@ func (s *Server) newPushOutbox(client string, info queue.OutboxInfo) *outbox {
 		func(settled []settlement) { s.settled(client, settled) }, s.log.With("client", client))
 	o.onDeleted = s.reporter.kick
 	return o
+}
+
+// watchReceipt registers r for settlement and settles it at once if the
+// store says it already has: it may have settled before anyone looked.
+// A settlement that comes between the two finds r registered.
+func (s *Server) watchReceipt(r *Receipt) {
+	s.receipts.add([]*Receipt{r})
+	rec, found, err := s.store.Status(r.id)
+	switch {
+	case errors.Is(err, queue.ErrClosed):
+		s.receipts.settle(r.id, ErrClosed)
+	case err != nil:
+		s.log.Warn("reading a push's status failed; its receipt waits for the settlement", "id", r.id.String(), "error", err)
+	case !found:
+		s.receipts.settle(r.id, fmt.Errorf("%w: %s", ErrUnknownMessage, r.id))
+	case !rec.Pending:
+		s.receipts.settle(r.id, settlementOf(rec, "").Err())
+	}
+}
+
+// settlementOf turns a store record into a Settlement; client names the
+// client of records of a client's own outbox (Client "").
+func settlementOf(rec queue.Settled, client string) Settlement {
+	if rec.Client != "" {
+		client = rec.Client
+	}
+	code := protocol.RejectCode(rec.Code)
+	return Settlement{ClientID: client, ID: rec.ID, Seq: rec.Seq, Status: statusOf(code), Code: code, Reason: rec.Reason}
 }
 
 // settled settles the receipts of settled pushes. OnSettled is called

@@ -664,3 +664,38 @@ func TestClientDropOldest(t *testing.T) {
 	}
 	checkSequence(t, s.got("agent"), []string{"7", "8", "9", "10", "11"})
 }
+
+// TestUnwatchedReceiptsCostNoMemory: pushes to offline clients whose
+// receipts nobody looks at hold nothing in the server's memory; a receipt
+// looked at later, even after its push settled, still reports it.
+func TestUnwatchedReceiptsCostNoMemory(t *testing.T) {
+	ctx := testCtx(t)
+	var s sink
+	srv, url := startServer(t, s.handle, nil)
+	ids := make([]string, 2000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("offline-%d", i)
+	}
+	rs, err := srv.SendMany(ctx, ids, reliable.OutgoingMessage{Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := reliable.WatchedReceipts(srv); n != 0 {
+		t.Fatalf("the server holds %d receipts nobody waits on", n)
+	}
+	// Delivered while nobody watches; the receipt is looked at after.
+	in := newInboxSink()
+	newClient(t, url, &reliable.ClientOptions{ClientID: ids[7], Handler: in.handle})
+	in.waitFor(t, ctx, 1)
+	if err := rs[7].Wait(ctx); err != nil {
+		t.Fatalf("late Wait: %v", err)
+	}
+	select {
+	case <-rs[8].Done():
+		t.Fatal("an undelivered push's receipt is done")
+	default:
+	}
+	if n := reliable.WatchedReceipts(srv); n != 1 {
+		t.Fatalf("%d receipts held, want 1 (the one being watched)", n)
+	}
+}

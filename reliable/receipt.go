@@ -15,10 +15,24 @@ type Receipt struct {
 	seq  atomic.Uint64
 	done chan struct{}
 	err  error
+
+	// watch, when set, registers the receipt for settlement the first
+	// time anyone looks at it: a server keeps no memory for the receipts
+	// of pushes nobody waits on (offline clients cost disk, not memory).
+	watch     func(*Receipt)
+	watchOnce sync.Once
 }
 
 func newReceipt(id protocol.MessageID) *Receipt {
 	return &Receipt{id: id, done: make(chan struct{})}
+}
+
+// watched registers r with its sender, once, if it registers lazily.
+func (r *Receipt) watched() *Receipt {
+	if r.watch != nil {
+		r.watchOnce.Do(func() { r.watch(r) })
+	}
+	return r
 }
 
 // ID returns the message ID.
@@ -28,13 +42,14 @@ func (r *Receipt) ID() protocol.MessageID { return r.id }
 func (r *Receipt) Seq() uint64 { return r.seq.Load() }
 
 // Done is closed when the receipt settles; Err then tells how.
-func (r *Receipt) Done() <-chan struct{} { return r.done }
+func (r *Receipt) Done() <-chan struct{} { return r.watched().done }
 
 // Err returns nil before the receipt settles and after an ack; a
 // *RejectError after a rejection, expiry or eviction (matching
 // ErrRejected, ErrExpired or ErrEvicted); ErrClosed if the sender closed
 // first; or the error a client stopped on.
 func (r *Receipt) Err() error {
+	r.watched()
 	select {
 	case <-r.done:
 		return r.err
@@ -48,6 +63,7 @@ func (r *Receipt) Err() error {
 // (ErrClosed; the message stays queued) or a client stops, or ctx ends
 // (ctx's error).
 func (r *Receipt) Wait(ctx context.Context) error {
+	r.watched()
 	select {
 	case <-r.done:
 		return r.err

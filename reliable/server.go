@@ -352,7 +352,15 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 		perIdentity = 0 // everyone is the empty identity
 	}
 	s.conns = newConnLimits(o.MaxConnections, o.MaxConnectionsPerIP, perIdentity)
-	s.reporter = newReporter(s.store, o.OnSettled, "", s.log)
+	// Committed settlements also settle the receipts someone watches: a
+	// receipt registered after its in-process settlement, but before the
+	// store recorded it, is settled here.
+	s.reporter = newReporter(s.store, func(st Settlement) {
+		s.receipts.settle(st.ID, st.Err())
+		if o.OnSettled != nil {
+			o.OnSettled(st)
+		}
+	}, "", s.log)
 	s.pushCounters.redelivered = func(n int) { s.nRedelivered.Add(uint64(n)) }
 	return s, nil
 }

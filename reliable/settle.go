@@ -103,11 +103,4 @@ func (r *reporter) report() (n int) {
 	}
 }
 
-func (r *reporter) settlement(rec queue.Settled) Settlement {
-	client := rec.Client
-	if client == "" {
-		client = r.clientID
-	}
-	code := protocol.RejectCode(rec.Code)
-	return Settlement{ClientID: client, ID: rec.ID, Seq: rec.Seq, Status: statusOf(code), Code: code, Reason: rec.Reason}
-}
+func (r *reporter) settlement(rec queue.Settled) Settlement { return settlementOf(rec, r.clientID) }
