@@ -109,11 +109,40 @@ func (s *Server) SendMessage(ctx context.Context, clientID string, m OutgoingMes
 // receipt, returned in the order of clientIDs. A client ID may appear
 // once. Errors are those of Send.
 func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMessage) ([]*Receipt, error) {
-	if len(clientIDs) == 0 {
-		return nil, nil
+	seen := make(map[string]struct{}, len(clientIDs))
+	ps := make([]pending, len(clientIDs))
+	for i, id := range clientIDs {
+		if _, dup := seen[id]; dup {
+			return nil, fmt.Errorf("%w: client ID %q appears twice", ErrInvalid, truncate(id, 64))
+		}
+		seen[id] = struct{}{}
+		ps[i] = pending{client: id, msg: m}
 	}
-	if err := checkOutgoing(m, s.opts.MaxMessageSize); err != nil {
-		return nil, err
+	return s.push(ctx, ps)
+}
+
+// SendBatch queues msgs for clientID in ONE durable commit, all or none,
+// with consecutive sequences in slice order, and returns one receipt per
+// message: Send for a caller with many messages for one client at hand
+// (one fsync for all of them). Errors are those of Send.
+func (s *Server) SendBatch(ctx context.Context, clientID string, msgs []OutgoingMessage) ([]*Receipt, error) {
+	ps := make([]pending, len(msgs))
+	for i, m := range msgs {
+		ps[i] = pending{client: clientID, msg: m}
+	}
+	return s.push(ctx, ps)
+}
+
+// pending is one message for one client, before its commit.
+type pending struct {
+	client string
+	msg    OutgoingMessage
+}
+
+// push queues ps in one commit and wakes the recipients' sessions.
+func (s *Server) push(ctx context.Context, ps []pending) ([]*Receipt, error) {
+	if len(ps) == 0 {
+		return nil, nil
 	}
 	s.mu.Lock()
 	closing := s.closing
@@ -121,28 +150,29 @@ func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMes
 	if closing {
 		return nil, ErrClosed
 	}
-	expires := expiry(m.TTL)
-	pushes := make([]queue.Push, len(clientIDs))
-	rs := make([]*Receipt, len(clientIDs))
-	seen := make(map[string]struct{}, len(clientIDs))
-	for i, id := range clientIDs {
-		if id == "" || len(id) > protocol.MaxClientIDLen {
-			return nil, fmt.Errorf("%w: client ID %q is empty or longer than %d bytes", ErrInvalid, truncate(id, 64), protocol.MaxClientIDLen)
+	pushes := make([]queue.Push, len(ps))
+	rs := make([]*Receipt, len(ps))
+	var bytes uint64
+	for i, p := range ps {
+		if p.client == "" || len(p.client) > protocol.MaxClientIDLen {
+			return nil, fmt.Errorf("%w: client ID %q is empty or longer than %d bytes", ErrInvalid, truncate(p.client, 64), protocol.MaxClientIDLen)
 		}
-		if _, dup := seen[id]; dup {
-			return nil, fmt.Errorf("%w: client ID %q appears twice", ErrInvalid, truncate(id, 64))
+		if err := checkOutgoing(p.msg, s.opts.MaxMessageSize); err != nil {
+			return nil, err
 		}
-		seen[id] = struct{}{}
 		mid, err := uuid.NewV7()
 		if err != nil {
 			return nil, fmt.Errorf("reliable: message ID: %w", err)
 		}
+		// Receipts register only when someone looks at them
+		// (watchReceipt): a push to an offline client costs the server
+		// no memory.
 		rs[i] = newReceipt(protocol.MessageID(mid))
 		rs[i].watch = s.watchReceipt
-		pushes[i] = queue.Push{Client: id, Entry: queue.Entry{ID: rs[i].id, Headers: m.Headers, Payload: m.Payload, Expires: expires}}
+		pushes[i] = queue.Push{Client: p.client, Entry: queue.Entry{
+			ID: rs[i].id, Headers: p.msg.Headers, Payload: p.msg.Payload, Expires: expiry(p.msg.TTL)}}
+		bytes += uint64(len(p.msg.Payload))
 	}
-	// Receipts register only when someone looks at them (watchReceipt):
-	// a push to an offline client costs the server no memory.
 	seqs, evicted, err := s.store.Push(ctx, pushes)
 	if err != nil {
 		return nil, sendError(err)
@@ -151,15 +181,19 @@ func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMes
 		r.seq.Store(seqs[i])
 	}
 	s.counters.pushed.Add(uint64(len(rs)))
-	s.counters.pushedBytes.Add(uint64(len(rs) * len(m.Payload)))
+	s.counters.pushedBytes.Add(bytes)
 	for _, e := range evicted {
 		s.settled(e.Client, []settlement{{seq: e.Seq, id: e.ID, code: protocol.RejectEvicted, reason: "evicted to make room"}})
 	}
 	if len(evicted) > 0 {
 		s.reporter.kick()
 	}
-	for _, id := range clientIDs {
-		s.wakeClient(id)
+	woken := ""
+	for _, p := range ps {
+		if p.client != woken {
+			s.wakeClient(p.client)
+			woken = p.client
+		}
 	}
 	return rs, nil
 }

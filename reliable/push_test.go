@@ -699,3 +699,28 @@ func TestUnwatchedReceiptsCostNoMemory(t *testing.T) {
 		t.Fatalf("%d receipts held, want 1 (the one being watched)", n)
 	}
 }
+
+func TestServerSendBatch(t *testing.T) {
+	ctx := testCtx(t)
+	var s sink
+	srv, url := startServer(t, s.handle, nil)
+	msgs, want := numbered(0, 300)
+	rs, err := srv.SendBatch(ctx, "batched", msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		if r.Seq() != uint64(i+1) {
+			t.Fatalf("receipt %d has seq %d", i, r.Seq())
+		}
+	}
+	in := newInboxSink()
+	newClient(t, url, &reliable.ClientOptions{ClientID: "batched", Handler: in.handle})
+	checkSequence(t, in.waitFor(t, ctx, len(want)), want)
+	if err := rs[len(rs)-1].Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SendBatch(ctx, "", msgs); !errors.Is(err, reliable.ErrInvalid) {
+		t.Fatalf("SendBatch to an empty client ID: %v", err)
+	}
+}
