@@ -158,8 +158,8 @@ func TestPush(t *testing.T) {
 			t.Errorf("gorilla push: %+v, want 200 messages read by the clients", b)
 		}
 	})
-	if _, err := bench.Throughput(ctx, bench.Config{Senders: 2, Push: true, Batch: 4, Count: 8}); err == nil {
-		t.Error("Push with Batch 4: no error")
+	if r, err := bench.Throughput(ctx, bench.Config{Senders: 2, Push: true, Batch: 4, Count: 64}); err != nil || r.Messages < 64 {
+		t.Errorf("Push with SendBatch of 4: %+v, %v", r, err)
 	}
 }
 

@@ -416,10 +416,13 @@ func (rn *runner) storm(n int, healthy time.Duration) {
 }
 
 // push runs server-to-client push against raw gorilla in that direction:
-// 256 B, 16 goroutines calling Server.Send for one client.
+// 256 B, 16 goroutines calling Server.Send for one client, and the same
+// with Server.SendBatch of 64 (as the client→server matrix's ×64 row).
 func (rn *runner) push() {
 	fmt.Fprintf(rn.log, "push (%v each)\n", rn.d)
-	rn.report.Push = append(rn.report.Push, rn.row(Config{Size: 256, Senders: 16, Push: true, Duration: rn.d, Dir: rn.dir}, true))
+	for _, batch := range []int{1, 64} {
+		rn.report.Push = append(rn.report.Push, rn.row(Config{Size: 256, Senders: 16, Batch: batch, Push: true, Duration: rn.d, Dir: rn.dir}, true))
+	}
 }
 
 func (rn *runner) fanout(n int) {
