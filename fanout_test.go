@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -163,7 +161,7 @@ func TestFanout(t *testing.T) {
 		t.Logf("race detector on: %d clients (the full 10,000 run without -race in .ci/run)", n)
 	}
 	ctx := testkit.Deadline(t, 3*time.Minute)
-	srv, addr := startServerWith(t, nil)
+	srv, addr := startServerOpts(t, func(context.Context, *reliable.Message) error { return nil }, nil)
 
 	ids := make([]string, n)
 	for i := range ids {
@@ -286,23 +284,6 @@ func rIDString(r *reliable.Receipt) string {
 		return "(no such client)"
 	}
 	return r.ID().String()
-}
-
-// startServerWith is startServer with options.
-func startServerWith(tb testing.TB, opts *reliable.ServerOptions) (*reliable.Server, string) {
-	tb.Helper()
-	srv, err := reliable.NewServer(filepath.Join(tb.TempDir(), "server.db"), func(context.Context, *reliable.Message) error { return nil }, opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	tb.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			tb.Error(err)
-		}
-		hs.Close()
-	})
-	return srv, strings.TrimPrefix(hs.URL, "http://")
 }
 
 // fanoutChild is a fan-out child process: its stdout lines arrive on

@@ -6,13 +6,13 @@ package wsreliable_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,11 +101,17 @@ func clientOptions() *reliable.ClientOptions {
 	}
 }
 
-// startServer serves a reliable.Server on 127.0.0.1 and returns its
-// address ("127.0.0.1:port").
+// startServer serves a reliable.Server on 127.0.0.1 with the tests'
+// short heartbeats and returns its address ("127.0.0.1:port").
 func startServer(tb testing.TB, h reliable.Handler) (*reliable.Server, string) {
 	tb.Helper()
-	srv, err := reliable.NewServer(filepath.Join(tb.TempDir(), "server.db"), h, serverOptions())
+	return startServerOpts(tb, h, serverOptions())
+}
+
+// startServerOpts is startServer with opts (nil: the library's defaults).
+func startServerOpts(tb testing.TB, h reliable.Handler, opts *reliable.ServerOptions) (*reliable.Server, string) {
+	tb.Helper()
+	srv, err := reliable.NewServer(filepath.Join(tb.TempDir(), "server.db"), h, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -135,33 +141,8 @@ func TestEndToEndThroughFaults(t *testing.T) {
 	// Faults: alternate resets and stalls until the senders are done.
 	stop := make(chan struct{})
 	var faults sync.WaitGroup
-	var resets, stalls int
-	faults.Go(func() {
-		rng := rand.New(rand.NewPCG(1, 2))
-		for i := 0; i < 1000; i++ {
-			t := time.NewTimer(time.Duration(50+rng.IntN(150)) * time.Millisecond)
-			select {
-			case <-stop:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			if i%2 == 0 {
-				proxy.Reset()
-				resets++
-				continue
-			}
-			proxy.Stall()
-			stalls++
-			t = time.NewTimer(hbInterval + hbTimeout + 100*time.Millisecond)
-			select {
-			case <-stop:
-			case <-t.C:
-			}
-			t.Stop()
-			proxy.Resume()
-		}
-	})
+	var resets, stalls atomic.Int64
+	faults.Go(func() { injectFaults(proxy, stop, &resets, &stalls) })
 
 	paths := make([]string, clients)
 	ids := make([]string, clients)
@@ -182,7 +163,7 @@ func TestEndToEndThroughFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("faults injected: %d resets, %d stalls", resets, stalls)
+	t.Logf("faults injected: %d resets, %d stalls", resets.Load(), stalls.Load())
 
 	// Drain: reopen each store, wait until the server has everything.
 	for i := range clients {
