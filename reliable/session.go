@@ -209,18 +209,41 @@ func (ss *session) register() bool {
 // run resumes both streams, welcomes the client and serves the connection
 // until it ends. The caller holds the peer's turn.
 func (ss *session) run() {
+	if !onOwnStack(ss.start) {
+		return
+	}
+	err := ss.readLoop()
+	ss.end()
+	ss.srv.counters.closed(closeCode(err, ss.conn.Err()))
+	ss.log.Info("session ended", "error", err)
+}
+
+// onOwnStack runs f on a goroutine of its own and returns its result. The
+// store calls that open a session run deep call chains (bbolt, group
+// commit); run on the session's goroutine, they would grow its stack for
+// good, and the stack is most of what an idle session holds. The
+// goroutine that ran them exits, and its stack with it.
+func onOwnStack(f func() bool) bool {
+	ok := make(chan bool, 1)
+	go func() { ok <- f() }()
+	return <-ok
+}
+
+// start resumes both streams, welcomes the client and starts the inbox,
+// and reports whether the session may go on to read.
+func (ss *session) start() bool {
 	s, p, h := ss.srv, ss.peer, ss.hello
 	err := p.in.resume(h.Stream, h.StreamLow, func() (uint64, error) { return s.store.Watermark(p.id, h.Stream) })
 	if err != nil {
 		ss.conn.Close(protocol.CloseInternal, "store unavailable")
 		ss.log.Error("loading watermark failed", "error", err)
-		return
+		return false
 	}
 	outStream, outLow, err := ss.resumeOutbox()
 	if err != nil {
 		ss.conn.Close(protocol.CloseInternal, "store unavailable")
 		ss.log.Error("loading push outbox failed", "error", err)
-		return
+		return false
 	}
 	// Only what is committed may be announced: the client deletes
 	// everything up to the welcome's watermark.
@@ -234,7 +257,7 @@ func (ss *session) run() {
 		OutLow:            outLow,
 	}))
 	if err != nil {
-		return
+		return false
 	}
 	// Stream IDs are resume secrets: debug level only.
 	ss.log.Info("session started", "watermark", p.in.durable, "push_low", outLow)
@@ -270,10 +293,7 @@ func (ss *session) run() {
 	ss.ready = true
 	ss.mu.Unlock()
 	ss.kick()
-	err = ss.readLoop()
-	ss.end()
-	s.counters.closed(closeCode(err, ss.conn.Err()))
-	ss.log.Info("session ended", "error", err)
+	return true
 }
 
 // resumeOutbox prepares the client's push stream for this session: what
