@@ -259,10 +259,6 @@ func (o *outbox) send(conn *wsconn.Conn, cfg sendConfig, stop <-chan struct{}) e
 	}()
 	var buf []byte
 	for {
-		if err := o.deleteAcked(); err != nil {
-			conn.Close(protocol.CloseInternal, "store unavailable")
-			return err
-		}
 		o.mu.Lock()
 		room, next, inFlight := 0, uint64(0), 0
 		if o.win != nil {
@@ -289,6 +285,13 @@ func (o *outbox) send(conn *wsconn.Conn, cfg sendConfig, stop <-chan struct{}) e
 				}
 				continue
 			}
+		}
+		// Nothing to send now (the window is full, or the queue empty):
+		// delete what was acknowledged meanwhile. Sending comes first,
+		// so a delete's commit never holds back the stream.
+		if err := o.deleteAcked(); err != nil {
+			conn.Close(protocol.CloseInternal, "store unavailable")
+			return err
 		}
 		var idleC <-chan time.Time
 		if cfg.exitWhenIdle && inFlight == 0 {
