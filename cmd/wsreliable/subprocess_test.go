@@ -191,7 +191,7 @@ func TestPipeServeSIGKILL(t *testing.T) {
 		t.Fatalf("serve after SIGTERM: exit %d, %v", code, err)
 	}
 
-	next, dups := 0, 0
+	seq := firstCopies{what: "line"}
 	for _, o := range outs {
 		for _, d := range decodeLines[delivered](t, o.lines()) {
 			var i int
@@ -201,21 +201,42 @@ func TestPipeServeSIGKILL(t *testing.T) {
 			if _, err := fmt.Sscanf(*d.Payload, "line-%06d", &i); err != nil {
 				t.Fatal(err)
 			}
-			switch {
-			case i == next:
-				next++
-			case i < next:
-				dups++
-			default:
-				t.Fatalf("line %d came out after line %d: line %d is missing or out of order", i, next-1, next)
-			}
+			seq.see(t, i)
 		}
 	}
-	t.Logf("%d lines through %d serve processes (%d SIGKILLed): %d printed twice", n, len(outs), kills, dups)
-	if next != n {
-		t.Fatalf("only lines 0..%d came out of %d", next-1, n)
+	t.Logf("%d lines through %d serve processes (%d SIGKILLed): %d printed twice", n, len(outs), kills, seq.dups)
+	seq.check(t, n, kills, ackBatch)
+}
+
+// firstCopies follows numbered items coming out of processes that are
+// killed and restarted: each must be the next one or repeat an earlier one
+// (a duplicate, from a crash before the watermark commit); anything else
+// is a loss or a reordering.
+type firstCopies struct {
+	what       string // "line", "push"
+	next, dups int
+}
+
+func (f *firstCopies) see(t *testing.T, i int) {
+	t.Helper()
+	switch {
+	case i == f.next:
+		f.next++
+	case i < f.next:
+		f.dups++
+	default:
+		t.Fatalf("%s %d came out after %s %d: %s %d is missing or out of order", f.what, i, f.what, f.next-1, f.what, f.next)
 	}
-	if dups > kills*ackBatch {
-		t.Fatalf("%d lines printed twice, more than AckBatch (%d) per kill", dups, ackBatch)
+}
+
+// check fails unless all n came out, with at most ackBatch duplicates per
+// kill.
+func (f *firstCopies) check(t *testing.T, n, kills, ackBatch int) {
+	t.Helper()
+	if f.next != n {
+		t.Fatalf("only %ss 0..%d came out of %d", f.what, f.next-1, n)
+	}
+	if f.dups > kills*ackBatch {
+		t.Fatalf("%d %ss printed twice, more than AckBatch (%d) per kill", f.dups, f.what, ackBatch)
 	}
 }
