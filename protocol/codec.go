@@ -197,41 +197,26 @@ func (r *reader) uvarint() uint64 {
 	return v
 }
 
-func (r *reader) uint32() uint32 {
+// bounded reads a uvarint that must not exceed limit; what names the
+// value in the error.
+func (r *reader) bounded(limit uint64, what string) uint64 {
 	v := r.uvarint()
-	if v > math.MaxUint32 {
-		r.fail("value out of range")
+	if v > limit {
+		r.fail(what + " out of range")
 		return 0
 	}
-	return uint32(v)
+	return v
 }
 
-func (r *reader) code() RejectCode {
-	v := r.uvarint()
-	if v > math.MaxUint16 {
-		r.fail("reject code out of range")
-		return 0
-	}
-	return RejectCode(v)
-}
+func (r *reader) uint32() uint32 { return uint32(r.bounded(math.MaxUint32, "value")) }
+
+func (r *reader) code() RejectCode { return RejectCode(r.bounded(math.MaxUint16, "reject code")) }
 
 // expiry reads a Unix-millisecond time, 0 meaning none.
-func (r *reader) expiry() int64 {
-	v := r.uvarint()
-	if v > math.MaxInt64 {
-		r.fail("expiry out of range")
-		return 0
-	}
-	return int64(v)
-}
+func (r *reader) expiry() int64 { return int64(r.bounded(math.MaxInt64, "expiry")) }
 
 func (r *reader) millis() time.Duration {
-	v := r.uvarint()
-	if v > math.MaxInt64/uint64(time.Millisecond) {
-		r.fail("duration out of range")
-		return 0
-	}
-	return time.Duration(v) * time.Millisecond
+	return time.Duration(r.bounded(math.MaxInt64/uint64(time.Millisecond), "duration")) * time.Millisecond
 }
 
 func (r *reader) id() [16]byte {

@@ -262,7 +262,6 @@ type Client struct {
 	nReceived    atomic.Uint64
 	rtt          atomic.Int64
 	conn         atomic.Pointer[wsconn.Conn] // the current session's, nil between sessions
-	counters     sendCounters
 }
 
 // NewClient opens (or creates) the store at path and starts connecting to
@@ -315,7 +314,6 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 		c.reporter = newReporter(c.store, o.OnSettled, c.clientID, c.log)
 		c.out.onDeleted = c.reporter.kick
 	}
-	c.counters.redelivered = func(n int) { c.nRedelivered.Add(uint64(n)) }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Go(c.run)
 	return c, nil
@@ -603,7 +601,7 @@ func entrySizes(entries []queue.Entry) int64 {
 // OnSettled is called from the store's records instead.
 func (c *Client) settled(settled []settlement) {
 	for _, st := range settled {
-		set := Settlement{ClientID: c.clientID, ID: st.id, Seq: st.seq, Status: statusOf(st.code), Code: st.code, Reason: st.reason}
+		set := st.of(c.clientID)
 		if set.Status != StatusAcked {
 			c.nRejected.Add(1)
 		}

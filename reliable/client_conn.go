@@ -268,7 +268,7 @@ func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
 	err = c.out.send(conn, sendConfig{
 		peerMaxMessage: int(w.MaxMessageSize),
 		ackTimeout:     c.opts.AckTimeout,
-		counters:       &c.counters,
+		redelivered:    &c.nRedelivered,
 	}, c.ctx.Done())
 	switch {
 	case err != nil:

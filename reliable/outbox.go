@@ -1,11 +1,14 @@
 package reliable
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsreliable/wsreliable/ack"
@@ -22,8 +25,9 @@ type outStore interface {
 	AckWith(ctx context.Context, upTo uint64, outcomes []queue.Outcome) error
 }
 
-// settlement is how one message ended: acked (code 0) or settled without
-// being handled (rejected, expired, too large, evicted).
+// settlement is how one message ended, or will end once acknowledged: a
+// sent message in flight carries code 0 (acked) unless the peer rejected
+// it or the sender skipped it (expired, too large, evicted).
 type settlement struct {
 	seq    uint64
 	id     protocol.MessageID
@@ -31,8 +35,10 @@ type settlement struct {
 	reason string
 }
 
-// sentEntry is a message sent (or skipped) and not yet acknowledged.
-type sentEntry = settlement
+// of returns st as OnSettled and receipts see it, for client's stream.
+func (st settlement) of(client string) Settlement {
+	return Settlement{ClientID: client, ID: st.id, Seq: st.seq, Status: statusOf(st.code), Code: st.code, Reason: st.reason}
+}
 
 // Limits of one outgoing WebSocket message built by a sender.
 const (
@@ -57,7 +63,7 @@ type outbox struct {
 	acked    uint64          // highest sequence the peer acknowledged
 	deleted  uint64          // acked sequences deleted from the store
 	sentMax  uint64          // highest sequence sent by this process
-	inflight []sentEntry     // sent and not acked, ascending
+	inflight []settlement    // sent and not acked, ascending
 	win      *ack.Window     // the current connection's; nil between
 	progress time.Time       // last ack progress, or when the window last filled from empty
 	ackedCh  chan struct{}   // closed and replaced when acked advances
@@ -100,7 +106,7 @@ func (o *outbox) adopt(entries []queue.Entry) {
 	defer o.mu.Unlock()
 	for i := range entries {
 		if e := &entries[i]; e.Seq > o.sentMax && e.Seq > o.acked {
-			o.inflight = append(o.inflight, sentEntry{seq: e.Seq, id: e.ID})
+			o.inflight = append(o.inflight, settlement{seq: e.Seq, id: e.ID})
 			o.sentMax = e.Seq
 		}
 	}
@@ -224,16 +230,11 @@ func (o *outbox) report(settled []settlement) {
 
 // sendConfig is one connection's sending limits.
 type sendConfig struct {
-	peerMaxMessage int           // the peer's read limit; 0: none announced
-	ackTimeout     time.Duration // no ack progress this long on a live link: reconnect
-	exitWhenIdle   bool          // return nil once nothing is in flight or queued
-	linger         time.Duration // with exitWhenIdle: wait this long for more first
-	counters       *sendCounters // may be nil
-}
-
-// sendCounters are counted by the sender.
-type sendCounters struct {
-	redelivered func(n int)
+	peerMaxMessage int            // the peer's read limit; 0: none announced
+	ackTimeout     time.Duration  // no ack progress this long on a live link: reconnect
+	exitWhenIdle   bool           // return nil once nothing is in flight or queued
+	linger         time.Duration  // with exitWhenIdle: wait this long for more first
+	redelivered    *atomic.Uint64 // counts messages sent again; may be nil
 }
 
 // errAckTimeout: sent messages saw no acknowledgement on a live link.
@@ -332,7 +333,7 @@ func (o *outbox) send(conn *wsconn.Conn, cfg sendConfig, stop <-chan struct{}) e
 func (o *outbox) frame(buf []byte, next uint64, entries []queue.Entry, cfg sendConfig) ([]byte, error) {
 	now := time.Now().UnixMilli()
 	buf = protocol.AppendMessageStart(buf)
-	sent := make([]sentEntry, 0, len(entries)+1)
+	sent := make([]settlement, 0, len(entries)+1)
 	if first := entries[0].Seq; first > next {
 		buf = protocol.AppendFrame(buf, &protocol.Skip{Stream: o.stream, Seq: first - 1, Code: protocol.RejectEvicted})
 	} else if first < next {
@@ -341,7 +342,7 @@ func (o *outbox) frame(buf []byte, next uint64, entries []queue.Entry, cfg sendC
 	for i := range entries {
 		e := &entries[i]
 		d := protocol.Data{Stream: o.stream, Seq: e.Seq, ID: e.ID, Expires: e.Expires, Headers: e.Headers, Payload: e.Payload}
-		s := sentEntry{seq: e.Seq, id: e.ID}
+		s := settlement{seq: e.Seq, id: e.ID}
 		switch {
 		case e.Expires > 0 && now >= e.Expires:
 			s.code, s.reason = protocol.RejectExpired, "expired before delivery"
@@ -369,15 +370,15 @@ func (o *outbox) frame(buf []byte, next uint64, entries []queue.Entry, cfg sendC
 		} else {
 			redelivered++
 			// A code decided now (expired since) replaces the old one.
-			for i := range o.inflight {
-				if o.inflight[i].seq == s.seq && s.code != 0 {
+			if s.code != 0 {
+				if i, ok := slices.BinarySearchFunc(o.inflight, s.seq, func(e settlement, seq uint64) int { return cmp.Compare(e.seq, seq) }); ok {
 					o.inflight[i].code, o.inflight[i].reason = s.code, s.reason
 				}
 			}
 		}
 	}
-	if redelivered > 0 && cfg.counters != nil && cfg.counters.redelivered != nil {
-		cfg.counters.redelivered(redelivered)
+	if cfg.redelivered != nil {
+		cfg.redelivered.Add(uint64(redelivered))
 	}
 	if o.win.InFlight() == 0 {
 		o.progress = time.Now()

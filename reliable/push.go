@@ -277,15 +277,14 @@ func settlementOf(rec queue.Settled, client string) Settlement {
 	if rec.Client != "" {
 		client = rec.Client
 	}
-	code := protocol.RejectCode(rec.Code)
-	return Settlement{ClientID: client, ID: rec.ID, Seq: rec.Seq, Status: statusOf(code), Code: code, Reason: rec.Reason}
+	return settlement{seq: rec.Seq, id: rec.ID, code: protocol.RejectCode(rec.Code), reason: rec.Reason}.of(client)
 }
 
 // settled settles the receipts of settled pushes. OnSettled is called
 // from the store's records instead, once they are committed.
 func (s *Server) settled(client string, settled []settlement) {
 	for _, st := range settled {
-		set := Settlement{ClientID: client, ID: st.id, Seq: st.seq, Status: statusOf(st.code), Code: st.code, Reason: st.reason}
+		set := st.of(client)
 		s.receipts.settle(st.id, set.Err())
 		s.counters.settled(st.code)
 	}

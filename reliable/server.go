@@ -291,7 +291,6 @@ type Server struct {
 	reporter     *reporter
 	buffered     *budget     // MaxBufferedBytes over all sessions
 	conns        *connLimits // MaxConnections and its shares
-	pushCounters sendCounters
 	nRedelivered atomic.Uint64
 }
 
@@ -361,7 +360,6 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 			o.OnSettled(st)
 		}
 	}, "", s.log)
-	s.pushCounters.redelivered = func(n int) { s.nRedelivered.Add(uint64(n)) }
 	return s, nil
 }
 

@@ -372,7 +372,7 @@ func (ss *session) sendLoop() {
 				ackTimeout:     s.opts.AckTimeout,
 				exitWhenIdle:   true,
 				linger:         min(inboxLinger, s.opts.HeartbeatInterval/2),
-				counters:       &s.pushCounters,
+				redelivered:    &s.nRedelivered,
 			}, ss.stop)
 			if err != nil {
 				ss.log.Warn("push sender stopped", "error", err)
