@@ -66,21 +66,23 @@ type outbox struct {
 	inflight []settlement    // sent and not acked, ascending
 	win      *ack.Window     // the current connection's; nil between
 	progress time.Time       // last ack progress, or when the window last filled from empty
-	ackedCh  chan struct{}   // closed and replaced when acked advances
+	ackedCh  chan struct{}   // closed and replaced when reported advances
+	reported uint64          // acked sequences whose settlements were reported
 	total    uint64          // sequences acknowledged since the outbox was made
 	outcomes []queue.Outcome // of acked entries not yet deleted, that settled unhandled
 }
 
 func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle func([]settlement), log *slog.Logger) *outbox {
 	return &outbox{
-		stream:  stream,
-		store:   store,
-		settle:  settle,
-		log:     log,
-		wake:    make(chan struct{}, 1),
-		acked:   acked,
-		deleted: acked,
-		ackedCh: make(chan struct{}),
+		stream:   stream,
+		store:    store,
+		settle:   settle,
+		log:      log,
+		wake:     make(chan struct{}, 1),
+		acked:    acked,
+		deleted:  acked,
+		reported: acked,
+		ackedCh:  make(chan struct{}),
 	}
 }
 
@@ -89,11 +91,11 @@ func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle fu
 // messages will be sent again.
 func (o *outbox) begin(peerAcked uint64, window int) (replay int) {
 	o.mu.Lock()
-	settled := o.applyAckLocked(peerAcked)
+	adv := o.applyAckLocked(peerAcked)
 	o.win = ack.NewWindow(window, o.acked)
 	replay = int(o.sentMax - min(o.sentMax, o.acked))
 	o.mu.Unlock()
-	o.report(settled)
+	o.report(adv)
 	notify(o.wake)
 	return replay
 }
@@ -119,12 +121,12 @@ func (o *outbox) end() {
 	o.mu.Unlock()
 }
 
-// ackedUpTo returns the highest acknowledged sequence and a channel closed
-// when it next advances.
+// ackedUpTo returns the highest acknowledged sequence whose receipts have
+// settled and a channel closed when it next advances.
 func (o *outbox) ackedUpTo() (uint64, <-chan struct{}) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.acked, o.ackedCh
+	return o.reported, o.ackedCh
 }
 
 // sentHigh returns the highest sequence this process has sent.
@@ -163,15 +165,15 @@ func (o *outbox) onAck(a *protocol.Ack) error {
 	if o.win != nil {
 		_, err = o.win.Ack(a.Seq)
 	}
-	var settled []settlement
+	var adv ackAdvance
 	if err == nil {
-		settled = o.applyAckLocked(a.Seq)
+		adv = o.applyAckLocked(a.Seq)
 	}
 	o.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	o.report(settled)
+	o.report(adv)
 	notify(o.wake)
 	return nil
 }
@@ -197,11 +199,19 @@ func (o *outbox) onReject(j *protocol.Reject) error {
 	return nil
 }
 
+// ackAdvance is what an ack that moved acked forward to seq completes:
+// the settlements to report. Waiters on ackedUpTo wake only once they are
+// reported, so they find the receipts settled. seq 0: no advance.
+type ackAdvance struct {
+	seq     uint64
+	settled []settlement
+}
+
 // applyAckLocked records that the peer has everything up to seq and
-// returns the settlements it completes. o.mu must be held.
-func (o *outbox) applyAckLocked(seq uint64) []settlement {
+// returns what it completes, for report. o.mu must be held.
+func (o *outbox) applyAckLocked(seq uint64) ackAdvance {
 	if seq <= o.acked {
-		return nil
+		return ackAdvance{}
 	}
 	o.total += seq - o.acked
 	o.acked = seq
@@ -217,14 +227,23 @@ func (o *outbox) applyAckLocked(seq uint64) []settlement {
 			o.outcomes = append(o.outcomes, queue.Outcome{Seq: st.seq, Code: uint16(st.code), Reason: st.reason})
 		}
 	}
-	close(o.ackedCh)
-	o.ackedCh = make(chan struct{})
-	return settled
+	return ackAdvance{seq: seq, settled: settled}
 }
 
-func (o *outbox) report(settled []settlement) {
-	if len(settled) > 0 && o.settle != nil {
-		o.settle(settled)
+// report settles what an ack completed, then wakes ackedUpTo's waiters.
+func (o *outbox) report(adv ackAdvance) {
+	if len(adv.settled) > 0 && o.settle != nil {
+		o.settle(adv.settled)
+	}
+	if adv.seq == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if adv.seq > o.reported {
+		o.reported = adv.seq
+		close(o.ackedCh)
+		o.ackedCh = make(chan struct{})
 	}
 }
 

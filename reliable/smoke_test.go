@@ -89,3 +89,37 @@ func TestSendBatch(t *testing.T) {
 		t.Fatalf("handler saw %d messages out of order or incomplete", len(s.seen[c.ID()]))
 	}
 }
+
+// TestDrainSettlesReceipts: once Drain returns, every receipt of a message
+// queued before it has settled (send -receipts prints them right after).
+func TestDrainSettlesReceipts(t *testing.T) {
+	var s sink
+	_, url := startServer(t, s.handle, nil)
+	c := newClient(t, url, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for round := range 20 {
+		msgs, _ := numbered(round*100, 100)
+		var rs []*reliable.Receipt
+		for _, m := range msgs {
+			r, err := c.Send(ctx, m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, r)
+		}
+		if err := c.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range rs {
+			select {
+			case <-r.Done():
+				if err := r.Err(); err != nil {
+					t.Fatalf("round %d receipt %d: %v", round, i, err)
+				}
+			default:
+				t.Fatalf("round %d: receipt %d of %d unsettled after Drain returned", round, i, len(rs))
+			}
+		}
+	}
+}
