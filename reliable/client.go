@@ -55,6 +55,13 @@ type ClientOptions struct {
 	// once when the store file was created and kept in it.
 	ClientID string
 
+	// FallbackURLs are more servers sharing one store (a fleet, see
+	// queue.Owner), as ws:// or wss:// URLs. The client dials the URL
+	// given to NewClient first and moves to the next one, round robin,
+	// after each failed dial or lost connection, so it resumes on another
+	// server when one dies. Nil: the one URL.
+	FallbackURLs []string
+
 	// Header, when set, is called before every dial and its headers are
 	// sent with the upgrade request, so tokens can be refreshed. An error
 	// aborts that dial attempt (the client retries with backoff).
@@ -166,12 +173,14 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 	if o != nil {
 		c = *o
 	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return c, fmt.Errorf("reliable: URL: %w", err)
-	}
-	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return c, fmt.Errorf("reliable: URL %q: scheme must be ws or wss", rawURL)
+	for _, raw := range append([]string{rawURL}, c.FallbackURLs...) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return c, fmt.Errorf("reliable: URL: %w", err)
+		}
+		if u.Scheme != "ws" && u.Scheme != "wss" {
+			return c, fmt.Errorf("reliable: URL %q: scheme must be ws or wss", raw)
+		}
 	}
 	if c.Store == nil && path == "" {
 		return c, errors.New("reliable: store path is empty and ClientOptions.Store is nil")
@@ -234,7 +243,8 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 // and per connection a reader and, while pushes arrive, a delivery
 // goroutine; Close waits for all of them.
 type Client struct {
-	url      string
+	urls     []string // the server URLs, tried round robin
+	urlIdx   int      // the one to dial next; owned by the connection goroutine
 	opts     ClientOptions
 	store    queue.Store
 	ownStore bool
@@ -276,7 +286,7 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		url:   rawURL,
+		urls:  append([]string{rawURL}, o.FallbackURLs...),
 		opts:  o,
 		log:   o.Logger,
 		state: StateConnecting,

@@ -38,6 +38,7 @@ func (c *Client) run() {
 		if c.ctx.Err() != nil {
 			return
 		}
+		c.urlIdx = (c.urlIdx + 1) % len(c.urls)
 		if isFatal(err) {
 			c.stop(err)
 			return
@@ -119,7 +120,7 @@ func (c *Client) connect(b *backoff.Backoff) error {
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  64 << 10,
 	}
-	ws, resp, err := d.DialContext(ctx, c.url, hdr)
+	ws, resp, err := d.DialContext(ctx, c.urls[c.urlIdx], hdr)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}

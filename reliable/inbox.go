@@ -299,7 +299,7 @@ func (d *delivery) handleFrame(f protocol.Frame) bool {
 		// message since (the reader lets no other stream change in).
 		if err := st.resume(stream, 0, func() (uint64, error) { return in.cfg.store.Watermark(in.cfg.peer, stream) }); err != nil {
 			in.cfg.log.Error("loading watermark failed", "error", err)
-			in.cfg.fail(protocol.CloseInternal, "store unavailable")
+			in.cfg.fail(storeCloseCode(err))
 			return false
 		}
 	}
@@ -351,7 +351,7 @@ func (d *delivery) flush() bool {
 		start := time.Now()
 		if err := in.cfg.store.SetWatermark(context.Background(), in.cfg.peer, st.stream, wm); err != nil {
 			in.cfg.log.Error("committing watermark failed; closing without ack", "error", err)
-			in.cfg.fail(protocol.CloseInternal, "store unavailable")
+			in.cfg.fail(storeCloseCode(err))
 			return false
 		}
 		if in.cfg.observer != nil {

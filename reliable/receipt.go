@@ -109,6 +109,17 @@ func (rs *receipts) settle(id protocol.MessageID, err error) {
 	}
 }
 
+// waiting returns the receipts not yet settled.
+func (rs *receipts) waiting() []*Receipt {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	list := make([]*Receipt, 0, len(rs.m))
+	for _, r := range rs.m {
+		list = append(list, r)
+	}
+	return list
+}
+
 // settleAll settles every waiting receipt with err.
 func (rs *receipts) settleAll(err error) {
 	rs.mu.Lock()

@@ -289,6 +289,7 @@ type Server struct {
 	receipts     receipts
 	counters     serverCounters
 	reporter     *reporter
+	fleet        *fleet      // nil unless the store is shared
 	buffered     *budget     // MaxBufferedBytes over all sessions
 	conns        *connLimits // MaxConnections and its shares
 	nRedelivered atomic.Uint64
@@ -360,6 +361,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 			o.OnSettled(st)
 		}
 	}, "", s.log)
+	s.fleet = newFleet(s)
 	return s, nil
 }
 
@@ -486,6 +488,7 @@ func (s *Server) drained() <-chan struct{} {
 func (s *Server) finish() error {
 	s.once.Do(func() {
 		s.cancel()
+		s.fleet.stop()
 		s.receipts.settleAll(ErrClosed)
 		s.reporter.stop()
 		if s.ownStore {
@@ -586,6 +589,7 @@ func (s *Server) unregister(ss *session) {
 	}
 	if p.refs--; p.refs == 0 {
 		delete(s.peers, p.id)
+		s.fleet.release(p.id)
 	}
 	if len(s.lastSeen) >= lastSeenMax {
 		clear(s.lastSeen) // bounded memory: last-seen times are a convenience

@@ -42,6 +42,7 @@ type session struct {
 	log      *slog.Logger
 	peer     *peer
 	hello    *protocol.Hello
+	bind     bool // the client ID is new: bind it to identity
 	inbox    *inbox
 	inFlight *budget // MaxInFlightBytes of this session
 	// watermark mirrors the committed watermark of the client's stream
@@ -90,6 +91,9 @@ func (ss *session) serve() {
 		return
 	}
 	defer s.unregister(ss)
+	if !ss.admit() {
+		return
+	}
 
 	// Wait for the previous session of this client to finish delivering.
 	p := ss.peer
@@ -129,24 +133,43 @@ func (ss *session) handshake() bool {
 	ss.log = s.log.With("client", hello.ClientID)
 
 	bound, err := s.store.Binding(hello.ClientID)
-	if err == nil && bound == "" {
-		err = s.store.Bind(s.ctx, hello.ClientID, ss.identity)
-		bound = ss.identity
-	}
 	if err != nil {
 		closeRaw(ss.ws, protocol.CloseInternal, "store unavailable", s.opts.HeartbeatTimeout)
-		ss.log.Error("identity binding failed", "error", err)
+		ss.log.Error("reading the identity binding failed", "error", err)
 		return false
 	}
-	if bound != ss.identity {
+	if bound != "" && bound != ss.identity {
 		closeRaw(ss.ws, protocol.CloseIdentity, "client ID belongs to another identity", s.opts.HeartbeatTimeout)
 		ss.log.Warn("client ID presented by another identity")
 		return false
 	}
+	ss.bind = bound == ""
+	return true
+}
+
+// admit claims the client's state (in a fleet), binds the client ID to
+// the session's identity if it is new, and records the visit; it reports
+// whether the session may go on (it closed the connection if not). The
+// session is registered: a claim is released with the peer's last
+// session, so an ending session of the same client cannot drop it.
+func (ss *session) admit() bool {
+	s, id := ss.srv, ss.hello.ClientID
+	if _, err := s.fleet.claim(ss.ctx, id); err != nil {
+		ss.conn.Close(protocol.CloseTryAgainLater, retryAfterKey+"1s")
+		ss.log.Error("claiming the client failed", "error", err)
+		return false
+	}
+	if ss.bind {
+		if err := s.store.Bind(ss.ctx, id, ss.identity); err != nil {
+			ss.conn.Close(storeCloseCode(err))
+			ss.log.Error("identity binding failed", "error", err)
+			return false
+		}
+	}
 	// The client's binding and watermarks are in use: they do not expire
 	// (ServerOptions.IdleExpiry) while the client keeps coming back.
 	// A failure only risks an earlier expiry: the session goes on.
-	if err := s.store.Touch(s.ctx, hello.ClientID); err != nil {
+	if err := s.store.Touch(ss.ctx, id); err != nil {
 		ss.log.Warn("recording the client's visit failed", "error", err)
 	}
 	return true
@@ -233,6 +256,14 @@ func onOwnStack(f func() bool) bool {
 // and reports whether the session may go on to read.
 func (ss *session) start() bool {
 	s, p, h := ss.srv, ss.peer, ss.hello
+	if s.fleet != nil {
+		// Another server may have moved the client's streams on since
+		// this one last served it: read them afresh.
+		p.in = streamState{}
+		ss.mu.Lock()
+		p.out = nil
+		ss.mu.Unlock()
+	}
 	err := p.in.resume(h.Stream, h.StreamLow, func() (uint64, error) { return s.store.Watermark(p.id, h.Stream) })
 	if err != nil {
 		ss.conn.Close(protocol.CloseInternal, "store unavailable")
@@ -374,8 +405,11 @@ func (ss *session) sendLoop() {
 				linger:         min(inboxLinger, s.opts.HeartbeatInterval/2),
 				redelivered:    &s.nRedelivered,
 			}, ss.stop)
-			if err != nil {
-				ss.log.Warn("push sender stopped", "error", err)
+			if err != nil && !errors.Is(err, errAckTimeout) {
+				// The store failed (or fenced this server out): what
+				// the client acknowledged cannot be recorded.
+				ss.log.Warn("push sender stopped; closing the session", "error", err)
+				ss.conn.Close(storeCloseCode(err))
 			}
 		}
 		ss.mu.Lock()
