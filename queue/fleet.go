@@ -37,8 +37,9 @@ type Owner interface {
 type Notifier interface {
 	// Notify makes the store call fn with the client of every push
 	// committed from now on, by any process sharing the store, from one
-	// goroutine, until the store closes. A hint may be lost (a dropped
-	// database connection): the server also polls, and a reconnecting
-	// client always gets what its outbox holds.
+	// goroutine, until the store closes. Hints can be lost while the
+	// store's listening connection is down; once it is back the store
+	// calls fn("") to say so, and the server then looks at every client
+	// it serves. A reconnecting client always gets what its outbox holds.
 	Notify(fn func(client string))
 }
