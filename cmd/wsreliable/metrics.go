@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	wsprom "github.com/wsreliable/wsreliable/metrics/prometheus"
 	"github.com/wsreliable/wsreliable/reliable"
 )
 
@@ -20,8 +21,8 @@ import (
 // authentication) serving:
 //
 //	/metrics  the server's metrics in the Prometheus text format (those
-//	          of the metrics/prometheus module, see promstats.go), with the
-//	          Go runtime's and the process's
+//	          of the metrics/prometheus module), with the Go runtime's and
+//	          the process's
 //	/healthz  200 while the process is up
 //	/readyz   200 while the store is open and the server is not shutting
 //	          down; 503 from the moment shutdown begins
@@ -33,7 +34,7 @@ import (
 type serveMetrics struct {
 	addr  string
 	log   *slog.Logger
-	obs   *histograms
+	obs   *wsprom.Observer
 	ready atomic.Bool
 	hs    *http.Server
 	done  chan error // Serve's result
@@ -45,7 +46,7 @@ func newServeMetrics(addr string, log *slog.Logger) *serveMetrics {
 	if addr == "" {
 		return nil
 	}
-	return &serveMetrics{addr: addr, log: log, obs: newHistograms()}
+	return &serveMetrics{addr: addr, log: log, obs: wsprom.NewObserver()}
 }
 
 // observer returns the reliable.Observer for ServerOptions.Observer (nil
@@ -67,7 +68,7 @@ func (m *serveMetrics) start(srv *reliable.Server) error {
 	if err := reg.Register(m.obs); err != nil {
 		return err
 	}
-	if err := reg.Register(newStatsCollector(srv)); err != nil {
+	if err := reg.Register(wsprom.NewCollector(srv)); err != nil {
 		return err
 	}
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {

@@ -150,7 +150,7 @@ func flatten(t *testing.T, rm metricdata.ResourceMetrics) map[string]int64 {
 		}
 		var kv []string
 		for _, a := range attrs.ToSlice() {
-			kv = append(kv, string(a.Key)+"="+a.Value.Emit())
+			kv = append(kv, string(a.Key)+"="+a.Value.String())
 		}
 		return name + "{" + strings.Join(kv, ",") + "}"
 	}
