@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -253,11 +254,12 @@ func testBehindProxy(t *testing.T, spec proxySpec) {
 	}
 	t.Cleanup(func() { port.Close() })
 
-	srv := startServe(t, filepath.Join(dir, "srv"))
+	srv := startServe(t, filepath.Join(dir, "srv"), "-trusted-proxies", "127.0.0.0/8", "-v")
 	conf := renderProxyConf(t, spec, dir, port.Addr(), srv.addr)
 	args := spec.args(t, conf, dir)
 	proxy := startProxy(t, bin, args)
 	proxy.waitAccepting(t, port.Addr())
+	checkForwardedFor(t, spec.name, port.Addr(), srv)
 
 	// connectedAt is when the client's current session began (0 while
 	// it has none).
@@ -388,4 +390,29 @@ func testBehindProxy(t *testing.T, spec proxySpec) {
 			t.Fatalf("line %d carries %q, want %q (lost, doubled or reordered)", i+1, d.Payload, want)
 		}
 	}
+}
+
+// checkForwardedFor sends a request through the proxy at addr as if a
+// proxy before it had already recorded client 192.0.2.7, and checks that
+// serve, trusting loopback proxies, took that for the client's address:
+// the proxy passed X-Forwarded-For on, appending its own peer.
+func checkForwardedFor(t *testing.T, name, addr string, srv *serveProc) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Forwarded-For", "192.0.2.7")
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET through %s: %v", name, err)
+	}
+	resp.Body.Close()
+	c.CloseIdleConnections()
+	if resp.StatusCode != http.StatusBadRequest { // not an upgrade
+		t.Errorf("GET /ws through %s: %s, want 400 from serve", name, resp.Status)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Contains(srv.stderr.String(), "client=192.0.2.7") },
+		"serve did not take the client's address from %s's X-Forwarded-For; stderr:\n%s", name, srv.stderr)
 }
