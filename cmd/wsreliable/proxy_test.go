@@ -254,7 +254,12 @@ func testBehindProxy(t *testing.T, spec proxySpec) {
 	}
 	t.Cleanup(func() { port.Close() })
 
-	srv := startServe(t, filepath.Join(dir, "srv"), "-trusted-proxies", "127.0.0.0/8", "-v")
+	// serve runs as deploy/ recommends: with tokens, trusting the proxy.
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("device1 proxy-test-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServe(t, filepath.Join(dir, "srv"), "-tokens-file", tokens, "-trusted-proxies", "127.0.0.0/8", "-v")
 	conf := renderProxyConf(t, spec, dir, port.Addr(), srv.addr)
 	args := spec.args(t, conf, dir)
 	proxy := startProxy(t, bin, args)
@@ -267,6 +272,9 @@ func testBehindProxy(t *testing.T, spec proxySpec) {
 	client, err := reliable.NewClient("ws://"+port.Addr()+"/ws", filepath.Join(dir, "client.db"), &reliable.ClientOptions{
 		HeartbeatInterval: 500 * time.Millisecond,
 		HeartbeatTimeout:  time.Second,
+		Header: func(context.Context) (http.Header, error) {
+			return http.Header{"Authorization": {"Bearer proxy-test-token"}}, nil
+		},
 		OnStateChange: func(s reliable.State, _ error) {
 			if s == reliable.StateConnected {
 				connectedAt.Store(time.Now().UnixNano())
@@ -358,8 +366,9 @@ func testBehindProxy(t *testing.T, spec proxySpec) {
 		}, "restart %d: no acknowledgement through %s after it came back (%d acknowledged before the kill, %d now)\nproxy output:\n%s\nserve stderr:\n%s",
 			i+1, spec.name, before, acks.count(), proxy.output, srv.stderr)
 		reconnects = append(reconnects, first.Sub(up))
-		t.Logf("%s restart %d: killed and reaped in %v, accepting again %v after the kill; first acknowledgement through it %v after it accepted",
-			spec.name, i+1, down.Round(time.Microsecond), up.Sub(killed).Round(time.Microsecond), first.Sub(up).Round(time.Microsecond))
+		t.Logf("%s restart %d: killed and reaped in %v, accepting again %v after the kill; first acknowledgement through it %v after it accepted (%v after the kill)",
+			spec.name, i+1, down.Round(time.Microsecond), up.Sub(killed).Round(time.Microsecond),
+			first.Sub(up).Round(time.Microsecond), first.Sub(killed).Round(time.Microsecond))
 	}
 	stopSending()
 	wg.Wait()
@@ -395,23 +404,31 @@ func testBehindProxy(t *testing.T, spec proxySpec) {
 // checkForwardedFor sends a request through the proxy at addr as if a
 // proxy before it had already recorded client 192.0.2.7, and checks that
 // serve, trusting loopback proxies, took that for the client's address:
-// the proxy passed X-Forwarded-For on, appending its own peer.
+// the proxy passed X-Forwarded-For on, appending its own peer. It also
+// checks that the proxy answers 404 for serve's API paths.
 func checkForwardedFor(t *testing.T, name, addr string, srv *serveProc) {
 	t.Helper()
-	req, err := http.NewRequest("GET", "http://"+addr+"/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Forwarded-For", "192.0.2.7")
 	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("GET through %s: %v", name, err)
+	defer c.CloseIdleConnections()
+	get := func(path string) int {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Forwarded-For", "192.0.2.7")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s through %s: %v", path, name, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	resp.Body.Close()
-	c.CloseIdleConnections()
-	if resp.StatusCode != http.StatusBadRequest { // not an upgrade
-		t.Errorf("GET /ws through %s: %s, want 400 from serve", name, resp.Status)
+	if code := get("/ws"); code != http.StatusUnauthorized { // no token
+		t.Errorf("GET /ws through %s: %d, want 401 from serve", name, code)
+	}
+	if code := get("/v1/clients"); code != http.StatusNotFound {
+		t.Errorf("GET /v1/clients through %s: %d, want 404 (the deploy file proxies /ws only)", name, code)
 	}
 	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Contains(srv.stderr.String(), "client=192.0.2.7") },
 		"serve did not take the client's address from %s's X-Forwarded-For; stderr:\n%s", name, srv.stderr)
