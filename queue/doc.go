@@ -6,8 +6,8 @@
 //
 // # Guarantees
 //
-// Once [Store.Append] returns a sequence the entry is committed: a later
-// [Open] of the same file returns it from [Store.Read] until [Store.Ack]
+// Once [Outbox.Append] returns a sequence the entry is committed: a later
+// [Open] of the same file returns it from [Outbox.Read] until [Outbox.Ack]
 // covers it. Sequences start at 1, increase by one per entry and are never
 // reused, not even after every entry was acknowledged. The store's
 // [Meta] (client ID and stream ID) is created with the file and never
@@ -48,7 +48,7 @@
 // it deletes (code 0, or the code of its [Outcome]) and an eviction
 // settles with code 5, each in the commit that deletes the entry. The
 // client outbox does the same only with Options.TrackSettled, through
-// [Store.AckWith]: its ack is deferred, so the outcomes wait in memory
+// [Outbox.AckWith]: its ack is deferred, so the outcomes wait in memory
 // until the delete commit, and a crash before it brings the entries back
 // instead. [Settlements.Unreported] lists settled records oldest first
 // until [Settlements.MarkReported] covers them; unreported records are

@@ -14,7 +14,7 @@ import (
 )
 
 // Outcome is how one message settled without being handled; it rides
-// with the ack that covers it ([Outboxes.AckOutbox], [Store.AckWith]).
+// with the ack that covers it ([Outboxes.AckOutbox], [Outbox.AckWith]).
 type Outcome struct {
 	Seq uint64
 	// Code is a protocol.RejectCode value: 1 rejected, 2 expired, 3 too

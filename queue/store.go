@@ -11,7 +11,7 @@ import (
 // Entry is one queued message.
 type Entry struct {
 	// Seq is the entry's sequence number in the store's stream, assigned by
-	// [Store.Append] (1, 2, 3 … never reused).
+	// [Outbox.Append] (1, 2, 3 … never reused).
 	Seq uint64
 	// ID is the message ID.
 	ID protocol.MessageID

@@ -52,7 +52,8 @@ var (
 	// error matching both ErrForbidden and ErrUnauthorized.
 	ErrForbidden = errors.New("reliable: forbidden")
 
-	// ErrUnsupported reports a peer that does not speak wsreliable.v1.
+	// ErrUnsupported reports a peer that does not speak this version of
+	// the protocol (protocol.Subprotocol, protocol.Version).
 	ErrUnsupported = errors.New("reliable: peer does not support " + protocol.Subprotocol)
 
 	// ErrStopped is wrapped by the error that made a client give up
