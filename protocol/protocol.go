@@ -50,8 +50,8 @@ func uuidString(b [16]byte) string {
 
 // Header is one application header carried by a [Data] frame.
 type Header struct {
-	Key   string
-	Value string
+	Key   string // the header's name; the protocol gives no key a meaning
+	Value string // its value
 }
 
 // FrameType identifies the kind of a frame on the wire.
@@ -93,6 +93,7 @@ func (t FrameType) String() string {
 // *[Reject], *[Skip] or *[Heartbeat]. The set is closed; other packages
 // cannot add frame types.
 type Frame interface {
+	// Type returns the frame's type, as written on the wire.
 	Type() FrameType
 	bodySize() int
 	appendBody(b []byte) []byte
@@ -154,14 +155,14 @@ type Welcome struct {
 
 // Data carries one message of a stream.
 type Data struct {
-	Stream StreamID
-	Seq    uint64
-	ID     MessageID
+	Stream StreamID  // the stream the message belongs to
+	Seq    uint64    // its sequence in Stream, from 1, never reused
+	ID     MessageID // the message's ID, which the sender's receipts report
 	// Expires is when the message stops being worth delivering, in Unix
 	// milliseconds; 0: never. A receiver never hands an expired message to
 	// its handler: it answers with a [Reject] of code [RejectExpired].
 	Expires int64
-	Headers []Header
+	Headers []Header // application headers, in the sender's order
 	// Payload aliases the decoded buffer: copy it to keep it beyond the
 	// buffer's life.
 	Payload []byte
@@ -169,17 +170,17 @@ type Data struct {
 
 // Ack acknowledges every message of Stream up to and including Seq.
 type Ack struct {
-	Stream StreamID
-	Seq    uint64
+	Stream StreamID // the stream acknowledged
+	Seq    uint64   // the highest sequence acknowledged
 }
 
 // Reject tells the sender that the receiver refused message Seq of Stream
 // for good. The sequence is still covered by the following [Ack].
 type Reject struct {
-	Stream StreamID
-	Seq    uint64
-	Code   RejectCode
-	Reason string
+	Stream StreamID   // the stream of the refused message
+	Seq    uint64     // its sequence
+	Code   RejectCode // why it was refused
+	Reason string     // for people; UTF-8, at most MaxReasonLen bytes (Decode refuses more)
 }
 
 // Skip tells the receiver that the sender will not send the sequences of
@@ -188,10 +189,10 @@ type Reject struct {
 // watermark moves to Seq as though they had been delivered, without the
 // handler. Code says why. The receiver acknowledges Seq as usual.
 type Skip struct {
-	Stream StreamID
-	Seq    uint64
-	Code   RejectCode
-	Reason string
+	Stream StreamID   // the stream whose sequences are skipped
+	Seq    uint64     // the last sequence skipped
+	Code   RejectCode // why they are not sent
+	Reason string     // for people; UTF-8, at most MaxReasonLen bytes (Decode refuses more)
 }
 
 // Heartbeat is an empty frame a peer sends while idle. WebSocket pings

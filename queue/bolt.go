@@ -513,7 +513,7 @@ func (b *Bolt) Path() string { return b.path }
 
 // Append assigns the next sequence to e, commits it in the writer's next
 // batch and returns the sequence. It blocks until the batch is committed
-// (and synced unless NoSync). See [Store.Append] for the full-queue
+// (and synced unless NoSync). See [Outbox.Append] for the full-queue
 // behaviour. The store copies e; the caller may reuse its buffers.
 //
 // Errors: ErrClosed; ErrTooLarge; ErrFull (with ctx's error when waiting

@@ -6,8 +6,8 @@
 //
 // # Guarantees
 //
-// Once [Store.Append] returns a sequence the entry is committed: a later
-// [Open] of the same file returns it from [Store.Read] until [Store.Ack]
+// Once [Outbox.Append] returns a sequence the entry is committed: a later
+// [Open] of the same file returns it from [Outbox.Read] until [Outbox.Ack]
 // covers it. Sequences start at 1, increase by one per entry and are never
 // reused, not even after every entry was acknowledged. The store's
 // [Meta] (client ID and stream ID) is created with the file and never
@@ -17,10 +17,9 @@
 // [ErrCorrupt] and a file from a newer program as [ErrVersion]; the store
 // never panics on what it reads from disk. [Check] verifies a file
 // completely (bbolt's page check plus the invariants of the outbox and of
-// every push outbox) and is meant
-// for tests and tools after a crash; [Inspect] reads a file's identity and
-// statistics, and [InspectFile] also the server state it holds, a page
-// of clients at a time.
+// every push outbox) and is meant for tests and tools after a crash;
+// [Inspect] reads a file's identity and statistics, and [InspectFile] also
+// the server state it holds, a page of clients at a time.
 //
 // # Push outboxes
 //
@@ -28,8 +27,9 @@
 // [Bolt] and [Memory] implement. [Bolt] keeps them in the same file, in
 // two flat buckets (meta by client ID, entries by client ID and
 // sequence) created by the first push, which also makes the file format
-// version 2 (files written before it open unchanged), and reads a client's outbox from the file when asked, so an
-// offline client costs disk, not memory. A [Outboxes.Push] of one message
+// version 2 (files written before it open unchanged), and reads a
+// client's outbox from the file when asked, so an offline client costs
+// disk, not memory. An [Outboxes.Push] of one message
 // to many clients is one transaction and one fsync, all or none; each
 // client's stream ID is created at its first push and its sequences, like
 // the client outbox's, are never reused. Each outbox has its own limits
@@ -48,7 +48,7 @@
 // it deletes (code 0, or the code of its [Outcome]) and an eviction
 // settles with code 5, each in the commit that deletes the entry. The
 // client outbox does the same only with Options.TrackSettled, through
-// [Store.AckWith]: its ack is deferred, so the outcomes wait in memory
+// [Outbox.AckWith]: its ack is deferred, so the outcomes wait in memory
 // until the delete commit, and a crash before it brings the entries back
 // instead. [Settlements.Unreported] lists settled records oldest first
 // until [Settlements.MarkReported] covers them; unreported records are
@@ -84,8 +84,8 @@
 // takes effect at once for Stats, Read's callers and the limits); the
 // writer deletes the entries in its next commit, or on its own after a
 // short idle delay, so deletes ride along with appends instead of costing
-// a commit each. The writer takes one write, then every
-// write already waiting, up to Options.MaxBatch writes and
+// a commit each. The writer takes one write, then every write already
+// waiting, up to Options.MaxBatch writes and
 // Options.MaxBatchBytes entry bytes, and commits them in one bbolt
 // transaction, which is one fsync. Under load many callers therefore share
 // an fsync, without any timer delaying a lone caller. A call honours its
@@ -123,9 +123,8 @@
 // the outbox or a push outbox empty, or pruning or idle expiry has
 // caught up after deleting, and the file is larger than
 // Options.CompactSize (and has at least doubled since the last
-// compaction), the writer copies the
-// live data into a temp file in the same directory, syncs it and renames it
-// over the store; [Bolt.Compact] forces this. The original stays intact
+// compaction), the writer copies the live data into a temp file in the
+// same directory, syncs it and renames it over the store; [Bolt.Compact] forces this. The original stays intact
 // until the rename, which is atomic, so a crash at any point leaves one
 // complete store (and perhaps a temp file, removed by the next Open).
 //

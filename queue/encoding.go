@@ -12,7 +12,7 @@ import (
 // with another first byte was written by a newer (or broken) program.
 //
 // Layout of version 1, written for entries with neither an expiry nor a
-// queue time (every [Store.Append] without Expires), so that files of the
+// queue time (every [Outbox.Append] without Expires), so that files of the
 // client role stay readable by programs that know only version 1:
 //
 //	version   1 byte

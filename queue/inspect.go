@@ -45,7 +45,7 @@ type Report struct {
 	Bindings     int   // client ID bindings
 	Watermarks   int   // watermarks, one per (peer, stream)
 
-	Settled SettledCounts
+	Settled SettledCounts // settlement records by state
 
 	// Clients is one page of the peers the file keeps state for, in ID
 	// order (bytewise): every client ID with a push outbox, a binding
@@ -67,7 +67,7 @@ type SettledCounts struct {
 // ClientReport is the state a file keeps for one client ID (or, in a
 // client's store, for its peer).
 type ClientReport struct {
-	Client string
+	Client string // the client ID (or peer name)
 	// Identity is the identity the client ID is bound to, "" if none.
 	Identity string
 	// Outbox is the client's push outbox; its Stream is zero if the
@@ -84,8 +84,8 @@ type ClientReport struct {
 
 // Watermark is the highest sequence of one stream delivered contiguously.
 type Watermark struct {
-	Stream protocol.StreamID
-	Seq    uint64
+	Stream protocol.StreamID // the stream
+	Seq    uint64            // its watermark
 }
 
 // InspectFile reads the store file at path without changing it: its

@@ -96,13 +96,13 @@ func NewMemory(opts *Options) *Memory {
 func (m *Memory) Meta() Meta { return m.meta }
 
 // Append assigns the next sequence to a copy of e and returns it. See
-// [Store.Append].
+// [Outbox.Append].
 func (m *Memory) Append(ctx context.Context, e Entry) (uint64, error) {
 	return m.AppendBatch(ctx, []Entry{e})
 }
 
 // AppendBatch appends copies of entries with consecutive sequences and
-// returns the first. See [Store.AppendBatch].
+// returns the first. See [Outbox.AppendBatch].
 func (m *Memory) AppendBatch(ctx context.Context, entries []Entry) (uint64, error) {
 	if m.isClosed() {
 		return 0, ErrClosed
@@ -168,7 +168,7 @@ func (m *Memory) Read(from uint64, max int, maxBytes int) ([]Entry, error) {
 func (m *Memory) Ack(ctx context.Context, upTo uint64) error { return m.AckWith(ctx, upTo, nil) }
 
 // AckWith deletes every entry with Seq <= upTo and, with TrackSettled,
-// records their settlements with outcomes; see [Store.AckWith].
+// records their settlements with outcomes; see [Outbox.AckWith].
 func (m *Memory) AckWith(ctx context.Context, upTo uint64, outcomes []Outcome) error {
 	if m.isClosed() {
 		return ErrClosed

@@ -14,9 +14,9 @@ import (
 )
 
 // Outcome is how one message settled without being handled; it rides
-// with the ack that covers it ([Outboxes.AckOutbox], [Store.AckWith]).
+// with the ack that covers it ([Outboxes.AckOutbox], [Outbox.AckWith]).
 type Outcome struct {
-	Seq uint64
+	Seq uint64 // the message's sequence in the outbox being acked
 	// Code is a protocol.RejectCode value: 1 rejected, 2 expired, 3 too
 	// large, 4 attempts exhausted, 5 evicted. 0 means acknowledged.
 	Code   uint16
@@ -26,14 +26,14 @@ type Outcome struct {
 // Settled is the store's record of one message: pending while it is
 // queued in a push outbox, settled once acknowledged or dropped.
 type Settled struct {
-	ID      protocol.MessageID
-	Client  string // the push outbox's client; "" for a client store's own outbox
-	Seq     uint64
-	Pending bool // still queued
+	ID      protocol.MessageID // the message's ID, the record's key
+	Client  string             // the push outbox's client; "" for a client store's own outbox
+	Seq     uint64             // its sequence in that outbox
+	Pending bool               // still queued
 	// Code is 0 when the message was acknowledged, else the code of its
 	// [Outcome] (5 for an entry evicted by a push).
 	Code   uint16
-	Reason string
+	Reason string    // the Outcome's reason; empty for an ack
 	At     time.Time // when it settled, millisecond precision; zero while pending
 }
 

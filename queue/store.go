@@ -11,7 +11,7 @@ import (
 // Entry is one queued message.
 type Entry struct {
 	// Seq is the entry's sequence number in the store's stream, assigned by
-	// [Store.Append] (1, 2, 3 … never reused).
+	// [Outbox.Append] (1, 2, 3 … never reused).
 	Seq uint64
 	// ID is the message ID.
 	ID protocol.MessageID
@@ -152,7 +152,7 @@ type Push struct {
 
 // OutboxInfo describes one client's outbox.
 type OutboxInfo struct {
-	Client   string
+	Client   string            // the client ID
 	Stream   protocol.StreamID // created randomly on the first push to the client; zero if never pushed to
 	FirstSeq uint64            // lowest sequence still held, 0 when empty
 	LastSeq  uint64            // highest sequence ever assigned, 0 if none
@@ -164,9 +164,9 @@ type OutboxInfo struct {
 
 // Evicted is an entry dropped to make room under [Options.OutboxEvict].
 type Evicted struct {
-	Client string
-	Seq    uint64
-	ID     protocol.MessageID
+	Client string             // whose outbox
+	Seq    uint64             // the entry's sequence there
+	ID     protocol.MessageID // its message ID
 }
 
 // Outboxes is the server's outbox role: one outgoing stream per client,

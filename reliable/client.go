@@ -337,8 +337,8 @@ func (c *Client) Stream() protocol.StreamID { return c.stream }
 
 // OutgoingMessage is a message to send, with optional headers and TTL.
 type OutgoingMessage struct {
-	Headers []protocol.Header
-	Payload []byte
+	Headers []protocol.Header // application headers; they count towards MaxMessageSize
+	Payload []byte            // the message body
 	// TTL, when positive, is how long the message is worth delivering:
 	// once it has passed, the message is never handed to a handler and
 	// settles as expired (ErrExpired). Zero: it never expires.
@@ -422,7 +422,7 @@ func (c *Client) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]*Rece
 
 // Stats is a snapshot of a client's counters.
 type Stats struct {
-	State       State
+	State       State         // the connection state when the snapshot was taken
 	Queued      int           // messages queued and not yet acknowledged
 	InFlight    int           // sent on the current connection, not yet acknowledged
 	Acked       uint64        // messages acknowledged since the client started

@@ -30,7 +30,9 @@
 //   - Order: per client, the handler sees messages in Send order.
 //   - Dead links found: both sides ping every heartbeat interval and give up
 //     on a link that is silent for interval + timeout; the client then
-//     reconnects with exponential backoff and full jitter.
+//     reconnects with exponential backoff and full jitter (one quick redial
+//     first when the lost connection had worked for a while; see
+//     ClientOptions.HealthyAfter).
 //
 // # Sessions
 //
@@ -43,7 +45,9 @@
 // its limits. Each side drops what the other already has and replays the
 // rest. A receiver without state for a stream (it lost its store) resumes
 // from the sender's lowest held sequence instead of waiting for sequences
-// that will never come. A message larger than the receiver accepts, or
+// that will never come. The server's welcome also carries its heartbeat
+// settings, which the Go client does not use: each side keeps its own. A
+// message larger than the receiver accepts, or
 // past its TTL, is skipped: it settles as rejected (too large) or expired
 // and never blocks the stream. A second connection with the same client ID
 // takes over; the older one is closed with [protocol.CloseSuperseded].
@@ -53,11 +57,14 @@
 // # Close codes
 //
 // The client reconnects after normal closes, going-away (server restart),
-// try-again-later (waiting at least the server's hint) and errors. It stops,
-// reporting an error matching [ErrStopped] from [Client.Err] and from
-// pending receipts, after an HTTP 401/403 ([ErrUnauthorized]), a policy
-// refusal (1008), an unsupported protocol (4002) or an identity mismatch
-// (4004). See the protocol package for the full list.
+// try-again-later (waiting at least the server's hint) and errors. An HTTP
+// 401 ([ErrUnauthorized]) is retried with backoff, calling
+// ClientOptions.Header again before each dial so a refreshed token is
+// sent. It stops, reporting an error matching [ErrStopped] from
+// [Client.Err] and from pending receipts, after an HTTP 403
+// ([ErrForbidden]), a policy refusal (1008), an unsupported protocol
+// (4002) or an identity mismatch (4004). See the protocol package for the
+// full list.
 //
 // # Durability
 //
@@ -71,8 +78,8 @@
 // Client and Server are safe for concurrent use. Handlers for one client run
 // one at a time, in order (each call begins after the previous one
 // returned, though not always on the same goroutine: an idle session keeps
-// none for delivery); handlers for different clients run concurrently. Client.Close and Server.Close wait
-// for every goroutine they started.
+// none for delivery); handlers for different clients run concurrently.
+// Client.Close and Server.Close wait for every goroutine they started.
 //
 // # Security
 //

@@ -52,7 +52,8 @@ var (
 	// error matching both ErrForbidden and ErrUnauthorized.
 	ErrForbidden = errors.New("reliable: forbidden")
 
-	// ErrUnsupported reports a peer that does not speak wsreliable.v1.
+	// ErrUnsupported reports a peer that does not speak this version of
+	// the protocol (protocol.Subprotocol, protocol.Version).
 	ErrUnsupported = errors.New("reliable: peer does not support " + protocol.Subprotocol)
 
 	// ErrStopped is wrapped by the error that made a client give up
@@ -72,10 +73,10 @@ var (
 // protocol.RejectExpired, ErrEvicted for protocol.RejectEvicted, and
 // ErrRejected otherwise (also ErrTooLarge for protocol.RejectTooLarge).
 type RejectError struct {
-	ID     protocol.MessageID
-	Seq    uint64
-	Code   protocol.RejectCode
-	Reason string
+	ID     protocol.MessageID  // the message's ID
+	Seq    uint64              // its sequence in its stream
+	Code   protocol.RejectCode // why it settled unhandled
+	Reason string              // the receiver's or sender's explanation, for people
 }
 
 // Error implements error.
@@ -100,9 +101,9 @@ func (e *RejectError) Is(target error) bool {
 // code a client stopped on. RetryAfter carries the server's hint with
 // [protocol.CloseTryAgainLater].
 type CloseError struct {
-	Code       protocol.CloseCode
-	Reason     string
-	RetryAfter time.Duration
+	Code       protocol.CloseCode // the close frame's code
+	Reason     string             // its reason text, for people
+	RetryAfter time.Duration      // the server's hint; zero if none
 }
 
 // Error implements error.
@@ -125,7 +126,7 @@ func (e *CloseError) Is(target error) bool {
 
 // HandshakeError reports an HTTP answer other than the upgrade.
 type HandshakeError struct {
-	StatusCode int
+	StatusCode int // the HTTP status of the server's answer
 }
 
 // Error implements error.

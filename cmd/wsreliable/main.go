@@ -6,6 +6,7 @@
 //	wsreliable send      send stdin lines, one message each, and wait for their acks
 //	wsreliable recv      print each message pushed to one client as a JSON line
 //	wsreliable inspect   print the state of a store file
+//	wsreliable bench     measure throughput, latency, memory and recovery against raw gorilla/websocket
 //	wsreliable version   print the version
 //
 // Run "wsreliable COMMAND -h" for a command's flags.

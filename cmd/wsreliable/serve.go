@@ -61,6 +61,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		"the connection's identity is the token's. Re-read on SIGHUP (a bad file keeps the previous tokens)")
 	allowedOrigins := fs.String("allowed-origins", "", "comma-separated `origins` (e.g. https://app.example) whose browser pages may connect; empty: only pages served from the same host as the request's Host header. Requests without an Origin header (non-browser clients) are not affected")
 	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without -tokens-file or -client-ca: anyone who reaches the port can then send as any client")
+	trustedProxiesFlag := fs.String("trusted-proxies", "", "comma-separated IP `addresses` or CIDR prefixes of reverse proxies in front of serve: a request from one of them counts as coming from the rightmost X-Forwarded-For entry not itself listed (per-IP connection limits, logs). "+
+		"Empty: X-Forwarded-For is ignored, and all clients of a proxy share its address's per-IP limit (a quarter of the connection limit; none for a proxy on loopback)")
 	metricsListen := fs.String("metrics-listen", "", "serve /metrics (Prometheus), /healthz and /readyz on this `address`, a listener of its own without authentication; empty: none")
 	logFlags := addLogFlags(fs, slog.LevelInfo)
 	if code, ok := parseFlags(fs, args); !ok {
@@ -90,6 +92,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	origins, err := parseOrigins(*allowedOrigins)
 	if err != nil {
 		return usageError(fs, "-allowed-origins: "+err.Error())
+	}
+	trusted, err := parseTrustedProxies(*trustedProxiesFlag)
+	if err != nil {
+		return usageError(fs, "-trusted-proxies: "+err.Error())
 	}
 	if code, ok := checkHeartbeat(fs, *hbInterval, *hbTimeout); !ok {
 		return code
@@ -181,6 +187,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	var root http.Handler = mux
 	if loopback {
 		root = hostGuard{next: mux, refusals: refusals}
+	}
+	if len(trusted) > 0 {
+		root = forwardedFor{next: root, trusted: trusted, log: log}
 	}
 	hs := &http.Server{
 		Handler:           root,

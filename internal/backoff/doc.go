@@ -16,7 +16,11 @@
 // The attempt counter does not reset when a connection is established, only
 // when it is lost after having stayed up for at least [Policy.Healthy]. A
 // server that accepts and then immediately closes therefore still sees the
-// client's delays grow instead of a tight reconnect loop.
+// client's delays grow instead of a tight reconnect loop. A connection
+// lost after a tenth of Healthy earns one quick redial, drawn below
+// [Policy.Min] and not counted, so a short blip (a proxy restart) after an
+// earlier outage does not wait that outage's ceiling; if it fails, the
+// delays go on from where they were.
 //
 // # Time
 //

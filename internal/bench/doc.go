@@ -20,6 +20,9 @@
 //   - [Recovery]: a backlog queued while the server is down, then drained.
 //   - [Storm]: N connected clients (in a child process), the server
 //     restarted, the time until all reconnect and catch up.
+//   - [Pipe]: lines piped into `wsreliable send` and printed by
+//     `wsreliable serve` (child processes), against a raw gorilla pipe
+//     that carries and prints the same lines.
 //   - Push ([Throughput] and [Baseline] with Config.Push): server to
 //     client, Server.Send into ClientOptions.Handler, against raw gorilla
 //     writing from the server.

@@ -48,7 +48,7 @@ type FanoutRound struct {
 
 // FanoutResult describes fan-outs of one message to many clients.
 type FanoutResult struct {
-	Config FanoutConfig
+	Config FanoutConfig // the configuration run, defaults filled in
 	// Online are the fan-outs to connected clients.
 	Online []FanoutRound
 	// Offline are the commit times of the same fan-out to as many clients
@@ -62,7 +62,7 @@ type FanoutResult struct {
 	// store afterwards: each Clients × Rounds, or the run failed.
 	Handled int64
 	Checked int
-	Notes   []string
+	Notes   []string // remarks for the report
 }
 
 // Fanout connects cfg.Clients clients (in a child process, with in-memory

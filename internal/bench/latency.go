@@ -40,13 +40,13 @@ type LatencyConfig struct {
 // a message was due to be sent (Send called, for unloaded runs) until its
 // receipt settled.
 type LatencyResult struct {
-	Config   LatencyConfig
-	Messages int
+	Config   LatencyConfig // the configuration run, defaults filled in
+	Messages int           // messages measured
 	// Achieved is the rate actually sent, messages per second.
 	Achieved float64
-	P50      time.Duration
-	P99      time.Duration
-	Max      time.Duration
+	P50      time.Duration // median
+	P99      time.Duration // 99th percentile
+	Max      time.Duration // slowest
 }
 
 // Latency measures send-to-receipt latency. Unloaded (Rate zero), one

@@ -34,7 +34,7 @@ type MemoryConfig struct {
 // connections. The server runs in a child process of its own, so nothing
 // else the benchmark did is in its heap.
 type MemoryResult struct {
-	Config MemoryConfig
+	Config MemoryConfig // the configuration run, defaults filled in
 	// Conns is the connections the server held when measured.
 	Conns int
 	// RSSBefore and RSSAfter are VmRSS before the clients connected and

@@ -46,7 +46,7 @@ type MemSample struct {
 // offline clients. The design promises that offline clients cost disk,
 // not memory.
 type OfflineResult struct {
-	Config OfflineConfig
+	Config OfflineConfig // the configuration run, defaults filled in
 	// Empty is a fresh server process on an empty store.
 	Empty MemSample
 	// Loaded is the same process after it queued the pushes.

@@ -58,9 +58,9 @@ func (r PipeRun) LinesPerSec() float64 {
 
 // PipeResult compares the raw gorilla pipe with wsreliable's.
 type PipeResult struct {
-	Config PipeConfig
-	Raw    PipeRun
-	Ours   PipeRun
+	Config PipeConfig // the configuration run, defaults filled in
+	Raw    PipeRun    // the raw gorilla pipe
+	Ours   PipeRun    // wsreliable send into wsreliable serve
 }
 
 // Ratio is ours ÷ raw in lines per second.

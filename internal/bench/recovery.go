@@ -34,7 +34,7 @@ type RecoveryConfig struct {
 
 // RecoveryResult describes how a backlog drained.
 type RecoveryResult struct {
-	Config RecoveryConfig
+	Config RecoveryConfig // the configuration run, defaults filled in
 	// FileBefore is the client's queue file with the backlog; FileAfter
 	// is the same file after the backlog was acknowledged and the client
 	// closed.

@@ -14,12 +14,12 @@ import (
 
 // Machine describes where a report was produced.
 type Machine struct {
-	CPUs      int    // runtime.NumCPU (nproc)
-	CPU       string // model name from /proc/cpuinfo
-	Kernel    string // uname -r
-	OS, Arch  string
-	GoVersion string
-	Date      time.Time
+	CPUs      int       // runtime.NumCPU (nproc)
+	CPU       string    // model name from /proc/cpuinfo
+	Kernel    string    // uname -r
+	OS, Arch  string    // runtime.GOOS, runtime.GOARCH
+	GoVersion string    // runtime.Version
+	Date      time.Time // when ThisMachine was called
 }
 
 // ThisMachine describes the running machine.
@@ -44,6 +44,7 @@ func ThisMachine() Machine {
 	return m
 }
 
+// String describes the machine in one line, for the report's header.
 func (m Machine) String() string {
 	return fmt.Sprintf("%d CPUs (%s), Linux kernel %s, %s/%s, %s", m.CPUs, m.CPU, m.Kernel, m.OS, m.Arch, m.GoVersion)
 }
@@ -51,7 +52,7 @@ func (m Machine) String() string {
 // Row compares one sender configuration across the baseline and both
 // durability modes. A zero Result means that run failed or did not run.
 type Row struct {
-	Baseline, NoSync, Durable Result
+	Baseline, NoSync, Durable Result // raw gorilla; ours without fsync; ours with fsync
 }
 
 // Ratio returns ours/baseline in messages per second, 0 if unknown.
@@ -65,31 +66,31 @@ func Ratio(ours, baseline Result) float64 {
 // LatencyRow holds, for one mode, size and sender configuration, the
 // unloaded latency and the latency at half the measured peak.
 type LatencyRow struct {
-	Peak     float64 // peak msgs/s the load was derived from
-	Unloaded LatencyResult
-	Loaded   LatencyResult
+	Peak     float64       // peak msgs/s the load was derived from
+	Unloaded LatencyResult // one message at a time
+	Loaded   LatencyResult // paced at half of Peak
 }
 
 // Report is everything one benchmark run measured.
 type Report struct {
-	Command    string
-	Machine    Machine
-	Took       time.Duration
-	Duration   time.Duration // per throughput and latency measurement
-	Throughput []Row
-	Latency    []LatencyRow
-	Memory     []MemoryResult
-	Recovery   *RecoveryResult
+	Command    string          // the command line that produced it
+	Machine    Machine         // where it ran
+	Took       time.Duration   // the whole run
+	Duration   time.Duration   // per throughput and latency measurement
+	Throughput []Row           // client to server, one row per size and sender configuration
+	Latency    []LatencyRow    // one row per mode, size and sender configuration
+	Memory     []MemoryResult  // idle connections, raw gorilla and ours
+	Recovery   *RecoveryResult // nil when the scenario did not run
 	// SteadyRate is the steady-state rate the recovery drain is compared
 	// with (durable, same size, 16 senders on one client).
 	SteadyRate float64
-	Storm      *StormResult
-	Pipe       *PipeResult
-	Push       []Row // server-to-client push, with its baseline
-	Fanout     *FanoutResult
-	Offline    *OfflineResult
-	Notes      []string
-	Errors     []string
+	Storm      *StormResult   // nil when the scenario did not run
+	Pipe       *PipeResult    // nil when the scenario did not run
+	Push       []Row          // server-to-client push, with its baseline
+	Fanout     *FanoutResult  // nil when the scenario did not run
+	Offline    *OfflineResult // nil when the scenario did not run
+	Notes      []string       // remarks the scenarios made, printed with the report
+	Errors     []string       // scenarios that failed, with their errors
 }
 
 func rate(v float64) string {

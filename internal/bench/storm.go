@@ -35,7 +35,7 @@ type StormConfig struct {
 
 // StormResult describes a server restart under many clients.
 type StormResult struct {
-	Config StormConfig
+	Config StormConfig // the configuration run, defaults filled in
 	// Down is how long no server listened.
 	Down time.Duration
 	// Reconnected runs from the new server's start until every client had
@@ -49,7 +49,7 @@ type StormResult struct {
 	FailedHandshakes, Refused int64
 	// Errors samples the failed attempts by error text.
 	Errors map[string]int
-	Notes  []string
+	Notes  []string // remarks for the report
 }
 
 // Storm connects cfg.Clients clients (in a child process), restarts the

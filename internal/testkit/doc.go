@@ -33,4 +33,11 @@
 //
 // Tests never sleep to let something happen. [Eventually] polls a condition
 // until a deadline; [Deadline] bounds a whole test with a context.
+//
+// # Other helpers
+//
+// MountTmpfs (Linux only) mounts a small tmpfs for disk-full tests; it
+// needs root, and without it the test skips loudly, or fails when
+// CI=true. [GoroutinesIn] counts the goroutines running given functions,
+// for tests that bound them.
 package testkit

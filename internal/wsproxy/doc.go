@@ -14,7 +14,7 @@
 // request headers (Authorization, Cookie, Origin and the rest; not the
 // hop-by-hop and handshake headers) and the subprotocols the client
 // offered, and only then upgrades the client with the subprotocol the
-// target chose (wsreliable.v1 for a wsreliable server). An HTTP refusal
+// target chose (protocol.Subprotocol for a wsreliable server). An HTTP refusal
 // from the target (401, 403, 503 with Retry-After, …) is passed back to
 // the client with its status and Retry-After header; a target that cannot
 // be reached is answered with 502.

@@ -128,8 +128,8 @@ type Stats struct {
 	Open         int // of those, still open
 	DialFailures int // upgrades refused because the target failed or refused
 
-	ClientToServer DirStats
-	ServerToClient DirStats
+	ClientToServer DirStats // messages from the proxied client to the target
+	ServerToClient DirStats // messages from the target to the client
 }
 
 // DirStats are the counters of one direction.
