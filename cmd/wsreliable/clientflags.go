@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,7 +54,7 @@ func (f *clientFlags) lastError() error {
 // describes -client-id for the command.
 func addClientFlags(fs *flag.FlagSet, clientIDHelp string) *clientFlags {
 	f := &clientFlags{
-		url:      fs.String("url", "", "server `URL`, e.g. ws://127.0.0.1:8080/ws"),
+		url:      fs.String("url", "", "server `URL`, e.g. ws://127.0.0.1:8080/ws; several, comma-separated, for a fleet of servers sharing one store: the client moves to the next after each failed or lost connection"),
 		data:     fs.String("data", "", "`directory` for the client's store (created if missing; file "+clientStoreName+")"),
 		clientID: fs.String("client-id", "", clientIDHelp),
 		log:      addLogFlags(fs, slog.LevelWarn),
@@ -74,6 +75,17 @@ func addClientFlags(fs *flag.FlagSet, clientIDHelp string) *clientFlags {
 // -backoff-max.
 const backoffMin = 100 * time.Millisecond
 
+// urls returns the server URLs of -url, in order.
+func (f *clientFlags) urls() []string {
+	var urls []string
+	for u := range strings.SplitSeq(*f.url, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
+}
+
 // check reports a missing -url or -data (and -client-id, if
 // needClientID), a bad heartbeat, backoff or log setting as a usage error.
 func (f *clientFlags) check(fs *flag.FlagSet, needClientID bool) (int, bool) {
@@ -81,7 +93,7 @@ func (f *clientFlags) check(fs *flag.FlagSet, needClientID bool) (int, bool) {
 		return code, false
 	}
 	switch {
-	case *f.url == "":
+	case len(f.urls()) == 0:
 		return usageError(fs, "-url is required"), false
 	case *f.data == "":
 		return usageError(fs, "-data is required"), false
@@ -89,8 +101,8 @@ func (f *clientFlags) check(fs *flag.FlagSet, needClientID bool) (int, bool) {
 		return usageError(fs, "-client-id is required"), false
 	case (*f.cert == "") != (*f.key == ""):
 		return usageError(fs, "-cert and -key go together"), false
-	case (*f.ca != "" || *f.cert != "") && !strings.HasPrefix(strings.ToLower(*f.url), "wss://"):
-		return usageError(fs, "-ca, -cert and -key need a wss:// -url"), false
+	case (*f.ca != "" || *f.cert != "") && slices.ContainsFunc(f.urls(), func(u string) bool { return !strings.HasPrefix(strings.ToLower(u), "wss://") }):
+		return usageError(fs, "-ca, -cert and -key need wss:// URLs in -url"), false
 	case *f.backoffMax < backoffMin:
 		return usageError(fs, fmt.Sprintf("-backoff-max must be at least %v", backoffMin)), false
 	case *f.healthyAfter <= 0:
@@ -115,8 +127,10 @@ func (f *clientFlags) credentials(opts *reliable.ClientOptions, log *slog.Logger
 			}
 			return http.Header{"Authorization": {"Bearer " + token}}, nil
 		}
-		if u, err := url.Parse(*f.url); err == nil && u.Scheme == "ws" && !isLoopbackHost(u.Hostname()) {
-			log.Warn("the token travels in clear text over ws://; use wss://", "url", *f.url)
+		for _, raw := range f.urls() {
+			if u, err := url.Parse(raw); err == nil && u.Scheme == "ws" && !isLoopbackHost(u.Hostname()) {
+				log.Warn("the token travels in clear text over ws://; use wss://", "url", raw)
+			}
 		}
 	}
 	if *f.ca == "" && *f.cert == "" {
@@ -219,7 +233,9 @@ func (f *clientFlags) open(opts reliable.ClientOptions) (c *reliable.Client, sto
 			once.Do(func() { close(ch) })
 		}
 	}
-	c, err = reliable.NewClient(*f.url, storePath, &opts)
+	urls := f.urls()
+	opts.FallbackURLs = urls[1:]
+	c, err = reliable.NewClient(urls[0], storePath, &opts)
 	if err != nil {
 		if errors.Is(err, queue.ErrLocked) {
 			err = fmt.Errorf("%w (is another wsreliable process using %s?)", err, *f.data)

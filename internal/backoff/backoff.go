@@ -45,6 +45,7 @@ type Backoff struct {
 	connected   bool
 	connectedAt time.Time
 	quick       bool // the next delay is drawn below Min: see Disconnected
+	blips       int  // connections in a row that worked a while but less than Healthy
 }
 
 // New returns a Backoff for p with zero attempts. Zero or negative fields of
@@ -114,19 +115,24 @@ func (b *Backoff) Connected(now time.Time) {
 // Disconnected records that the connection was lost at now. If it had been
 // up for at least Healthy since the last [Backoff.Connected], the attempt
 // counter resets to zero. If it had been up for a tenth of that (1 s by
-// default), the next delay alone is drawn below Min, still with full
-// jitter, and the counter is kept: a short blip after an outage is not
-// made to wait the outage's ceiling, and a server that keeps accepting and
-// closing still meets growing delays. Otherwise the delays keep growing.
-// Without a preceding Connected it changes nothing.
+// default), it was a blip: the next delay is drawn below Min, still with
+// full jitter, and the counter restarts from the number of blips in a
+// row before this one. So a single blip after an outage does not inherit
+// the outage's ceiling (if the quick redial fails, the delays climb again
+// from Min), while a server that keeps accepting and closing meets
+// ceilings that grow with each blip. A connection closed sooner changes
+// nothing: the delays keep growing. Without a preceding Connected it
+// changes nothing.
 func (b *Backoff) Disconnected(now time.Time) {
 	up := now.Sub(b.connectedAt)
 	switch {
 	case !b.connected:
 	case up >= b.healthy:
-		b.attempts = 0
+		b.attempts, b.blips = 0, 0
 	case up >= b.healthy/10:
 		b.quick = true
+		b.attempts = min(b.attempts, b.blips)
+		b.blips++
 	}
 	b.connected = false
 }

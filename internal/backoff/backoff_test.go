@@ -173,16 +173,23 @@ func TestResetOnlyAfterHealthyPeriod(t *testing.T) {
 func TestDefaultHealthy(t *testing.T) {
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	b := backoff.New(backoff.Policy{Rand: seeded()})
-	b.Next()
+	for range 3 {
+		b.Next()
+	}
+	// Up just under DefaultHealthy: a blip, whose quick redial is not
+	// counted as an attempt.
 	b.Connected(t0)
 	b.Disconnected(t0.Add(backoff.DefaultHealthy - time.Nanosecond))
-	if got := b.Attempts(); got != 1 {
-		t.Fatalf("Attempts() = %d, want 1", got)
+	b.Next()
+	if got := b.Attempts(); got != 0 {
+		t.Fatalf("after a blip and its quick redial Attempts() = %d, want 0", got)
 	}
+	// Up for DefaultHealthy: healthy, no quick redial.
 	b.Connected(t0)
 	b.Disconnected(t0.Add(backoff.DefaultHealthy))
-	if got := b.Attempts(); got != 0 {
-		t.Fatalf("Attempts() = %d, want 0", got)
+	b.Next()
+	if got := b.Attempts(); got != 1 {
+		t.Fatalf("after a healthy connection and one redial Attempts() = %d, want 1", got)
 	}
 }
 
@@ -222,10 +229,13 @@ func TestPolicyNotMutated(t *testing.T) {
 
 // TestQuickRedialAfterWorkingConnection: after an outage the ceiling has
 // climbed to Max; a connection that then works for a while (less than
-// Healthy) and blips is redialled within Min, with jitter, once — and if
-// that fails, the delays go on from the outage's ceiling.
+// Healthy) and blips is redialled within Min, with jitter — and if that
+// fails, the delays climb again from Min, not from the outage's ceiling.
+// Blips in a row raise the ceiling one step each, so a server that keeps
+// accepting and closing still meets growing delays.
 func TestQuickRedialAfterWorkingConnection(t *testing.T) {
-	b := backoff.New(backoff.Policy{Min: 100 * time.Millisecond, Max: 30 * time.Second, Rand: func() float64 { return 0.999 }})
+	const minD = 100 * time.Millisecond
+	b := backoff.New(backoff.Policy{Min: minD, Max: 30 * time.Second, Rand: func() float64 { return 0.999 }})
 	for range 20 { // the outage
 		b.Next()
 	}
@@ -235,16 +245,49 @@ func TestQuickRedialAfterWorkingConnection(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	b.Connected(t0)
 	b.Disconnected(t0.Add(9 * time.Second)) // a 7 ms proxy restart, 9 s after recovering
-	if d := b.Next(); d >= 100*time.Millisecond {
-		t.Fatalf("first redial after a working connection waits %v, want < 100ms", d)
+	if d := b.Next(); d >= minD {
+		t.Fatalf("first redial after a working connection waits %v, want < %v", d, minD)
 	}
-	if d := b.Next(); d < 29*time.Second {
-		t.Fatalf("second redial waits %v: a failed quick redial must go on from the old ceiling", d)
+	// The quick redial failed (the proxy was still starting): the climb
+	// starts again from Min.
+	for i, ceiling := range []time.Duration{minD, 2 * minD, 4 * minD} {
+		if d := b.Next(); d >= ceiling || d < ceiling*99/100 {
+			t.Fatalf("redial %d after the quick one waits %v, want just under %v", i+2, d, ceiling)
+		}
 	}
-	// A connection closed at once (accept then close) gets no quick redial.
-	b.Connected(t0)
-	b.Disconnected(t0.Add(50 * time.Millisecond))
-	if d := b.Next(); d < 29*time.Second {
+
+	// Blips in a row: each one's climb starts a step higher.
+	b2 := backoff.New(backoff.Policy{Min: minD, Max: 30 * time.Second, Rand: func() float64 { return 0.999 }})
+	for range 20 {
+		b2.Next()
+	}
+	for blip := range 4 {
+		b2.Connected(t0)
+		b2.Disconnected(t0.Add(2 * time.Second))
+		if d := b2.Next(); d >= minD {
+			t.Fatalf("blip %d: quick redial waits %v", blip+1, d)
+		}
+		want := minD << blip
+		if d := b2.Next(); d >= want || d < want*99/100 {
+			t.Fatalf("blip %d: the delay after a failed quick redial is %v, want just under %v", blip+1, d, want)
+		}
+	}
+	// A healthy connection clears the blips.
+	b2.Connected(t0)
+	b2.Disconnected(t0.Add(backoff.DefaultHealthy))
+	if got := b2.Attempts(); got != 0 {
+		t.Fatalf("after a healthy connection Attempts() = %d, want 0", got)
+	}
+
+	// A connection closed at once (accept then close) gets no quick
+	// redial, and the delays keep growing from where they were.
+	b3 := backoff.New(backoff.Policy{Min: minD, Max: 30 * time.Second, Rand: func() float64 { return 0.999 }})
+	for range 20 {
+		b3.Next()
+	}
+	b3.Connected(t0)
+	b3.Disconnected(t0.Add(50 * time.Millisecond))
+	if d := b3.Next(); d < 29*time.Second {
 		t.Fatalf("after a connection closed at once the delay is %v, want the old ceiling", d)
 	}
 }
