@@ -72,7 +72,9 @@ func listDeps(tb testing.TB, goos string, pkgs ...string) *depGraph {
 	run := func(args ...string) string {
 		tb.Helper()
 		cmd := exec.Command(goBin, args...)
-		cmd.Env = append(os.Environ(), "GOOS="+goos)
+		// GOWORK=off: the root module alone, as a user requiring it gets it
+		// (go.work adds the CLI and the adapters as main modules).
+		cmd.Env = append(os.Environ(), "GOOS="+goos, "GOWORK=off")
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

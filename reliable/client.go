@@ -70,11 +70,16 @@ type ClientOptions struct {
 	// TLSConfig is used for wss:// URLs. Nil: Go's defaults.
 	TLSConfig *tls.Config
 
-	// HeartbeatInterval is how often the client pings. Zero: 5 s.
+	// HeartbeatInterval is how often the client pings. Zero: what the
+	// server's welcome announces (its ServerOptions.HeartbeatInterval, so
+	// an operator tunes every client's heartbeat from the server, as MQTT
+	// 5's server keep-alive does), or 5 s if it announces none usable.
 	HeartbeatInterval time.Duration
 	// HeartbeatTimeout is how long past an expected frame the link counts
 	// as dead; it also bounds every write. A half-open link is detected
-	// within HeartbeatInterval + HeartbeatTimeout. Zero: 5 s.
+	// within HeartbeatInterval + HeartbeatTimeout. Zero: the server's,
+	// as for HeartbeatInterval, or 5 s. Before the welcome (dial,
+	// handshake) the 5 s default applies.
 	HeartbeatTimeout time.Duration
 	// HandshakeTimeout bounds the dial, the upgrade and the
 	// hello/welcome exchange. Zero: 10 s.
@@ -243,14 +248,15 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 // and per connection a reader and, while pushes arrive, a delivery
 // goroutine; Close waits for all of them.
 type Client struct {
-	urls     []string // the server URLs, tried round robin
-	urlIdx   int      // the one to dial next; owned by the connection goroutine
-	opts     ClientOptions
-	store    queue.Store
-	ownStore bool
-	stream   protocol.StreamID
-	clientID string
-	log      *slog.Logger
+	ownHeartbeat [2]bool  // HeartbeatInterval, HeartbeatTimeout set in the options
+	urls         []string // the server URLs, tried round robin
+	urlIdx       int      // the one to dial next; owned by the connection goroutine
+	opts         ClientOptions
+	store        queue.Store
+	ownStore     bool
+	stream       protocol.StreamID
+	clientID     string
+	log          *slog.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -286,10 +292,11 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		urls:  append([]string{rawURL}, o.FallbackURLs...),
-		opts:  o,
-		log:   o.Logger,
-		state: StateConnecting,
+		ownHeartbeat: [2]bool{opts != nil && opts.HeartbeatInterval != 0, opts != nil && opts.HeartbeatTimeout != 0},
+		urls:         append([]string{rawURL}, o.FallbackURLs...),
+		opts:         o,
+		log:          o.Logger,
+		state:        StateConnecting,
 	}
 	c.receipts.init()
 	c.store = o.Store

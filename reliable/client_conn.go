@@ -178,15 +178,40 @@ func (c *Client) connect(b *backoff.Backoff) error {
 		closeRaw(ws, protocol.CloseNormal, "", c.opts.HeartbeatTimeout)
 		return fmt.Errorf("%w: server has %d, store assigned up to %d", errStoreMismatch, welcome.Watermark, last)
 	}
+	hb := c.heartbeat(welcome)
 	conn := wsconn.New(ws, wsconn.Config{
-		PingInterval: c.opts.HeartbeatInterval,
-		Timeout:      c.opts.HeartbeatTimeout,
+		PingInterval: hb.interval,
+		Timeout:      hb.timeout,
 		ReadLimit:    clientReadLimit,
 	})
 	b.Connected(time.Now())
 	defer b.Disconnected(time.Now())
 	c.nConnects.Add(1)
-	return c.session(conn, welcome)
+	return c.session(conn, welcome, hb)
+}
+
+// heartbeat is one connection's heartbeat settings.
+type heartbeat struct{ interval, timeout time.Duration }
+
+// Welcome heartbeat values outside this range are not used: a server
+// cannot make a client ping in a tight loop or never.
+const (
+	minServerHeartbeat = 10 * time.Millisecond
+	maxServerHeartbeat = time.Hour
+)
+
+// heartbeat returns the connection's heartbeat: the client's own settings
+// where its options set them, else the welcome's, else the defaults.
+func (c *Client) heartbeat(w *protocol.Welcome) heartbeat {
+	hb := heartbeat{c.opts.HeartbeatInterval, c.opts.HeartbeatTimeout}
+	usable := func(d time.Duration) bool { return d >= minServerHeartbeat && d <= maxServerHeartbeat }
+	if !c.ownHeartbeat[0] && usable(w.HeartbeatInterval) {
+		hb.interval = w.HeartbeatInterval
+	}
+	if !c.ownHeartbeat[1] && usable(w.HeartbeatTimeout) {
+		hb.timeout = w.HeartbeatTimeout
+	}
+	return hb
 }
 
 // readWelcome reads the server's answer to the hello.
@@ -228,7 +253,7 @@ func closeRaw(ws *websocket.Conn, code protocol.CloseCode, reason string, timeou
 // session sends queued messages, applies acks and hands the server's
 // pushes to the Handler until the connection ends. It returns why it
 // ended.
-func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
+func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome, hb heartbeat) error {
 	window := c.opts.MaxInFlight
 	if w.MaxInFlight > 0 && int(w.MaxInFlight) < window {
 		window = int(w.MaxInFlight)
@@ -242,7 +267,7 @@ func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
 	// message must not keep a dead connection's session open.
 	inCtx, inCancel := context.WithCancel(c.ctx)
 	defer inCancel()
-	in, err := c.openInbox(inCtx, conn, w)
+	in, err := c.openInbox(inCtx, conn, w, hb.interval)
 	if err != nil {
 		conn.Close(protocol.CloseInternal, "")
 		return err
@@ -278,14 +303,14 @@ func (c *Client) session(conn *wsconn.Conn, w *protocol.Welcome) error {
 		conn.Close(protocol.CloseNormal, "client closing")
 		return ErrClosed
 	}
-	return c.connErr(conn, readerErr)
+	return c.connErr(conn, readerErr, hb.timeout)
 }
 
 // openInbox resumes the server's stream to this client, if the client
 // takes pushes: from the watermark in its store, or from the server's
 // lowest held sequence if that is higher (the client lost its store, or
 // the server dropped what the client never got).
-func (c *Client) openInbox(ctx context.Context, conn *wsconn.Conn, w *protocol.Welcome) (*inbox, error) {
+func (c *Client) openInbox(ctx context.Context, conn *wsconn.Conn, w *protocol.Welcome, repeat time.Duration) (*inbox, error) {
 	if c.opts.Handler == nil {
 		return nil, nil
 	}
@@ -307,7 +332,7 @@ func (c *Client) openInbox(ctx context.Context, conn *wsconn.Conn, w *protocol.W
 		clientID:    c.clientID,
 		ackBatch:    c.opts.AckBatch,
 		maxAttempts: c.opts.MaxAttempts,
-		repeat:      c.opts.HeartbeatInterval,
+		repeat:      repeat,
 		log:         c.log,
 		onDeliver:   func(*protocol.Data, protocol.RejectCode) { c.nReceived.Add(1) },
 	}), nil
@@ -329,8 +354,8 @@ func (c *Client) message(d *protocol.Data) *Message {
 // connErr returns the best explanation of a connection's end: the reader's
 // error (it holds the peer's close code) if it ends soon, else the
 // connection's own.
-func (c *Client) connErr(conn *wsconn.Conn, readerErr chan error) error {
-	t := time.NewTimer(c.opts.HeartbeatTimeout)
+func (c *Client) connErr(conn *wsconn.Conn, readerErr chan error, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case err := <-readerErr:

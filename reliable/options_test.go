@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsreliable/wsreliable/internal/testkit"
 	"github.com/wsreliable/wsreliable/reliable"
 )
 
@@ -57,6 +58,39 @@ func TestOptionsValidated(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.field) {
 				t.Fatalf("error %q does not name %s", err, tc.field)
+			}
+		})
+	}
+}
+
+// TestClientAdoptsServerHeartbeat: a client that leaves its heartbeat
+// settings zero uses the ones the server's welcome announces (within
+// sane bounds); settings it chose are its own.
+func TestClientAdoptsServerHeartbeat(t *testing.T) {
+	const s = time.Second
+	tests := []struct {
+		name             string
+		own              reliable.ClientOptions
+		wInt, wTimeout   time.Duration
+		wantInt, wantOut time.Duration
+	}{
+		{"defaults take the server's", reliable.ClientOptions{}, 30 * s, 20 * s, 30 * s, 20 * s},
+		{"own interval kept", reliable.ClientOptions{HeartbeatInterval: 2 * s}, 30 * s, 20 * s, 2 * s, 20 * s},
+		{"own timeout kept", reliable.ClientOptions{HeartbeatTimeout: 3 * s}, 30 * s, 20 * s, 30 * s, 3 * s},
+		{"none announced", reliable.ClientOptions{}, 0, 0, 5 * s, 5 * s},
+		{"too short ignored", reliable.ClientOptions{}, time.Millisecond, time.Millisecond, 5 * s, 5 * s},
+		{"too long ignored", reliable.ClientOptions{}, 2 * time.Hour, 2 * time.Hour, 5 * s, 5 * s},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := reliable.NewClient("ws://"+testkit.FreeAddr(t)+"/ws", filepath.Join(t.TempDir(), "c.db"), &tt.own)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			gotInt, gotOut := reliable.ConnHeartbeat(c, tt.wInt, tt.wTimeout)
+			if gotInt != tt.wantInt || gotOut != tt.wantOut {
+				t.Fatalf("heartbeat %v/%v, want %v/%v", gotInt, gotOut, tt.wantInt, tt.wantOut)
 			}
 		})
 	}
