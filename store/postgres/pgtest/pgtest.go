@@ -98,13 +98,43 @@ func Start(t testing.TB) *Cluster {
 		}
 	}
 	s := c.newServer("primary")
-	start := time.Now()
-	c.run(filepath.Join(bin, "initdb"), "-D", s.dir, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-		"--no-sync", "--no-instructions")
-	t.Logf("pgtest: initdb took %v", time.Since(start).Round(time.Millisecond))
+	c.initdb(s.dir)
 	c.start(s)
 	c.Primary = s
 	return c
+}
+
+// initdb makes a fresh data directory at dir: a copy of a template
+// cluster, made by initdb once per user and PostgreSQL binary directory and kept
+// in the system's temporary directory (initdb takes seconds on a loaded
+// machine, a copy a fraction of that).
+func (c *Cluster) initdb(dir string) {
+	c.t.Helper()
+	uid := os.Geteuid()
+	if c.cred != nil {
+		uid = int(c.cred.Uid)
+	}
+	tmpl := filepath.Join(os.TempDir(), fmt.Sprintf("wsreliable-pgtest-%d%s", uid, strings.ReplaceAll(c.bin, "/", "_")))
+	if _, err := os.Stat(filepath.Join(tmpl, "PG_VERSION")); err != nil {
+		// Build it aside and rename it into place: concurrent test
+		// processes each build one, the first rename wins.
+		work, err := os.MkdirTemp(os.TempDir(), "wsreliable-pgtest-build-")
+		if err != nil {
+			c.t.Fatalf("pgtest: %v", err)
+		}
+		defer os.RemoveAll(work)
+		if err := os.Chmod(work, 0o755); err != nil {
+			c.t.Fatalf("pgtest: %v", err)
+		}
+		c.chown(work)
+		data := filepath.Join(work, "data")
+		start := time.Now()
+		c.run(filepath.Join(c.bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+			"--no-sync", "--no-instructions")
+		c.t.Logf("pgtest: initdb of the template cluster %s took %v", tmpl, time.Since(start).Round(time.Millisecond))
+		_ = os.Rename(data, tmpl)
+	}
+	c.run("cp", "-a", tmpl, dir)
 }
 
 // findBin returns the directory holding initdb and postgres.
