@@ -256,6 +256,7 @@ func (c *Cluster) start(s *Server, extra ...string) {
 		"-c", "wal_level=replica",
 		"-c", "max_wal_senders=4",
 		"-c", "wal_keep_size=64MB",
+		"-c", "wal_retrieve_retry_interval=100ms", // a standby notices a promotion at once
 		"-c", "logging_collector=off",
 		"-c", "log_min_messages=warning",
 	}
