@@ -745,8 +745,8 @@ func (b *Bolt) Watermark(peer string, stream protocol.StreamID) (uint64, error) 
 }
 
 // SetWatermark durably records seq as the watermark of (peer, stream), in
-// the writer's next batch. It sets the value given, even if lower. peer
-// must not be empty.
+// the writer's next batch, unless a higher one is recorded (a watermark
+// never moves back; see [Inbox.SetWatermark]). peer must not be empty.
 func (b *Bolt) SetWatermark(ctx context.Context, peer string, stream protocol.StreamID, seq uint64) error {
 	if b.isClosed() {
 		return ErrClosed

@@ -225,7 +225,8 @@ func (m *Memory) SetWatermark(ctx context.Context, peer string, stream protocol.
 	if m.closed {
 		return ErrClosed
 	}
-	m.watermarks[string(watermarkKey(peer, stream))] = seq
+	k := string(watermarkKey(peer, stream))
+	m.watermarks[k] = max(m.watermarks[k], seq) // never moves back
 	m.touch(peer)
 	return nil
 }

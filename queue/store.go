@@ -93,7 +93,10 @@ type Inbox interface {
 	// contiguously, 0 if the stream is unknown.
 	Watermark(peer string, stream protocol.StreamID) (uint64, error)
 
-	// SetWatermark durably records seq as the watermark of (peer, stream).
+	// SetWatermark durably records seq as the watermark of (peer, stream)
+	// unless a higher one is recorded: a watermark never moves back (a
+	// lower seq succeeds and changes nothing but the last-used time), so
+	// a late or repeated commit cannot undo a newer one.
 	SetWatermark(ctx context.Context, peer string, stream protocol.StreamID, seq uint64) error
 
 	// Binding returns the identity peer is bound to, "" if none.

@@ -397,7 +397,10 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 			}
 			st.bytes += r.size
 		case reqWatermark:
-			if err = wb.Put(r.key, u64(r.seq)); err == nil {
+			// A watermark never moves back: a lower one is not written.
+			if old := wb.Get(r.key); len(old) == 8 && binary.BigEndian.Uint64(old) >= r.seq {
+				c, err = u.touch(r.key[:len(r.key)-len(protocol.StreamID{})])
+			} else if err = wb.Put(r.key, u64(r.seq)); err == nil {
 				c = true
 				_, err = u.touch(r.key[:len(r.key)-len(protocol.StreamID{})])
 			}

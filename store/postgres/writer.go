@@ -1,0 +1,251 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/queue"
+)
+
+type opKind uint8
+
+const (
+	opWatermark opKind = iota + 1
+	opBind
+	opTouch
+	opAckOutbox
+	opMarkReported
+)
+
+func (k opKind) String() string {
+	switch k {
+	case opWatermark:
+		return "set watermark"
+	case opBind:
+		return "bind"
+	case opTouch:
+		return "touch"
+	case opAckOutbox:
+		return "ack outbox"
+	case opMarkReported:
+		return "mark reported"
+	}
+	return fmt.Sprintf("op %d", uint8(k))
+}
+
+// op is one write handed to the writer goroutine, which sets err and
+// closes done.
+type op struct {
+	kind     opKind
+	peer     string // the peer (client) the write is for; "" for opMarkReported
+	stream   protocol.StreamID
+	seq      int64 // watermark value; ack upTo
+	identity string
+	outcomes []queue.Outcome
+	ids      []protocol.MessageID
+	epoch    int64 // the claim the write is fenced by
+	err      error
+	done     chan struct{}
+}
+
+// submit checks o, fences it with this store's claim on its peer, hands
+// it to the writer and waits for its commit. It honours ctx and Close
+// only until the writer has taken o; from then on o completes.
+func (s *Store) submit(ctx context.Context, o *op) error {
+	if s.isClosed() {
+		return queue.ErrClosed
+	}
+	name := o.kind.String()
+	if o.kind != opMarkReported {
+		if o.kind == opAckOutbox {
+			if err := checkClient(o.peer); err != nil {
+				return err
+			}
+		} else if o.peer == "" {
+			return errEmptyPeer
+		}
+		e, err := s.epoch(name, o.peer)
+		if err != nil {
+			return err
+		}
+		o.epoch = e
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("postgres: %s: %w", name, err)
+	}
+	o.done = make(chan struct{})
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		return fmt.Errorf("postgres: %s: %w", name, ctx.Err())
+	case <-s.closing:
+		return queue.ErrClosed
+	}
+	<-o.done
+	return o.err
+}
+
+// writer is the group-commit goroutine: it takes the writes that queued
+// up while the previous transaction ran and commits them together. It
+// exits when the store closes (after the batch it holds).
+func (s *Store) writer() {
+	for {
+		var batch []*op
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		case <-s.closing:
+			return
+		}
+	more:
+		for len(batch) < s.opts.Queue.MaxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break more
+			}
+		}
+		s.commit(batch)
+		for _, o := range batch {
+			close(o.done)
+		}
+	}
+}
+
+// commit applies batch in one transaction. A fenced write gets its own
+// error and changes nothing; any other failure fails every write of the
+// batch (none of them committed, or, when the commit itself was cut
+// off, their outcome is unknown: they are idempotent to retry).
+func (s *Store) commit(batch []*op) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CommitTimeout)
+	defer cancel()
+	err := s.inTx(ctx, func(tx pgx.Tx) error { return s.apply(ctx, tx, batch) })
+	if err == nil {
+		return
+	}
+	s.log.Warn("group commit failed", "writes", len(batch), "error", err)
+	for _, o := range batch {
+		if o.err == nil || !errors.Is(o.err, queue.ErrFenced) {
+			o.err = wrap(o.kind.String(), err)
+		}
+	}
+}
+
+// The single-statement writes. Each selects the fence row first (share
+// locked, so a Claim waits for this transaction); the data-modifying
+// parts read from it, so a fenced write changes nothing, and the count
+// says whether it was fenced.
+const (
+	watermarkSQL = `
+WITH o AS (` + fenceSQL + `),
+w AS (
+	INSERT INTO wsr_watermarks (peer, stream, seq) SELECT $1, $4, $5 FROM o
+	ON CONFLICT (peer, stream) DO UPDATE SET seq = GREATEST(wsr_watermarks.seq, EXCLUDED.seq)
+),
+t AS (
+	INSERT INTO wsr_peers (peer, last_used) SELECT $1, $6 FROM o
+	ON CONFLICT (peer) DO UPDATE SET last_used = GREATEST(wsr_peers.last_used, EXCLUDED.last_used)
+)
+SELECT count(*) FROM o`
+	bindSQL = `
+WITH o AS (` + fenceSQL + `),
+b AS (
+	INSERT INTO wsr_bindings (peer, identity) SELECT $1, $4 FROM o
+	ON CONFLICT (peer) DO UPDATE SET identity = EXCLUDED.identity
+),
+t AS (
+	INSERT INTO wsr_peers (peer, last_used) SELECT $1, $5 FROM o
+	ON CONFLICT (peer) DO UPDATE SET last_used = GREATEST(wsr_peers.last_used, EXCLUDED.last_used)
+)
+SELECT count(*) FROM o`
+	touchSQL = `
+WITH o AS (` + fenceSQL + `),
+t AS (
+	INSERT INTO wsr_peers (peer, last_used) SELECT $1, $4 FROM o
+	ON CONFLICT (peer) DO UPDATE SET last_used = GREATEST(wsr_peers.last_used, EXCLUDED.last_used)
+)
+SELECT count(*) FROM o`
+)
+
+// apply runs batch's writes in tx: the single-statement ones pipelined
+// in one round trip, then the outbox acks one by one. Rows are locked
+// in (peer, stream) and client order, so two nodes' batches cannot
+// deadlock on each other.
+func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
+	sorted := slices.Clone(batch)
+	slices.SortFunc(sorted, func(a, b *op) int {
+		return cmp.Or(cmp.Compare(a.peer, b.peer), slices.Compare(a.stream[:], b.stream[:]))
+	})
+	now := s.nowMilli()
+	var (
+		b      pgx.Batch
+		acks   []*op
+		report []protocol.MessageID
+	)
+	for _, o := range sorted {
+		o.err = nil
+		fenced := func(row pgx.Row) error {
+			var n int
+			if err := row.Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				o.err = fencedError(o.kind.String(), o.peer)
+			}
+			return nil
+		}
+		peer := []byte(o.peer)
+		switch o.kind {
+		case opWatermark:
+			b.Queue(watermarkSQL, peer, s.node, o.epoch, o.stream[:], o.seq, now).QueryRow(fenced)
+		case opBind:
+			b.Queue(bindSQL, peer, s.node, o.epoch, []byte(o.identity), now).QueryRow(fenced)
+		case opTouch:
+			b.Queue(touchSQL, peer, s.node, o.epoch, now).QueryRow(fenced)
+		case opAckOutbox:
+			acks = append(acks, o)
+		case opMarkReported:
+			report = append(report, o.ids...)
+		}
+	}
+	if len(report) > 0 {
+		ids := make([][]byte, len(report))
+		for i := range report {
+			ids[i] = report[i][:]
+		}
+		if s.opts.Queue.StatusRetention < 0 {
+			b.Queue(`DELETE FROM wsr_settled WHERE id = ANY($1) AND NOT pending AND NOT reported`, ids)
+		} else {
+			b.Queue(`UPDATE wsr_settled SET reported = true WHERE id = ANY($1) AND NOT pending AND NOT reported`, ids)
+		}
+	}
+	if r := s.opts.Queue.StatusRetention; r > 0 && now >= s.pruneAt {
+		// Reported records past the retention go, a chunk per commit at
+		// most every hundredth of the retention (Status hides them
+		// meanwhile).
+		b.Queue(`DELETE FROM wsr_settled WHERE id IN (
+			SELECT id FROM wsr_settled WHERE reported AND at < $1 ORDER BY at LIMIT 1024)`, now-r.Milliseconds())
+		s.pruneAt = now + max(r.Milliseconds()/100, 1)
+	}
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return err
+		}
+	}
+	var recs []settleRec
+	for _, o := range acks {
+		r, err := s.applyAck(ctx, tx, o)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, r...)
+	}
+	return upsertSettled(ctx, tx, now, recs)
+}
