@@ -19,7 +19,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsreliable/wsreliable/queue"
 	"github.com/wsreliable/wsreliable/reliable"
+	"github.com/wsreliable/wsreliable/store/postgres"
 )
 
 // serveStoreName is the server's store file inside -data.
@@ -47,6 +49,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	fs := newFlagSet("serve", "-listen HOST:PORT -data DIR [flags]", stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "`address` to listen on; the WebSocket endpoint is at path /ws (and the push API at /v1/ with -api-key-file)")
 	data := fs.String("data", "", "`directory` for the server's store (created if missing; file "+serveStoreName+")")
+	storeURL := fs.String("store", "", "PostgreSQL `URL` (postgres://… or postgresql://…; several hosts with target_session_attrs=read-write for failover) of a store shared by a fleet of serve processes, "+
+		"any of which serves any client; replaces -data")
 	hbInterval, hbTimeout := heartbeatFlags(fs)
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for handlers in progress")
 	apiKeyFile := fs.String("api-key-file", "", "enable the HTTP push API (POST /v1/push, GET /v1/messages/{id}); requests must carry \"Authorization: Bearer KEY\" with KEY this `file`'s contents, trimmed. Empty: no API (its paths answer 404)")
@@ -73,8 +77,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	}
 	log := logFlags.logger(stderr)
 	cl := logFlags.cliLog(stderr, "serve", log)
-	if *data == "" {
-		return usageError(fs, "-data is required")
+	switch {
+	case *data == "" && *storeURL == "":
+		return usageError(fs, "-data (or -store) is required")
+	case *data != "" && *storeURL != "":
+		return usageError(fs, "-data and -store exclude each other: one store per server")
+	case *storeURL != "" && !isPostgresURL(*storeURL):
+		return usageError(fs, "-store must be a postgres:// or postgresql:// URL")
 	}
 	switch {
 	case (*tlsCert == "") != (*tlsKey == ""):
@@ -136,8 +145,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	defer refusals.flush()
 	authenticated := tokens != nil || *clientCA != ""
 
-	if err := os.MkdirAll(*data, 0o700); err != nil {
-		return fail("data directory: %v", err)
+	if *data != "" {
+		if err := os.MkdirAll(*data, 0o700); err != nil {
+			return fail("data directory: %v", err)
+		}
 	}
 	// Lines are buffered per client and written before each watermark
 	// commit, so a message is acknowledged only once its line has left
@@ -158,7 +169,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	}
 	metrics := newServeMetrics(*metricsListen, log)
 	opts.Observer = metrics.observer()
-	srv, err := reliable.NewServer(filepath.Join(*data, serveStoreName), handler, opts)
+	storePath := ""
+	if *storeURL != "" {
+		// The fleet's store: the outbox limits are the store's.
+		st, err := postgres.Open(ctx, *storeURL, &postgres.Options{Queue: queue.Options{
+			OutboxMaxMessages: opts.OutboxMaxMessages,
+			OutboxMaxBytes:    opts.OutboxMaxBytes,
+			OutboxEvict:       opts.OutboxEvict,
+			Logger:            log,
+		}})
+		if err != nil {
+			return fail("-store: %v", err)
+		}
+		defer st.Close() // after the server's shutdown, deferred below
+		opts.Store, opts.OutboxMaxMessages, opts.OutboxMaxBytes, opts.OutboxEvict = st, 0, 0, false
+		log.Info("fleet store open", "node", st.NodeID())
+	} else {
+		storePath = filepath.Join(*data, serveStoreName)
+	}
+	srv, err := reliable.NewServer(storePath, handler, opts)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -202,7 +231,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "path", "/ws", "data", *data, "push_api", apiKey != "",
+	log.Info("listening", "addr", ln.Addr().String(), "path", "/ws", "data", *data, "fleet", *storeURL != "", "push_api", apiKey != "",
 		"tls", tlsConfig != nil, "client_certs", *clientCA != "", "tokens", tokens != nil)
 	if onListen != nil {
 		onListen(ln.Addr())
@@ -245,6 +274,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		log.Info("stopped")
 	}
 	return code
+}
+
+// isPostgresURL reports whether u names a PostgreSQL store.
+func isPostgresURL(u string) bool {
+	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
 }
 
 // reloadTokensOnHUP re-reads the tokens file at path on each SIGHUP and

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -10,7 +11,12 @@ import (
 	"github.com/wsreliable/wsreliable/store/postgres"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(nodeEnv) != "" { // a gateway node of TestGatewayFleet
+		os.Exit(runNode())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // testCtx is a context that ends with the test, or after two minutes.
 func testCtx(t testing.TB) context.Context {
