@@ -36,7 +36,10 @@ func peerOf(m *reliable.Message) string { return m.ClientID }
 //     rejection: the message is delivered again on the new owner.
 //
 // fn must do its writes through tx and must not commit or roll it back.
-// The ctx passed to fn is the handler's.
+// The ctx passed to fn is the handler's. fn runs inside the transaction,
+// which holds a share lock on the client's owner row: work between its
+// statements longer than Options.StalledTxTimeout (5 s) makes the
+// database end the transaction (the message is then delivered again).
 func (s *Store) Handler(fn func(ctx context.Context, tx pgx.Tx, m *reliable.Message) error) reliable.Handler {
 	return func(ctx context.Context, m *reliable.Message) error {
 		return s.handle(ctx, m, fn)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -43,9 +44,21 @@ type Options struct {
 	// of the DSN, else pgxpool's default (the larger of 4 and the
 	// number of CPUs).
 	MaxConns int32
+	// StalledTxTimeout is how long the database lets a transaction of
+	// this store sit idle, waiting on the store's process, before it
+	// ends the session and releases its locks (PostgreSQL's
+	// idle_in_transaction_session_timeout). A node paused or cut off
+	// mid-transaction holds a share lock on the owner rows it writes
+	// for; without this, another node's takeover of those clients
+	// would wait for it for ever. Zero: 5 s, unless the DSN sets
+	// idle_in_transaction_session_timeout. Negative: never.
+	StalledTxTimeout time.Duration
 }
 
-const defaultCommitTimeout = 30 * time.Second
+const (
+	defaultCommitTimeout    = 30 * time.Second
+	defaultStalledTxTimeout = 5 * time.Second
+)
 
 // Store is a [queue.ServerStore] on PostgreSQL that several processes may
 // share; it also implements [queue.Owner] and [queue.Notifier]. It keeps
@@ -88,6 +101,14 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	}
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
+	}
+	const stalledParam = "idle_in_transaction_session_timeout"
+	if _, set := cfg.ConnConfig.RuntimeParams[stalledParam]; !set && o.StalledTxTimeout >= 0 {
+		d := o.StalledTxTimeout
+		if d == 0 {
+			d = defaultStalledTxTimeout
+		}
+		cfg.ConnConfig.RuntimeParams[stalledParam] = strconv.FormatInt(max(d.Milliseconds(), 1), 10)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
