@@ -42,10 +42,10 @@
 // success; the writes here are idempotent or sequence-checked, so
 // retrying them is safe.
 //
-// # Caveats
+// # Expiry
 //
-// Options.Queue.IdleExpiry is not implemented yet: idle peers' state is
-// kept until deleted by hand. The settlement retention
-// (StatusRetention) applies: reported records are pruned on
-// MarkReported.
+// Idle peers (Options.Queue.IdleExpiry) and reported settlement records
+// past Options.Queue.StatusRetention are deleted by the writer's
+// commits, in chunks, as the queue package's stores do. Claims
+// (wsr_owners rows) are kept: they are small and fencing needs them.
 package postgres

@@ -64,9 +64,9 @@ func (s *Store) Bind(ctx context.Context, peer, identity string) error {
 	return s.submit(ctx, &op{kind: opBind, peer: peer, identity: identity})
 }
 
-// Touch records now as peer's last-used time, fenced by this store's
-// claim on peer, in the writer's next transaction. (The time is kept
-// for an idle expiry that is not implemented yet.)
+// Touch records now as peer's last-used time, from which
+// Options.Queue.IdleExpiry counts, fenced by this store's claim on peer,
+// in the writer's next transaction.
 func (s *Store) Touch(ctx context.Context, peer string) error {
 	return s.submit(ctx, &op{kind: opTouch, peer: peer})
 }

@@ -249,7 +249,8 @@ WHERE client = ANY($1) ORDER BY client FOR UPDATE`, names).Query(func(rows pgx.R
 		g := &groups[i]
 		ob := state[g.client]
 		if ob == nil {
-			return nil, nil, nil, fmt.Errorf("outbox row of %q missing after upsert", g.client)
+			// Expired (deleted) while this push waited for its lock.
+			return nil, nil, nil, fmt.Errorf("outbox of %q expired under the push: %w", g.client, errRetry)
 		}
 		if err := s.makeRoom(ctx, tx, g, ob); err != nil {
 			return nil, nil, nil, err

@@ -24,10 +24,12 @@ import (
 type Options struct {
 	// Queue carries the store limits and policies shared with the queue
 	// package. Of its fields, OutboxMaxMessages, OutboxMaxBytes,
-	// OutboxEvict, StatusRetention, MaxBatch and Logger apply, with the
-	// defaults documented there; the others are ignored (durability is
-	// the database's synchronous_commit, and IdleExpiry is not
-	// implemented yet).
+	// OutboxEvict, StatusRetention, IdleExpiry, MaxBatch and Logger
+	// apply, with the defaults documented there; the others are ignored
+	// (durability is the database's synchronous_commit). Idle peers are
+	// expired by the writer's commits, at most 1,024 a commit, and only
+	// peers with a last-used time (every SetWatermark, Bind and Touch
+	// records one) are considered.
 	Queue queue.Options
 	// NodeID names this store in the wsr_owners rows it claims. Zero: a
 	// random UUID per Open, which is what fencing needs: two stores must
@@ -60,6 +62,7 @@ type Store struct {
 
 	ops     chan *op
 	pruneAt int64 // Unix ms when the writer next prunes settlement records; writer only
+	sweepAt int64 // Unix ms when the writer next expires idle peers; writer only
 	closing chan struct{}
 	closeMu sync.Mutex
 	closed  bool
@@ -138,6 +141,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if q.StatusRetention == 0 {
 		q.StatusRetention = 24 * time.Hour
 	}
+	if q.IdleExpiry == 0 {
+		q.IdleExpiry = 30 * 24 * time.Hour
+	}
 	if q.MaxBatch == 0 {
 		q.MaxBatch = 1024
 	}
@@ -202,13 +208,19 @@ func mapErr(err error) error {
 // a serialization failure is run again (it changed nothing).
 const retries = 3
 
+// errRetry makes inTx run a transaction again: it met a row deleted
+// under it (an outbox expired while a push waited for its lock).
+var errRetry = errors.New("postgres: transaction must run again")
+
 // inTx runs fn in a transaction, again (up to retries times) when the
-// server aborted it for a deadlock or a serialization failure.
+// server aborted it for a deadlock or a serialization failure, or fn
+// returned errRetry.
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := pgx.BeginFunc(ctx, s.pool, fn)
 		var pe *pgconn.PgError
-		if err == nil || attempt > retries || !errors.As(err, &pe) || (pe.Code != "40P01" && pe.Code != "40001") {
+		again := errors.Is(err, errRetry) || (errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001"))
+		if err == nil || attempt > retries || !again {
 			return err
 		}
 		s.log.Debug("transaction aborted by the server; retrying", "error", err, "attempt", attempt)

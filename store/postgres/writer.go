@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -247,5 +248,58 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 		}
 		recs = append(recs, r...)
 	}
-	return upsertSettled(ctx, tx, now, recs)
+	if err := upsertSettled(ctx, tx, now, recs); err != nil {
+		return err
+	}
+	if e := s.opts.Queue.IdleExpiry; e > 0 && now >= s.sweepAt {
+		if err := s.sweep(ctx, tx, now); err != nil {
+			return err
+		}
+		s.sweepAt = now + min(e/100, time.Hour).Milliseconds()
+	}
+	return nil
+}
+
+// sweepChunk bounds the idle peers one commit expires.
+const sweepChunk = 1024
+
+// sweep deletes the binding, watermarks and empty push outbox of up to
+// sweepChunk peers unused for longer than IdleExpiry (their wsr_peers
+// time), as the queue package's stores do. A peer whose push outbox
+// holds messages is kept and counts as used now. Outbox rows are locked
+// before their entries are counted, so a concurrent Push either
+// committed its entries first (the peer is kept) or finds its outbox
+// gone and runs again, creating it afresh.
+func (s *Store) sweep(ctx context.Context, tx pgx.Tx, now int64) error {
+	rows, _ := tx.Query(ctx, `
+SELECT peer FROM wsr_peers WHERE last_used < $1 ORDER BY last_used LIMIT $2 FOR UPDATE SKIP LOCKED`,
+		now-s.opts.Queue.IdleExpiry.Milliseconds(), sweepChunk)
+	idle, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil || len(idle) == 0 {
+		return err
+	}
+	slices.SortFunc(idle, func(a, b []byte) int { return slices.Compare(a, b) })
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM wsr_outboxes WHERE client = ANY($1) ORDER BY client FOR UPDATE`, idle); err != nil {
+		return err
+	}
+	rows, _ = tx.Query(ctx, `SELECT DISTINCT client FROM wsr_entries WHERE client = ANY($1)`, idle)
+	busy, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return err
+	}
+	var b pgx.Batch
+	if len(busy) > 0 {
+		b.Queue(`UPDATE wsr_peers SET last_used = $2 WHERE peer = ANY($1)`, busy, now)
+		idle = slices.DeleteFunc(idle, func(p []byte) bool {
+			return slices.ContainsFunc(busy, func(q []byte) bool { return string(p) == string(q) })
+		})
+	}
+	if len(idle) > 0 {
+		b.Queue(`DELETE FROM wsr_watermarks WHERE peer = ANY($1)`, idle)
+		b.Queue(`DELETE FROM wsr_bindings WHERE peer = ANY($1)`, idle)
+		b.Queue(`DELETE FROM wsr_outboxes WHERE client = ANY($1)`, idle)
+		b.Queue(`DELETE FROM wsr_peers WHERE peer = ANY($1)`, idle)
+		s.log.Info("expired idle peers", "peers", len(idle))
+	}
+	return tx.SendBatch(ctx, &b).Close()
 }
