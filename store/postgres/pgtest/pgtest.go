@@ -58,6 +58,10 @@ type Server struct {
 	done chan struct{} // closed when the postmaster has exited
 }
 
+// PID returns the process ID of the server's postmaster (its process
+// group's ID too).
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Port returns the server's TCP port on 127.0.0.1.
 func (s *Server) Port() int {
 	_, p, _ := strings.Cut(s.port.Addr(), ":")
