@@ -39,13 +39,17 @@ const startTimeout = 60 * time.Second
 // Cluster is a primary and, after [Cluster.StartStandby], a synchronous
 // standby. Its methods are for the test goroutine (they call t.Fatal).
 type Cluster struct {
-	t       testing.TB
-	bin     string
-	cred    *syscall.Credential // nil: run as ourselves
-	dir     string
+	t    testing.TB
+	bin  string
+	cred *syscall.Credential // nil: run as ourselves
+	dir  string
+	// Primary is the server taking writes: the one Start made, or the
+	// standby once promoted.
 	Primary *Server
-	Standby *Server // nil until StartStandby
-	schemas int     // made by NewSchema
+	// Standby is the synchronous standby; nil until StartStandby and
+	// after Promote.
+	Standby *Server
+	schemas int // made by NewSchema
 }
 
 // Server is one PostgreSQL server process group.
