@@ -473,7 +473,9 @@ func (s *Store) OutboxInfo(client string) (queue.OutboxInfo, error) {
 	if s.isClosed() {
 		return queue.OutboxInfo{}, queue.ErrClosed
 	}
-	info, err := scanInfo(s.pool.QueryRow(context.Background(), outboxInfoSQL+` WHERE o.client = $1`, []byte(client)))
+	ctx, cancel := s.readCtx()
+	defer cancel()
+	info, err := scanInfo(s.pool.QueryRow(ctx, outboxInfoSQL+` WHERE o.client = $1`, []byte(client)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return queue.OutboxInfo{Client: client}, nil
 	}
@@ -489,10 +491,12 @@ func (s *Store) Clients(after string, limit int) ([]queue.OutboxInfo, error) {
 	if s.isClosed() {
 		return nil, queue.ErrClosed
 	}
+	ctx, cancel := s.readCtx()
+	defer cancel()
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.pool.Query(context.Background(), outboxInfoSQL+` WHERE o.client > $1 ORDER BY o.client LIMIT $2`, []byte(after), limit)
+	rows, err := s.pool.Query(ctx, outboxInfoSQL+` WHERE o.client > $1 ORDER BY o.client LIMIT $2`, []byte(after), limit)
 	if err != nil {
 		return nil, wrap("clients", err)
 	}
@@ -522,13 +526,15 @@ func (s *Store) ReadOutbox(client string, from uint64, max int, maxBytes int) ([
 	if s.isClosed() {
 		return nil, queue.ErrClosed
 	}
+	ctx, cancel := s.readCtx()
+	defer cancel()
 	var limit *int64
 	if max > 0 {
 		l := int64(max)
 		limit = &l
 	}
 	f := int64(min(from, 1<<63-1))
-	rows, err := s.pool.Query(context.Background(), `
+	rows, err := s.pool.Query(ctx, `
 SELECT seq, id, headers, payload, expires FROM wsr_entries
 WHERE client = $1 AND seq >= $2 ORDER BY seq LIMIT $3`, []byte(client), f, limit)
 	if err != nil {
@@ -572,12 +578,14 @@ func (s *Store) Status(id protocol.MessageID) (queue.Settled, bool, error) {
 	if s.isClosed() {
 		return queue.Settled{}, false, queue.ErrClosed
 	}
+	ctx, cancel := s.readCtx()
+	defer cancel()
 	// A reported record past the retention is gone, pruned or not.
 	cutoff := int64(math.MinInt64)
 	if r := s.opts.Queue.StatusRetention; r > 0 {
 		cutoff = s.nowMilli() - r.Milliseconds()
 	}
-	rows, err := s.pool.Query(context.Background(), settledSQL+` WHERE id = $1 AND NOT (reported AND at < $2)`, id[:], cutoff)
+	rows, err := s.pool.Query(ctx, settledSQL+` WHERE id = $1 AND NOT (reported AND at < $2)`, id[:], cutoff)
 	if err != nil {
 		return queue.Settled{}, false, wrap("status", err)
 	}
@@ -595,10 +603,12 @@ func (s *Store) Unreported(max int) ([]queue.Settled, error) {
 	if s.isClosed() {
 		return nil, queue.ErrClosed
 	}
+	ctx, cancel := s.readCtx()
+	defer cancel()
 	if max <= 0 {
 		max = 100
 	}
-	rows, err := s.pool.Query(context.Background(),
+	rows, err := s.pool.Query(ctx,
 		settledSQL+` WHERE NOT pending AND NOT reported ORDER BY at, id LIMIT $1`, max)
 	if err != nil {
 		return nil, wrap("unreported", err)

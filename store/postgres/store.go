@@ -36,7 +36,9 @@ type Options struct {
 	// never share a node ID.
 	NodeID string
 	// CommitTimeout bounds each group-commit transaction, from begin to
-	// commit. Zero: 30 s.
+	// commit, and each read of the methods that take no context
+	// (Watermark, Binding, OutboxInfo, ReadOutbox, Clients, Status,
+	// Unreported). Zero: 30 s.
 	CommitTimeout time.Duration
 	// Now is the clock of settlement records, last-used times and
 	// retention, for tests. Nil: time.Now.
@@ -160,6 +162,13 @@ func (o *Options) withDefaults() (Options, error) {
 		c.CommitTimeout = defaultCommitTimeout
 	}
 	return c, nil
+}
+
+// readCtx bounds a read of the queue interfaces, which take no context,
+// by CommitTimeout: a database that stopped answering fails the read
+// instead of hanging its caller.
+func (s *Store) readCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.opts.CommitTimeout)
 }
 
 // NodeID returns the name this store claims peers under.
