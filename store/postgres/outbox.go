@@ -1,16 +1,13 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wsreliable/wsreliable/protocol"
@@ -77,19 +74,6 @@ func groupPushes(msgs []queue.Push) []pushGroup {
 		groups[g].size += entrySize(&msgs[i].Entry)
 	}
 	return groups
-}
-
-// outboxRow is a locked wsr_outboxes row during a push.
-type outboxRow struct {
-	last, acked, messages, bytes int64
-	evict                        []heldEntry // entries to evict, oldest first
-}
-
-// heldEntry is an entry considered for eviction.
-type heldEntry struct {
-	seq  int64
-	id   protocol.MessageID
-	size int64
 }
 
 // settleRec is one settlement record to write.
@@ -162,10 +146,11 @@ func upsertSettled(ctx context.Context, tx pgx.Tx, at int64, recs []settleRec) e
 // Push appends every message to its client's outbox in one transaction,
 // all or none, and then wakes the listeners of every process sharing
 // the database (a NOTIFY on wsr_push per client, sent right after the
-// commit; see hint for why not in it).
-// See [queue.Outboxes.Push] for the limits, evictions and settlement
-// records; a Push is not fenced. Outbox rows are locked in client order,
-// so concurrent pushes from several nodes cannot deadlock.
+// commit; see hint for why not in it). Concurrent calls are group
+// committed by the writer, each call all or none: one refused with
+// ErrFull changes nothing and fails alone. See [queue.Outboxes.Push]
+// for the limits, evictions and settlement records; a Push is not
+// fenced.
 func (s *Store) Push(ctx context.Context, msgs []queue.Push) ([]uint64, []queue.Evicted, error) {
 	if s.isClosed() {
 		return nil, nil, queue.ErrClosed
@@ -173,22 +158,11 @@ func (s *Store) Push(ctx context.Context, msgs []queue.Push) ([]uint64, []queue.
 	if err := s.limits.checkPush(msgs); err != nil {
 		return nil, nil, err
 	}
-	groups := groupPushes(msgs)
-	var (
-		seqs    []uint64
-		evicted []queue.Evicted
-		hints   []string
-	)
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		seqs, evicted, hints, err = s.push(ctx, tx, msgs, groups)
-		return err
-	})
-	if err != nil {
-		return nil, nil, wrap("push", err)
+	o := &op{kind: opPush, msgs: msgs, groups: groupPushes(msgs)}
+	if err := s.submit(ctx, o); err != nil {
+		return nil, nil, err
 	}
-	s.hint(ctx, hints)
-	return seqs, evicted, nil
+	return o.seqs, o.evicted, nil
 }
 
 // hint sends the NOTIFY of committed pushes, in a transaction of its own
@@ -199,6 +173,9 @@ func (s *Store) Push(ctx context.Context, msgs []queue.Push) ([]uint64, []queue.
 // second in all, from any number of connections or nodes; measured).
 // A hint that fails is logged and dropped: receivers also poll.
 func (s *Store) hint(ctx context.Context, clients []string) {
+	if len(clients) == 0 {
+		return
+	}
 	_, err := s.pool.Exec(ctx, `
 WITH s AS (SELECT set_config('synchronous_commit', 'off', true))
 SELECT count(pg_notify('`+notifyChannel+`', c)) FROM s, unnest($1::text[]) AS c`, clients)
@@ -207,224 +184,11 @@ SELECT count(pg_notify('`+notifyChannel+`', c)) FROM s, unnest($1::text[]) AS c`
 	}
 }
 
-// push is Push within tx. It returns the hints to send once tx has
-// committed (hex client IDs).
-func (s *Store) push(ctx context.Context, tx pgx.Tx, msgs []queue.Push, groups []pushGroup) ([]uint64, []queue.Evicted, []string, error) {
-	now := s.nowMilli()
-	names := make([][]byte, len(groups))
-	streams := make([][]byte, len(groups))
-	for i := range groups {
-		names[i] = []byte(groups[i].client)
-		id := uuid.New()
-		streams[i] = id[:]
-	}
-	slices.SortFunc(names, func(a, b []byte) int { return slices.Compare(a, b) })
-	// One round trip: create missing outboxes, then lock them all in
-	// client order (so pushes from several nodes cannot deadlock).
-	state := make(map[string]*outboxRow, len(groups))
-	var b pgx.Batch
-	b.Queue(`
-INSERT INTO wsr_outboxes (client, stream)
-SELECT c, s FROM unnest($1::bytea[], $2::bytea[]) AS t(c, s) ORDER BY c
-ON CONFLICT (client) DO NOTHING`, names, streams)
-	b.Queue(`
-SELECT client, last_seq, acked, messages, bytes FROM wsr_outboxes
-WHERE client = ANY($1) ORDER BY client FOR UPDATE`, names).Query(func(rows pgx.Rows) error {
-		var (
-			client []byte
-			r      outboxRow
-		)
-		_, err := pgx.ForEachRow(rows, []any{&client, &r.last, &r.acked, &r.messages, &r.bytes}, func() error {
-			row := r
-			state[string(client)] = &row
-			return nil
-		})
-		return err
-	})
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, nil, nil, err
-	}
-	// Decide every client's evictions before changing anything.
-	for i := range groups {
-		g := &groups[i]
-		ob := state[g.client]
-		if ob == nil {
-			// Expired (deleted) while this push waited for its lock.
-			return nil, nil, nil, fmt.Errorf("outbox of %q expired under the push: %w", g.client, errRetry)
-		}
-		if err := s.makeRoom(ctx, tx, g, ob); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	// One more round trip writes everything.
-	seqs := make([]uint64, len(msgs))
-	var (
-		evicted []queue.Evicted
-		recs    []settleRec // evicted ones, then the pushed ones
-		notify  = make([]string, 0, len(groups))
-		w       pgx.Batch
-		// wsr_entries columns
-		eClient, eID, eHeaders, ePayload [][]byte
-		eSeq, eExpires, eSize            []int64
-	)
-	for _, g := range groups {
-		ob := state[g.client]
-		if k := len(ob.evict); k > 0 {
-			w.Queue(`DELETE FROM wsr_entries WHERE client = $1 AND seq <= $2`, []byte(g.client), ob.evict[k-1].seq)
-			for _, e := range ob.evict {
-				evicted = append(evicted, queue.Evicted{Client: g.client, Seq: uint64(e.seq), ID: e.id})
-				recs = append(recs, settleRec{id: e.id, client: g.client, seq: e.seq, code: int32(protocol.RejectEvicted), reason: evictedReason})
-				ob.bytes -= e.size
-			}
-			ob.acked += int64(k)
-			ob.messages -= int64(k)
-		}
-		for _, j := range g.idx {
-			e := &msgs[j].Entry
-			ob.last++
-			seqs[j] = uint64(ob.last)
-			eClient, eSeq, eID = append(eClient, []byte(g.client)), append(eSeq, ob.last), append(eID, e.ID[:])
-			eHeaders, ePayload = append(eHeaders, encodeHeaders(e.Headers)), append(ePayload, nonNil(e.Payload))
-			eExpires, eSize = append(eExpires, e.Expires), append(eSize, entrySize(e))
-			recs = append(recs, settleRec{id: e.ID, client: g.client, seq: ob.last, pending: true})
-		}
-		ob.messages += int64(len(g.idx))
-		ob.bytes += g.size
-		notify = append(notify, hex.EncodeToString([]byte(g.client)))
-	}
-	w.Queue(`
-INSERT INTO wsr_entries (client, seq, id, headers, payload, expires, size, queued)
-SELECT t.c, t.s, t.i, t.h, t.p, t.e, t.z, $8
-FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bigint[], $7::bigint[]) AS t(c, s, i, h, p, e, z)`,
-		eClient, eSeq, eID, eHeaders, ePayload, eExpires, eSize, now)
-	w.Queue(upsertSettledSQL, settledArgs(now, recs)...)
-	var last, acked, messages, bytes []int64
-	for _, name := range names {
-		ob := state[string(name)]
-		last, acked = append(last, ob.last), append(acked, ob.acked)
-		messages, bytes = append(messages, ob.messages), append(bytes, ob.bytes)
-	}
-	w.Queue(`
-UPDATE wsr_outboxes o SET last_seq = t.l, acked = t.a, messages = t.m, bytes = t.b
-FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(c, l, a, m, b)
-WHERE o.client = t.c`, names, last, acked, messages, bytes)
-	if err := tx.SendBatch(ctx, &w).Close(); err != nil {
-		return nil, nil, nil, err
-	}
-	return seqs, evicted, notify, nil
-}
-
 func nonNil(b []byte) []byte {
 	if b == nil {
 		return []byte{}
 	}
 	return b
-}
-
-// makeRoom decides which of the oldest entries of ob must go so that g
-// fits, reading their sizes page by page. Without eviction, or when g
-// alone is over the limits, a push that does not fit fails with
-// queue.ErrFull.
-func (s *Store) makeRoom(ctx context.Context, tx pgx.Tx, g *pushGroup, ob *outboxRow) error {
-	l, n := s.limits, int64(len(g.idx))
-	if l.fits(ob.messages+n, ob.bytes+g.size) {
-		return nil
-	}
-	if !l.evict || !l.fits(n, g.size) {
-		return l.fullError(g.client, ob.messages, ob.bytes, len(g.idx), g.size)
-	}
-	var (
-		freed int64
-		page  []heldEntry
-		after = ob.acked
-	)
-	for k := int64(0); !l.fits(ob.messages-k+n, ob.bytes-freed+g.size); k++ {
-		if len(page) == 0 {
-			rows, _ := tx.Query(ctx, `SELECT seq, id, size FROM wsr_entries WHERE client = $1 AND seq > $2 ORDER BY seq LIMIT 256`,
-				[]byte(g.client), after)
-			var (
-				h  heldEntry
-				id []byte
-			)
-			if _, err := pgx.ForEachRow(rows, []any{&h.seq, &id, &h.size}, func() error {
-				copy(h.id[:], id)
-				page = append(page, h)
-				return nil
-			}); err != nil {
-				return err
-			}
-			if len(page) == 0 {
-				// Only counts that disagree with the entries get here.
-				return l.fullError(g.client, ob.messages, ob.bytes, len(g.idx), g.size)
-			}
-			after = page[len(page)-1].seq
-		}
-		ob.evict = append(ob.evict, page[0])
-		freed += page[0].size
-		page = page[1:]
-	}
-	return nil
-}
-
-// applyAck is AckOutbox within the writer's transaction: fenced by the
-// claim on o.peer, it deletes the client's entries up to o.seq and
-// returns their settlement records, which the caller writes together
-// with the batch's others (in ID order: see upsertSettled).
-func (s *Store) applyAck(ctx context.Context, tx pgx.Tx, o *op) ([]settleRec, error) {
-	client := []byte(o.peer)
-	var one int
-	err := tx.QueryRow(ctx, fenceSQL, client, s.node, o.epoch).Scan(&one)
-	if errors.Is(err, pgx.ErrNoRows) {
-		o.err = fencedError(o.kind.String(), o.peer)
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var last, acked int64
-	err = tx.QueryRow(ctx, `SELECT last_seq, acked FROM wsr_outboxes WHERE client = $1 FOR UPDATE`, client).Scan(&last, &acked)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	upTo := min(o.seq, last)
-	if upTo <= acked {
-		return nil, nil
-	}
-	outcomes := make(map[int64]queue.Outcome, len(o.outcomes))
-	for _, oc := range o.outcomes {
-		if _, ok := outcomes[int64(oc.Seq)]; !ok && oc.Seq <= 1<<63-1 {
-			outcomes[int64(oc.Seq)] = oc
-		}
-	}
-	rows, _ := tx.Query(ctx, `DELETE FROM wsr_entries WHERE client = $1 AND seq <= $2 RETURNING seq, id, size`, client, upTo)
-	var (
-		recs  []settleRec
-		freed int64
-		seq   int64
-		id    []byte
-		size  int64
-	)
-	if _, err := pgx.ForEachRow(rows, []any{&seq, &id, &size}, func() error {
-		r := settleRec{client: o.peer, seq: seq}
-		copy(r.id[:], id)
-		if oc, ok := outcomes[seq]; ok {
-			r.code, r.reason = int32(oc.Code), oc.Reason
-		}
-		recs = append(recs, r)
-		freed += size
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	// Later sequences replace earlier ones for a repeated ID, as records
-	// written one by one would.
-	slices.SortFunc(recs, func(a, b settleRec) int { return cmp.Compare(a.seq, b.seq) })
-	_, err = tx.Exec(ctx, `UPDATE wsr_outboxes SET acked = $2, messages = messages - $3, bytes = bytes - $4 WHERE client = $1`,
-		client, upTo, int64(len(recs)), freed)
-	return recs, err
 }
 
 // AckOutbox deletes client's entries with Seq <= upTo and records their

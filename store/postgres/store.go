@@ -217,18 +217,16 @@ func mapErr(err error) error {
 // a serialization failure is run again (it changed nothing).
 const retries = 3
 
-// errRetry makes inTx run a transaction again: it met a row deleted
-// under it (an outbox expired while a push waited for its lock).
-var errRetry = errors.New("postgres: transaction must run again")
-
 // inTx runs fn in a transaction, again (up to retries times) when the
-// server aborted it for a deadlock or a serialization failure, or fn
-// returned errRetry.
+// server aborted it for a deadlock, a serialization failure or a unique
+// violation (it changed nothing).
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := pgx.BeginFunc(ctx, s.pool, fn)
 		var pe *pgconn.PgError
-		again := errors.Is(err, errRetry) || (errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001"))
+		// 23505: a row another transaction created meanwhile (a new
+		// outbox); the next run finds it.
+		again := errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001" || pe.Code == "23505")
 		if err == nil || attempt > retries || !again {
 			return err
 		}

@@ -22,6 +22,7 @@ const (
 	opTouch
 	opAckOutbox
 	opMarkReported
+	opPush
 )
 
 func (k opKind) String() string {
@@ -36,6 +37,8 @@ func (k opKind) String() string {
 		return "ack outbox"
 	case opMarkReported:
 		return "mark reported"
+	case opPush:
+		return "push"
 	}
 	return fmt.Sprintf("op %d", uint8(k))
 }
@@ -51,8 +54,14 @@ type op struct {
 	outcomes []queue.Outcome
 	ids      []protocol.MessageID
 	epoch    int64 // the claim the write is fenced by
-	err      error
-	done     chan struct{}
+	// a push's messages, grouped, and its results
+	msgs    []queue.Push
+	groups  []pushGroup
+	seqs    []uint64
+	evicted []queue.Evicted
+	hints   []string // hex client IDs to NOTIFY once committed
+	err     error
+	done    chan struct{}
 }
 
 // submit checks o, fences it with this store's claim on its peer, hands
@@ -63,7 +72,7 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 		return queue.ErrClosed
 	}
 	name := o.kind.String()
-	if o.kind != opMarkReported {
+	if o.kind != opMarkReported && o.kind != opPush {
 		if o.kind == opAckOutbox {
 			if err := checkClient(o.peer); err != nil {
 				return err
@@ -129,11 +138,18 @@ func (s *Store) commit(batch []*op) {
 	defer cancel()
 	err := s.inTx(ctx, func(tx pgx.Tx) error { return s.apply(ctx, tx, batch) })
 	if err == nil {
+		var hints []string
+		for _, o := range batch {
+			if o.kind == opPush && o.err == nil {
+				hints = append(hints, o.hints...)
+			}
+		}
+		s.hint(ctx, hints)
 		return
 	}
 	s.log.Warn("group commit failed", "writes", len(batch), "error", err)
 	for _, o := range batch {
-		if o.err == nil || !errors.Is(o.err, queue.ErrFenced) {
+		if !errors.Is(o.err, queue.ErrFenced) {
 			o.err = wrap(o.kind.String(), err)
 		}
 	}
@@ -188,6 +204,7 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 	var (
 		b      pgx.Batch
 		acks   []*op
+		pushes []*op
 		report []protocol.MessageID
 	)
 	for _, o := range sorted {
@@ -212,6 +229,8 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 			b.Queue(touchSQL, peer, s.node, o.epoch, now).QueryRow(fenced)
 		case opAckOutbox:
 			acks = append(acks, o)
+		case opPush:
+			pushes = append(pushes, o)
 		case opMarkReported:
 			report = append(report, o.ids...)
 		}
@@ -240,16 +259,10 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 			return err
 		}
 	}
-	var recs []settleRec
-	for _, o := range acks {
-		r, err := s.applyAck(ctx, tx, o)
-		if err != nil {
+	if len(acks)+len(pushes) > 0 {
+		if err := s.applyOutboxes(ctx, tx, now, acks, pushes); err != nil {
 			return err
 		}
-		recs = append(recs, r...)
-	}
-	if err := upsertSettled(ctx, tx, now, recs); err != nil {
-		return err
 	}
 	if e := s.opts.Queue.IdleExpiry; e > 0 && now >= s.sweepAt {
 		if err := s.sweep(ctx, tx, now); err != nil {
@@ -260,6 +273,54 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 	return nil
 }
 
+// applyOutboxes applies a batch's outbox acks and pushes: it checks the
+// acks' claims, locks every outbox concerned in client order, deletes
+// what the acks cover, then applies the pushes in turn, and writes the
+// settlement records of all of them in one statement.
+func (s *Store) applyOutboxes(ctx context.Context, tx pgx.Tx, now int64, acks, pushes []*op) error {
+	x := &outboxTx{s: s, ctx: ctx, tx: tx, now: now, rows: map[string]*outboxRow{}}
+	seen := map[string]bool{}
+	var clients [][]byte
+	add := func(c string) {
+		if !seen[c] {
+			seen[c] = true
+			clients = append(clients, []byte(c))
+		}
+	}
+	for _, o := range acks {
+		add(o.peer)
+	}
+	for _, o := range pushes {
+		for _, g := range o.groups {
+			add(g.client)
+		}
+	}
+	slices.SortFunc(clients, func(a, b []byte) int { return slices.Compare(a, b) })
+	if len(acks) > 0 {
+		if err := x.fence(acks); err != nil {
+			return err
+		}
+	}
+	if err := x.lock(clients); err != nil {
+		return err
+	}
+	for _, o := range acks {
+		if o.err == nil {
+			x.ack(o)
+		}
+	}
+	// The pushes' limits count what the acks leave.
+	if err := x.flush(); err != nil {
+		return err
+	}
+	for _, o := range pushes {
+		if err := x.push(o); err != nil {
+			return err
+		}
+	}
+	return x.finish()
+}
+
 // sweepChunk bounds the idle peers one commit expires.
 const sweepChunk = 1024
 
@@ -268,8 +329,8 @@ const sweepChunk = 1024
 // time), as the queue package's stores do. A peer whose push outbox
 // holds messages is kept and counts as used now. Outbox rows are locked
 // before their entries are counted, so a concurrent Push either
-// committed its entries first (the peer is kept) or finds its outbox
-// gone and runs again, creating it afresh.
+// committed its entries first (the peer is kept) or finds the outbox
+// gone once it gets the lock, and creates it afresh.
 func (s *Store) sweep(ctx context.Context, tx pgx.Tx, now int64) error {
 	rows, _ := tx.Query(ctx, `
 SELECT peer FROM wsr_peers WHERE last_used < $1 ORDER BY last_used LIMIT $2 FOR UPDATE SKIP LOCKED`,
