@@ -38,7 +38,9 @@ type Notifier interface {
 	// Notify makes the store call fn with the client of every push
 	// committed from now on, by any process sharing the store, from one
 	// goroutine, until the store closes. A hint may be lost (a dropped
-	// database connection): the server also polls, and a reconnecting
-	// client always gets what its outbox holds.
+	// database connection, a process dying between a push's commit and
+	// its hint): the server also polls, and a reconnecting client always
+	// gets what its outbox holds. A hint never precedes the commit of its
+	// push.
 	Notify(fn func(client string))
 }

@@ -159,6 +159,9 @@ func (s *Store) Push(ctx context.Context, msgs []queue.Push) ([]uint64, []queue.
 		return nil, nil, err
 	}
 	o := &op{kind: opPush, msgs: msgs, groups: groupPushes(msgs)}
+	for _, g := range o.groups {
+		o.size += g.size
+	}
 	if err := s.submit(ctx, o); err != nil {
 		return nil, nil, err
 	}

@@ -24,12 +24,13 @@ import (
 type Options struct {
 	// Queue carries the store limits and policies shared with the queue
 	// package. Of its fields, OutboxMaxMessages, OutboxMaxBytes,
-	// OutboxEvict, StatusRetention, IdleExpiry, MaxBatch and Logger
-	// apply, with the defaults documented there; the others are ignored
-	// (durability is the database's synchronous_commit). Idle peers are
-	// expired by the writer's commits, at most 1,024 a commit, and only
-	// peers with a last-used time (every SetWatermark, Bind and Touch
-	// records one) are considered.
+	// OutboxEvict, StatusRetention, IdleExpiry, MaxBatch, MaxBatchBytes
+	// (the pushed bytes a group commit takes) and Logger apply, with the
+	// defaults documented there; the others are ignored (durability is
+	// the database's synchronous_commit). Idle peers are expired by the
+	// writer's commits, at most 1,024 a commit, and only peers with a
+	// last-used time (every SetWatermark, Bind and Touch records one) are
+	// considered.
 	Queue queue.Options
 	// NodeID names this store in the wsr_owners rows it claims. Zero: a
 	// random UUID per Open, which is what fencing needs: two stores must
@@ -129,6 +130,8 @@ func (o *Options) withDefaults() (Options, error) {
 	switch {
 	case q.MaxBatch < 0:
 		return c, fmt.Errorf("postgres: Options.Queue.MaxBatch is negative (%d)", q.MaxBatch)
+	case q.MaxBatchBytes < 0:
+		return c, fmt.Errorf("postgres: Options.Queue.MaxBatchBytes is negative (%d)", q.MaxBatchBytes)
 	case c.CommitTimeout < 0:
 		return c, fmt.Errorf("postgres: Options.CommitTimeout is negative (%s)", c.CommitTimeout)
 	case c.MaxConns < 0:
@@ -148,6 +151,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if q.MaxBatch == 0 {
 		q.MaxBatch = 1024
+	}
+	if q.MaxBatchBytes == 0 {
+		q.MaxBatchBytes = 4 << 20
 	}
 	if q.Logger == nil {
 		q.Logger = slog.New(slog.DiscardHandler)

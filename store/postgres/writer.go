@@ -60,6 +60,7 @@ type op struct {
 	seqs    []uint64
 	evicted []queue.Evicted
 	hints   []string // hex client IDs to NOTIFY once committed
+	size    int64    // a push's entry sizes, against MaxBatchBytes
 	err     error
 	done    chan struct{}
 }
@@ -102,22 +103,34 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 }
 
 // writer is the group-commit goroutine: it takes the writes that queued
-// up while the previous transaction ran and commits them together. It
-// exits when the store closes (after the batch it holds).
+// up while the previous transaction ran (up to MaxBatch calls and
+// MaxBatchBytes of pushed entries, at least one call) and commits them
+// together. It exits when the store closes, after the batch it holds
+// (a call taken for the next batch is committed first).
 func (s *Store) writer() {
+	var next *op // taken, but over the previous batch's byte bound
 	for {
-		var batch []*op
-		select {
-		case o := <-s.ops:
-			batch = append(batch, o)
-		case <-s.closing:
-			return
+		first := next
+		next = nil
+		if first == nil {
+			select {
+			case first = <-s.ops:
+			case <-s.closing:
+				return
+			}
 		}
+		batch := []*op{first}
+		bytes := first.size
 	more:
 		for len(batch) < s.opts.Queue.MaxBatch {
 			select {
 			case o := <-s.ops:
+				if bytes+o.size > int64(s.opts.Queue.MaxBatchBytes) {
+					next = o
+					break more
+				}
 				batch = append(batch, o)
+				bytes += o.size
 			default:
 				break more
 			}
