@@ -63,13 +63,15 @@ type Store struct {
 	log    *slog.Logger
 	limits limits
 
-	ops     chan *op
-	pruneAt int64 // Unix ms when the writer next prunes settlement records; writer only
-	sweepAt int64 // Unix ms when the writer next expires idle peers; writer only
-	closing chan struct{}
-	closeMu sync.Mutex
-	closed  bool
-	wg      sync.WaitGroup
+	ops chan *op
+	// done holds when the writer next prunes settlement records and
+	// expires idle peers; due, what a transaction under way sets them
+	// to. Writer only.
+	done, due schedule
+	closing   chan struct{}
+	closeMu   sync.Mutex
+	closed    bool
+	wg        sync.WaitGroup
 
 	mu     sync.Mutex
 	claims map[string]int64 // peer → epoch this store claimed it at
@@ -117,6 +119,12 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	s.wg.Go(s.writer)
 	s.log.Info("postgres store open", "node", s.node)
 	return s, nil
+}
+
+// schedule is when the writer's periodic work is next due, in Unix ms.
+type schedule struct {
+	pruneAt int64 // prune reported settlement records
+	sweepAt int64 // expire idle peers
 }
 
 // withDefaults returns a copy of o (nil: all defaults) with zero fields

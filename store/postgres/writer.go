@@ -151,6 +151,7 @@ func (s *Store) commit(batch []*op) {
 	defer cancel()
 	err := s.inTx(ctx, func(tx pgx.Tx) error { return s.apply(ctx, tx, batch) })
 	if err == nil {
+		s.done = s.due
 		var hints []string
 		for _, o := range batch {
 			if o.kind == opPush && o.err == nil {
@@ -204,16 +205,19 @@ t AS (
 SELECT count(*) FROM o`
 )
 
-// apply runs batch's writes in tx: the single-statement ones pipelined
-// in one round trip, then the outbox acks one by one. Rows are locked
-// in (peer, stream) and client order, so two nodes' batches cannot
-// deadlock on each other.
+// apply runs batch's writes in tx: the single-statement ones (and the
+// pruning of settlement records, when due) pipelined in one round trip,
+// then the outbox acks and pushes, then the idle expiry when due. Rows
+// are locked in (peer, stream) and client order, so two nodes' batches
+// do not deadlock on each other. The next pruning and expiry times it
+// sets in s.due take effect if the transaction commits.
 func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 	sorted := slices.Clone(batch)
 	slices.SortFunc(sorted, func(a, b *op) int {
 		return cmp.Or(cmp.Compare(a.peer, b.peer), slices.Compare(a.stream[:], b.stream[:]))
 	})
 	now := s.nowMilli()
+	s.due = s.done
 	var (
 		b      pgx.Batch
 		acks   []*op
@@ -259,13 +263,13 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 			b.Queue(`UPDATE wsr_settled SET reported = true WHERE id = ANY($1) AND NOT pending AND NOT reported`, ids)
 		}
 	}
-	if r := s.opts.Queue.StatusRetention; r > 0 && now >= s.pruneAt {
+	if r := s.opts.Queue.StatusRetention; r > 0 && now >= s.done.pruneAt {
 		// Reported records past the retention go, a chunk per commit at
 		// most every hundredth of the retention (Status hides them
 		// meanwhile).
 		b.Queue(`DELETE FROM wsr_settled WHERE id IN (
 			SELECT id FROM wsr_settled WHERE reported AND at < $1 ORDER BY at LIMIT 1024)`, now-r.Milliseconds())
-		s.pruneAt = now + max(r.Milliseconds()/100, 1)
+		s.due.pruneAt = now + max(r.Milliseconds()/100, 1)
 	}
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
@@ -277,11 +281,11 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 			return err
 		}
 	}
-	if e := s.opts.Queue.IdleExpiry; e > 0 && now >= s.sweepAt {
+	if e := s.opts.Queue.IdleExpiry; e > 0 && now >= s.done.sweepAt {
 		if err := s.sweep(ctx, tx, now); err != nil {
 			return err
 		}
-		s.sweepAt = now + min(e/100, time.Hour).Milliseconds()
+		s.due.sweepAt = now + min(e/100, time.Hour).Milliseconds()
 	}
 	return nil
 }
