@@ -37,9 +37,12 @@ type Owner interface {
 type Notifier interface {
 	// Notify makes the store call fn with the client of every push
 	// committed from now on, by any process sharing the store, from one
-	// goroutine, until the store closes. Hints can be lost while the
-	// store's listening connection is down; once it is back the store
-	// calls fn("") to say so, and the server then looks at every client
-	// it serves. A reconnecting client always gets what its outbox holds.
+	// goroutine, until the store closes. A hint never precedes the commit
+	// of its push, but hints can be lost: while the store's listening
+	// connection is down (once it is back the store calls fn("") to say
+	// so, and the server then looks at every client it serves), or when
+	// a process dies between a push's commit and its hint (the server
+	// also looks at every client now and then). A reconnecting client
+	// always gets what its outbox holds.
 	Notify(fn func(client string))
 }

@@ -21,12 +21,19 @@ import (
 //   - a write the store fences out ends the session: the client is
 //     already on another server;
 //   - a push hint (queue.Notifier) wakes the client's session here, and
-//     the server polls (fleetPoll) for what hints cannot carry: settlements
-//     made by other servers, for the receipts waited on here.
+//     the server polls (fleetPoll) for what hints cannot carry:
+//     settlements made by other servers, for the receipts waited on here;
+//     every fleetSweep it also looks at every session, for pushes whose
+//     hint was lost.
 
 // fleetPoll is how often a server in a fleet looks for settlements made by
 // other servers, for the receipts waited on here and OnSettled.
 const fleetPoll = time.Second
+
+// fleetSweep is how often a server in a fleet looks at every client it
+// serves for pushes whose hint was lost (a process died between a push's
+// commit and its hint): a store read per session, so not often.
+const fleetSweep = 30 * time.Second
 
 // fleet is the fleet side of a server; nil methods do nothing when the
 // store is not shared.
@@ -63,11 +70,15 @@ func newFleet(s *Server) *fleet {
 func (f *fleet) poll(s *Server) {
 	t := time.NewTicker(fleetPoll)
 	defer t.Stop()
+	sweep := time.NewTicker(fleetSweep)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-t.C:
 			s.recheckReceipts()
 			s.reporter.kick()
+		case <-sweep.C:
+			s.wakeAll()
 		case <-f.done:
 			return
 		}

@@ -66,6 +66,9 @@ func TestServerStore(t *testing.T, h Harness) {
 		{"SettledNegativeRetention", testSettledNegativeRetention},
 		{"SettledRetention", testSettledRetention},
 		{"SettledDuplicateIDs", testSettledDuplicateIDs},
+		{"IdleExpires", testIdleExpires},
+		{"IdleKeepsPushes", testIdleKeepsPushes},
+		{"IdleNever", testIdleNever},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
@@ -786,10 +789,16 @@ func (c *clock) Advance(d time.Duration) {
 // harness has no clock hook.
 func useClock(t *testing.T, h Harness, s queue.ServerStore) *clock {
 	t.Helper()
+	return useClockAt(t, h, s, time.UnixMilli(1_700_000_000_000))
+}
+
+// useClockAt is useClock with a clock starting at start.
+func useClockAt(t *testing.T, h Harness, s queue.ServerStore, start time.Time) *clock {
+	t.Helper()
 	if h.SetClock == nil {
 		t.Skip("queuetest: SKIPPING: the harness has no SetClock hook; this test needs a settable clock")
 	}
-	c := &clock{now: time.UnixMilli(1_700_000_000_000)}
+	c := &clock{now: start}
 	h.SetClock(s, c.Now)
 	return c
 }
@@ -1002,4 +1011,114 @@ func testSettledDuplicateIDs(t *testing.T, h Harness) {
 	if got := mustStatus(t, s, e.ID); got.Pending || got.Client != "a" {
 		t.Fatalf("Status after acking a = %+v, want a's settled record", got)
 	}
+}
+
+func mustBind(t *testing.T, s queue.ServerStore, peer, identity string) {
+	t.Helper()
+	if err := s.Bind(ctxFor(t), peer, identity); err != nil {
+		t.Fatalf("Bind(%q): %v", peer, err)
+	}
+}
+
+func mustTouch(t *testing.T, s queue.ServerStore, peer string) {
+	t.Helper()
+	if err := s.Touch(ctxFor(t), peer); err != nil {
+		t.Fatalf("Touch(%q): %v", peer, err)
+	}
+}
+
+func wantBinding(t *testing.T, s queue.ServerStore, peer, identity string) {
+	t.Helper()
+	if got, err := s.Binding(peer); err != nil || got != identity {
+		t.Errorf("Binding(%q) = %q, %v; want %q", peer, got, err, identity)
+	}
+}
+
+// streamAB is a stream of peer "a" whose key starts with "ab", like the
+// keys of peer "ab".
+var streamAB = protocol.StreamID{'b', 1}
+
+// testIdleExpires: a peer's binding and watermarks go once it has been
+// unused for longer than IdleExpiry; a write or Touch keeps them.
+// The clock starts now, so times recorded at Open are not in its future.
+func testIdleExpires(t *testing.T, h Harness) {
+	s := h.Open(t, &queue.Options{IdleExpiry: time.Hour})
+	clock := useClockAt(t, h, s, time.Now())
+	claim(t, s, "a", "ab", "b", "c", "z")
+	mustBind(t, s, "a", "alice")
+	mustSetWatermark(t, s, "a", streamAB, 3)
+	mustSetWatermark(t, s, "a", protocol.StreamID{2}, 4)
+	mustSetWatermark(t, s, "ab", protocol.StreamID{3}, 5)
+	mustBind(t, s, "b", "bob")
+	mustSetWatermark(t, s, "b", protocol.StreamID{4}, 6)
+	mustSetWatermark(t, s, "c", protocol.StreamID{5}, 7)
+
+	clock.Advance(30 * time.Minute)
+	mustTouch(t, s, "b")
+	mustSetWatermark(t, s, "ab", protocol.StreamID{3}, 8)
+	clock.Advance(45 * time.Minute)
+	// A write lets a writer find what came due; reads let a Memory.
+	mustTouch(t, s, "z")
+
+	wantBinding(t, s, "a", "")
+	wantWatermark(t, s, "a", streamAB, 0)
+	wantWatermark(t, s, "a", protocol.StreamID{2}, 0)
+	wantWatermark(t, s, "c", protocol.StreamID{5}, 0)
+	wantWatermark(t, s, "ab", protocol.StreamID{3}, 8)
+	wantBinding(t, s, "b", "bob")
+	wantWatermark(t, s, "b", protocol.StreamID{4}, 6)
+
+	// Expired state is gone, not poisoned: the peer starts afresh.
+	mustBind(t, s, "a", "another")
+	wantBinding(t, s, "a", "another")
+}
+
+// testIdleKeepsPushes: a peer whose push outbox holds messages is never
+// expired; once they are acked it is, with its empty outbox.
+func testIdleKeepsPushes(t *testing.T, h Harness) {
+	s := h.Open(t, &queue.Options{IdleExpiry: time.Hour})
+	clock := useClockAt(t, h, s, time.Now())
+	claim(t, s, "p", "q", "z")
+	for _, p := range []string{"p", "q"} {
+		mustBind(t, s, p, "id-"+p)
+		mustSetWatermark(t, s, p, protocol.StreamID{9}, 1)
+		mustPush(t, s, push(p, 1))
+	}
+	mustAckOutbox(t, s, "q", 1)
+	clock.Advance(2 * time.Hour)
+	mustTouch(t, s, "z")
+
+	wantBinding(t, s, "p", "id-p")
+	wantWatermark(t, s, "p", protocol.StreamID{9}, 1)
+	if info := mustInfo(t, s, "p"); info.Messages != 1 || info.Stream.IsZero() {
+		t.Errorf("OutboxInfo(p) = %+v, want its push kept", info)
+	}
+	wantBinding(t, s, "q", "")
+	wantWatermark(t, s, "q", protocol.StreamID{9}, 0)
+	if info := mustInfo(t, s, "q"); !info.Stream.IsZero() {
+		t.Errorf("OutboxInfo(q) = %+v, want the empty outbox gone", info)
+	}
+
+	// Once its pushes are acked, p expires in its turn.
+	mustAckOutbox(t, s, "p", 1)
+	clock.Advance(2 * time.Hour)
+	mustTouch(t, s, "z")
+	wantBinding(t, s, "p", "")
+	wantWatermark(t, s, "p", protocol.StreamID{9}, 0)
+	if info := mustInfo(t, s, "p"); !info.Stream.IsZero() {
+		t.Errorf("OutboxInfo(p) = %+v, want it gone", info)
+	}
+}
+
+// testIdleNever: a negative IdleExpiry keeps everything.
+func testIdleNever(t *testing.T, h Harness) {
+	s := h.Open(t, &queue.Options{IdleExpiry: -1})
+	clock := useClockAt(t, h, s, time.Now())
+	claim(t, s, "a", "z")
+	mustBind(t, s, "a", "alice")
+	mustSetWatermark(t, s, "a", protocol.StreamID{1}, 3)
+	clock.Advance(10 * 365 * 24 * time.Hour)
+	mustTouch(t, s, "z")
+	wantBinding(t, s, "a", "alice")
+	wantWatermark(t, s, "a", protocol.StreamID{1}, 3)
 }

@@ -24,13 +24,13 @@
 //
 // # Group commit
 //
-// Watermark, binding, touch, outbox-ack and MarkReported writes from many
-// goroutines are handed to one writer goroutine that commits them
-// together, each in the shared transaction, each caller learning its own
-// result: a fenced write fails alone and changes nothing; a failed commit
-// fails every write of the batch. Push commits each call in its own
-// transaction (a call is already a batch), with a NOTIFY on channel
-// wsr_push per client.
+// Watermark, binding, touch, push, outbox-ack and MarkReported writes
+// from many goroutines are handed to one writer goroutine that commits
+// them together, each caller learning its own result: a fenced write,
+// or a push refused with ErrFull, fails alone and changes nothing; a
+// failed commit fails every write of the batch. Each Push call is all or
+// none, and a call for many clients is never split. After the commit
+// the writer sends a NOTIFY on channel wsr_push per pushed client.
 //
 // # Durability
 //
@@ -42,10 +42,10 @@
 // success; the writes here are idempotent or sequence-checked, so
 // retrying them is safe.
 //
-// # Caveats
+// # Expiry
 //
-// Options.Queue.IdleExpiry is not implemented yet: idle peers' state is
-// kept until deleted by hand. The settlement retention
-// (StatusRetention) applies: reported records are pruned on
-// MarkReported.
+// Idle peers (Options.Queue.IdleExpiry) and reported settlement records
+// past Options.Queue.StatusRetention are deleted by the writer's
+// commits, in chunks, as the queue package's stores do. Claims
+// (wsr_owners rows) are kept: they are small and fencing needs them.
 package postgres

@@ -15,10 +15,10 @@ import (
 
 // TestFailover: writes from several goroutines (watermarks through the
 // group commit, pushes in their own transactions) to a primary with a
-// synchronous standby, through a multi-host DSN. After 400 acknowledged
+// synchronous standby, through a multi-host DSN. After 3,000 acknowledged
 // writes the primary's processes are SIGKILLed and the standby promoted;
 // the same store carries on (its pool reconnects to the new primary)
-// until 200 more writes are acknowledged. Then every acknowledged write
+// until 1,000 more writes are acknowledged. Then every acknowledged write
 // is checked on the new primary: none may be missing.
 func TestFailover(t *testing.T) {
 	if testing.Short() {
@@ -28,7 +28,7 @@ func TestFailover(t *testing.T) {
 	c.StartStandby()
 	s := openStore(t, c.MultiHostDSN(), nil)
 	ctx := testCtx(t)
-	const writers, pushers, before, after = 4, 2, 400, 200
+	const writers, pushers, before, after = 8, 4, 3000, 1000
 	stream := protocol.StreamID{3}
 	for i := range writers {
 		if err := s.Claim(ctx, fmt.Sprint("peer-", i)); err != nil {

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -180,6 +181,56 @@ func TestFencedWritesInOneBatch(t *testing.T) {
 		}
 		if i%2 == 1 && (!errors.Is(err, queue.ErrFenced) || wm != 0) {
 			t.Errorf("peer %d taken over: SetWatermark = %v, watermark %d; want ErrFenced, 0", i, err, wm)
+		}
+	}
+}
+
+// TestPushFullFailsAlone: concurrent pushes are group committed, yet each
+// call is all or none on its own: pushes over a full outbox fail with
+// ErrFull while those sharing their transactions commit.
+func TestPushFullFailsAlone(t *testing.T) {
+	c := pgtest.Start(t)
+	s := openStore(t, c.NewSchema(t), &postgres.Options{Queue: queue.Options{OutboxMaxMessages: 5}})
+	ctx := testCtx(t)
+	const n = 40
+	errs := make([]error, n)
+	seqs := make([][]uint64, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			msgs := []queue.Push{{Client: "full", Entry: queue.Entry{ID: messageID(1, uint64(i))}}}
+			if i%2 == 1 {
+				msgs = []queue.Push{{Client: fmt.Sprint("free-", i), Entry: queue.Entry{ID: messageID(2, uint64(i))}}}
+			}
+			seqs[i], _, errs[i] = s.Push(ctx, msgs)
+		})
+	}
+	wg.Wait()
+	var full []uint64
+	refused := 0
+	for i, err := range errs {
+		switch {
+		case i%2 == 1 && (err != nil || len(seqs[i]) != 1 || seqs[i][0] != 1):
+			t.Errorf("push to a free outbox = %v, %v; want [1]", seqs[i], err)
+		case i%2 == 0 && errors.Is(err, queue.ErrFull):
+			refused++
+		case i%2 == 0 && err == nil:
+			full = append(full, seqs[i][0])
+		case i%2 == 0:
+			t.Errorf("push to the full outbox: %v", err)
+		}
+	}
+	slices.Sort(full)
+	if !slices.Equal(full, []uint64{1, 2, 3, 4, 5}) || refused != n/2-5 {
+		t.Fatalf("full outbox: sequences %v, %d refused; want 1..5 and %d refused", full, refused, n/2-5)
+	}
+	if info, err := s.OutboxInfo("full"); err != nil || info.Messages != 5 || info.LastSeq != 5 {
+		t.Fatalf("OutboxInfo = %+v, %v", info, err)
+	}
+	for i := 0; i < n; i += 2 {
+		st, found, err := s.Status(messageID(1, uint64(i)))
+		if err != nil || found != (errs[i] == nil) || (found && !st.Pending) {
+			t.Errorf("Status of push %d (err %v) = %+v, %v, %v", i, errs[i], st, found, err)
 		}
 	}
 }

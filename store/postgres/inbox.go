@@ -17,8 +17,10 @@ func (s *Store) Watermark(peer string, stream protocol.StreamID) (uint64, error)
 	if s.isClosed() {
 		return 0, queue.ErrClosed
 	}
+	ctx, cancel := s.readCtx()
+	defer cancel()
 	var seq int64
-	err := s.pool.QueryRow(context.Background(),
+	err := s.pool.QueryRow(ctx,
 		`SELECT seq FROM wsr_watermarks WHERE peer = $1 AND stream = $2`, []byte(peer), stream[:]).Scan(&seq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
@@ -47,8 +49,10 @@ func (s *Store) Binding(peer string) (string, error) {
 	if s.isClosed() {
 		return "", queue.ErrClosed
 	}
+	ctx, cancel := s.readCtx()
+	defer cancel()
 	var id []byte
-	err := s.pool.QueryRow(context.Background(), `SELECT identity FROM wsr_bindings WHERE peer = $1`, []byte(peer)).Scan(&id)
+	err := s.pool.QueryRow(ctx, `SELECT identity FROM wsr_bindings WHERE peer = $1`, []byte(peer)).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil
 	}
@@ -64,9 +68,9 @@ func (s *Store) Bind(ctx context.Context, peer, identity string) error {
 	return s.submit(ctx, &op{kind: opBind, peer: peer, identity: identity})
 }
 
-// Touch records now as peer's last-used time, fenced by this store's
-// claim on peer, in the writer's next transaction. (The time is kept
-// for an idle expiry that is not implemented yet.)
+// Touch records now as peer's last-used time, from which
+// Options.Queue.IdleExpiry counts, fenced by this store's claim on peer,
+// in the writer's next transaction.
 func (s *Store) Touch(ctx context.Context, peer string) error {
 	return s.submit(ctx, &op{kind: opTouch, peer: peer})
 }

@@ -73,8 +73,16 @@ func (n *notifier) stop() {
 // listen keeps a LISTEN connection until ctx ends, delivering hints.
 func (s *Store) listen(ctx context.Context) {
 	backoff := notifyMinBackoff
-	for {
-		err := s.listenOnce(ctx, func() { backoff = notifyMinBackoff })
+	for again := false; ; again = true {
+		err := s.listenOnce(ctx, func() {
+			backoff = notifyMinBackoff
+			if again {
+				// Hints sent while the listener was away are lost:
+				// say so (queue.Notifier), so the server looks at
+				// every client it serves.
+				s.deliverHint("")
+			}
+		})
 		if ctx.Err() != nil {
 			return
 		}
@@ -117,11 +125,17 @@ func (s *Store) listenOnce(ctx context.Context, listening func()) error {
 			s.log.Warn("ignoring a malformed push hint", "payload_len", len(nt.Payload))
 			continue
 		}
-		s.notify.mu.Lock()
-		fns := s.notify.fns
-		s.notify.mu.Unlock()
-		for _, fn := range fns {
-			fn(string(client))
-		}
+		s.deliverHint(string(client))
+	}
+}
+
+// deliverHint calls every Notify function with client ("": hints may
+// have been lost).
+func (s *Store) deliverHint(client string) {
+	s.notify.mu.Lock()
+	fns := s.notify.fns
+	s.notify.mu.Unlock()
+	for _, fn := range fns {
+		fn(client)
 	}
 }

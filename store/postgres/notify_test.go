@@ -28,6 +28,7 @@ func TestNotifyAcrossStores(t *testing.T) {
 	client := "dev\x00\xff-1"
 	// await pushes to client from a until b reports it: LISTEN takes
 	// effect shortly after Notify returns, and after a reconnect.
+	lostSaid := false // a "" hint: hints may have been lost
 	await := func(what string) {
 		t.Helper()
 		deadline := time.After(30 * time.Second)
@@ -37,6 +38,10 @@ func TestNotifyAcrossStores(t *testing.T) {
 			}
 			select {
 			case got := <-hints:
+				if got == "" {
+					lostSaid = true
+					continue
+				}
 				if got != client {
 					t.Fatalf("hint for %q, want %q", got, client)
 				}
@@ -60,5 +65,11 @@ func TestNotifyAcrossStores(t *testing.T) {
 	for len(hints) > 0 {
 		<-hints
 	}
+	if lostSaid {
+		t.Fatal(`a "" hint (hints lost) before the listener lost anything`)
+	}
 	await("after the listener's connection was killed")
+	if !lostSaid {
+		t.Fatal(`no "" hint after the listener reconnected: the server would not know to look at its clients`)
+	}
 }

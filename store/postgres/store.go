@@ -25,17 +25,22 @@ import (
 type Options struct {
 	// Queue carries the store limits and policies shared with the queue
 	// package. Of its fields, OutboxMaxMessages, OutboxMaxBytes,
-	// OutboxEvict, StatusRetention, MaxBatch and Logger apply, with the
+	// OutboxEvict, StatusRetention, IdleExpiry, MaxBatch, MaxBatchBytes
+	// (the pushed bytes a group commit takes) and Logger apply, with the
 	// defaults documented there; the others are ignored (durability is
-	// the database's synchronous_commit, and IdleExpiry is not
-	// implemented yet).
+	// the database's synchronous_commit). Idle peers are expired by the
+	// writer's commits, at most 1,024 a commit, and only peers with a
+	// last-used time (every SetWatermark, Bind and Touch records one) are
+	// considered.
 	Queue queue.Options
 	// NodeID names this store in the wsr_owners rows it claims. Zero: a
 	// random UUID per Open, which is what fencing needs: two stores must
 	// never share a node ID.
 	NodeID string
 	// CommitTimeout bounds each group-commit transaction, from begin to
-	// commit. Zero: 30 s.
+	// commit, and each read of the methods that take no context
+	// (Watermark, Binding, OutboxInfo, ReadOutbox, Clients, Status,
+	// Unreported). Zero: 30 s.
 	CommitTimeout time.Duration
 	// Now is the clock of settlement records, last-used times and
 	// retention, for tests. Nil: time.Now.
@@ -71,12 +76,15 @@ type Store struct {
 	log    *slog.Logger
 	limits limits
 
-	ops     chan *op
-	pruneAt int64 // Unix ms when the writer next prunes settlement records; writer only
-	closing chan struct{}
-	closeMu sync.Mutex
-	closed  bool
-	wg      sync.WaitGroup
+	ops chan *op
+	// done holds when the writer next prunes settlement records and
+	// expires idle peers; due, what a transaction under way sets them
+	// to. Writer only.
+	done, due schedule
+	closing   chan struct{}
+	closeMu   sync.Mutex
+	closed    bool
+	wg        sync.WaitGroup
 
 	mu     sync.Mutex
 	claims map[string]int64 // peer → epoch this store claimed it at
@@ -134,6 +142,12 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	return s, nil
 }
 
+// schedule is when the writer's periodic work is next due, in Unix ms.
+type schedule struct {
+	pruneAt int64 // prune reported settlement records
+	sweepAt int64 // expire idle peers
+}
+
 // withDefaults returns a copy of o (nil: all defaults) with zero fields
 // filled in, or an error naming a bad field.
 func (o *Options) withDefaults() (Options, error) {
@@ -145,6 +159,8 @@ func (o *Options) withDefaults() (Options, error) {
 	switch {
 	case q.MaxBatch < 0:
 		return c, fmt.Errorf("postgres: Options.Queue.MaxBatch is negative (%d)", q.MaxBatch)
+	case q.MaxBatchBytes < 0:
+		return c, fmt.Errorf("postgres: Options.Queue.MaxBatchBytes is negative (%d)", q.MaxBatchBytes)
 	case c.CommitTimeout < 0:
 		return c, fmt.Errorf("postgres: Options.CommitTimeout is negative (%s)", c.CommitTimeout)
 	case c.MaxConns < 0:
@@ -159,8 +175,14 @@ func (o *Options) withDefaults() (Options, error) {
 	if q.StatusRetention == 0 {
 		q.StatusRetention = 24 * time.Hour
 	}
+	if q.IdleExpiry == 0 {
+		q.IdleExpiry = 30 * 24 * time.Hour
+	}
 	if q.MaxBatch == 0 {
 		q.MaxBatch = 1024
+	}
+	if q.MaxBatchBytes == 0 {
+		q.MaxBatchBytes = 4 << 20
 	}
 	if q.Logger == nil {
 		q.Logger = slog.New(slog.DiscardHandler)
@@ -175,6 +197,13 @@ func (o *Options) withDefaults() (Options, error) {
 		c.CommitTimeout = defaultCommitTimeout
 	}
 	return c, nil
+}
+
+// readCtx bounds a read of the queue interfaces, which take no context,
+// by CommitTimeout: a database that stopped answering fails the read
+// instead of hanging its caller.
+func (s *Store) readCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.opts.CommitTimeout)
 }
 
 // NodeID returns the name this store claims peers under.
@@ -224,12 +253,16 @@ func mapErr(err error) error {
 const retries = 3
 
 // inTx runs fn in a transaction, again (up to retries times) when the
-// server aborted it for a deadlock or a serialization failure.
+// server aborted it for a deadlock, a serialization failure or a unique
+// violation (it changed nothing).
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := pgx.BeginFunc(ctx, s.pool, fn)
 		var pe *pgconn.PgError
-		if err == nil || attempt > retries || !errors.As(err, &pe) || (pe.Code != "40P01" && pe.Code != "40001") {
+		// 23505: a row another transaction created meanwhile (a new
+		// outbox); the next run finds it.
+		again := errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001" || pe.Code == "23505")
+		if err == nil || attempt > retries || !again {
 			return err
 		}
 		s.log.Debug("transaction aborted by the server; retrying", "error", err, "attempt", attempt)

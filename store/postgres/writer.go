@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,6 +22,7 @@ const (
 	opTouch
 	opAckOutbox
 	opMarkReported
+	opPush
 )
 
 func (k opKind) String() string {
@@ -35,6 +37,8 @@ func (k opKind) String() string {
 		return "ack outbox"
 	case opMarkReported:
 		return "mark reported"
+	case opPush:
+		return "push"
 	}
 	return fmt.Sprintf("op %d", uint8(k))
 }
@@ -50,8 +54,15 @@ type op struct {
 	outcomes []queue.Outcome
 	ids      []protocol.MessageID
 	epoch    int64 // the claim the write is fenced by
-	err      error
-	done     chan struct{}
+	// a push's messages, grouped, and its results
+	msgs    []queue.Push
+	groups  []pushGroup
+	seqs    []uint64
+	evicted []queue.Evicted
+	hints   []string // hex client IDs to NOTIFY once committed
+	size    int64    // a push's entry sizes, against MaxBatchBytes
+	err     error
+	done    chan struct{}
 }
 
 // submit checks o, fences it with this store's claim on its peer, hands
@@ -62,7 +73,7 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 		return queue.ErrClosed
 	}
 	name := o.kind.String()
-	if o.kind != opMarkReported {
+	if o.kind != opMarkReported && o.kind != opPush {
 		if o.kind == opAckOutbox {
 			if err := checkClient(o.peer); err != nil {
 				return err
@@ -92,22 +103,34 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 }
 
 // writer is the group-commit goroutine: it takes the writes that queued
-// up while the previous transaction ran and commits them together. It
-// exits when the store closes (after the batch it holds).
+// up while the previous transaction ran (up to MaxBatch calls and
+// MaxBatchBytes of pushed entries, at least one call) and commits them
+// together. It exits when the store closes, after the batch it holds
+// (a call taken for the next batch is committed first).
 func (s *Store) writer() {
+	var next *op // taken, but over the previous batch's byte bound
 	for {
-		var batch []*op
-		select {
-		case o := <-s.ops:
-			batch = append(batch, o)
-		case <-s.closing:
-			return
+		first := next
+		next = nil
+		if first == nil {
+			select {
+			case first = <-s.ops:
+			case <-s.closing:
+				return
+			}
 		}
+		batch := []*op{first}
+		bytes := first.size
 	more:
 		for len(batch) < s.opts.Queue.MaxBatch {
 			select {
 			case o := <-s.ops:
+				if bytes+o.size > int64(s.opts.Queue.MaxBatchBytes) {
+					next = o
+					break more
+				}
 				batch = append(batch, o)
+				bytes += o.size
 			default:
 				break more
 			}
@@ -128,11 +151,19 @@ func (s *Store) commit(batch []*op) {
 	defer cancel()
 	err := s.inTx(ctx, func(tx pgx.Tx) error { return s.apply(ctx, tx, batch) })
 	if err == nil {
+		s.done = s.due
+		var hints []string
+		for _, o := range batch {
+			if o.kind == opPush && o.err == nil {
+				hints = append(hints, o.hints...)
+			}
+		}
+		s.hint(ctx, hints)
 		return
 	}
 	s.log.Warn("group commit failed", "writes", len(batch), "error", err)
 	for _, o := range batch {
-		if o.err == nil || !errors.Is(o.err, queue.ErrFenced) {
+		if !errors.Is(o.err, queue.ErrFenced) {
 			o.err = wrap(o.kind.String(), err)
 		}
 	}
@@ -174,19 +205,23 @@ t AS (
 SELECT count(*) FROM o`
 )
 
-// apply runs batch's writes in tx: the single-statement ones pipelined
-// in one round trip, then the outbox acks one by one. Rows are locked
-// in (peer, stream) and client order, so two nodes' batches cannot
-// deadlock on each other.
+// apply runs batch's writes in tx: the single-statement ones (and the
+// pruning of settlement records, when due) pipelined in one round trip,
+// then the outbox acks and pushes, then the idle expiry when due. Rows
+// are locked in (peer, stream) and client order, so two nodes' batches
+// do not deadlock on each other. The next pruning and expiry times it
+// sets in s.due take effect if the transaction commits.
 func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 	sorted := slices.Clone(batch)
 	slices.SortFunc(sorted, func(a, b *op) int {
 		return cmp.Or(cmp.Compare(a.peer, b.peer), slices.Compare(a.stream[:], b.stream[:]))
 	})
 	now := s.nowMilli()
+	s.due = s.done
 	var (
 		b      pgx.Batch
 		acks   []*op
+		pushes []*op
 		report []protocol.MessageID
 	)
 	for _, o := range sorted {
@@ -211,6 +246,8 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 			b.Queue(touchSQL, peer, s.node, o.epoch, now).QueryRow(fenced)
 		case opAckOutbox:
 			acks = append(acks, o)
+		case opPush:
+			pushes = append(pushes, o)
 		case opMarkReported:
 			report = append(report, o.ids...)
 		}
@@ -226,26 +263,121 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, batch []*op) error {
 			b.Queue(`UPDATE wsr_settled SET reported = true WHERE id = ANY($1) AND NOT pending AND NOT reported`, ids)
 		}
 	}
-	if r := s.opts.Queue.StatusRetention; r > 0 && now >= s.pruneAt {
+	if r := s.opts.Queue.StatusRetention; r > 0 && now >= s.done.pruneAt {
 		// Reported records past the retention go, a chunk per commit at
 		// most every hundredth of the retention (Status hides them
 		// meanwhile).
 		b.Queue(`DELETE FROM wsr_settled WHERE id IN (
 			SELECT id FROM wsr_settled WHERE reported AND at < $1 ORDER BY at LIMIT 1024)`, now-r.Milliseconds())
-		s.pruneAt = now + max(r.Milliseconds()/100, 1)
+		s.due.pruneAt = now + max(r.Milliseconds()/100, 1)
 	}
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return err
 		}
 	}
-	var recs []settleRec
-	for _, o := range acks {
-		r, err := s.applyAck(ctx, tx, o)
-		if err != nil {
+	if len(acks)+len(pushes) > 0 {
+		if err := s.applyOutboxes(ctx, tx, now, acks, pushes); err != nil {
 			return err
 		}
-		recs = append(recs, r...)
 	}
-	return upsertSettled(ctx, tx, now, recs)
+	if e := s.opts.Queue.IdleExpiry; e > 0 && now >= s.done.sweepAt {
+		if err := s.sweep(ctx, tx, now); err != nil {
+			return err
+		}
+		s.due.sweepAt = now + min(e/100, time.Hour).Milliseconds()
+	}
+	return nil
+}
+
+// applyOutboxes applies a batch's outbox acks and pushes: it checks the
+// acks' claims, locks every outbox concerned in client order, deletes
+// what the acks cover, then applies the pushes in turn, and writes the
+// settlement records of all of them in one statement.
+func (s *Store) applyOutboxes(ctx context.Context, tx pgx.Tx, now int64, acks, pushes []*op) error {
+	x := &outboxTx{s: s, ctx: ctx, tx: tx, now: now, rows: map[string]*outboxRow{}}
+	seen := map[string]bool{}
+	var clients [][]byte
+	add := func(c string) {
+		if !seen[c] {
+			seen[c] = true
+			clients = append(clients, []byte(c))
+		}
+	}
+	for _, o := range acks {
+		add(o.peer)
+	}
+	for _, o := range pushes {
+		for _, g := range o.groups {
+			add(g.client)
+		}
+	}
+	slices.SortFunc(clients, func(a, b []byte) int { return slices.Compare(a, b) })
+	if len(acks) > 0 {
+		if err := x.fence(acks); err != nil {
+			return err
+		}
+	}
+	if err := x.lock(clients); err != nil {
+		return err
+	}
+	for _, o := range acks {
+		if o.err == nil {
+			x.ack(o)
+		}
+	}
+	// The pushes' limits count what the acks leave.
+	if err := x.flush(); err != nil {
+		return err
+	}
+	for _, o := range pushes {
+		if err := x.push(o); err != nil {
+			return err
+		}
+	}
+	return x.finish()
+}
+
+// sweepChunk bounds the idle peers one commit expires.
+const sweepChunk = 1024
+
+// sweep deletes the binding, watermarks and empty push outbox of up to
+// sweepChunk peers unused for longer than IdleExpiry (their wsr_peers
+// time), as the queue package's stores do. A peer whose push outbox
+// holds messages is kept and counts as used now. Outbox rows are locked
+// before their entries are counted, so a concurrent Push either
+// committed its entries first (the peer is kept) or finds the outbox
+// gone once it gets the lock, and creates it afresh.
+func (s *Store) sweep(ctx context.Context, tx pgx.Tx, now int64) error {
+	rows, _ := tx.Query(ctx, `
+SELECT peer FROM wsr_peers WHERE last_used < $1 ORDER BY last_used LIMIT $2 FOR UPDATE SKIP LOCKED`,
+		now-s.opts.Queue.IdleExpiry.Milliseconds(), sweepChunk)
+	idle, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil || len(idle) == 0 {
+		return err
+	}
+	slices.SortFunc(idle, func(a, b []byte) int { return slices.Compare(a, b) })
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM wsr_outboxes WHERE client = ANY($1) ORDER BY client FOR UPDATE`, idle); err != nil {
+		return err
+	}
+	rows, _ = tx.Query(ctx, `SELECT DISTINCT client FROM wsr_entries WHERE client = ANY($1)`, idle)
+	busy, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return err
+	}
+	var b pgx.Batch
+	if len(busy) > 0 {
+		b.Queue(`UPDATE wsr_peers SET last_used = $2 WHERE peer = ANY($1)`, busy, now)
+		idle = slices.DeleteFunc(idle, func(p []byte) bool {
+			return slices.ContainsFunc(busy, func(q []byte) bool { return string(p) == string(q) })
+		})
+	}
+	if len(idle) > 0 {
+		b.Queue(`DELETE FROM wsr_watermarks WHERE peer = ANY($1)`, idle)
+		b.Queue(`DELETE FROM wsr_bindings WHERE peer = ANY($1)`, idle)
+		b.Queue(`DELETE FROM wsr_outboxes WHERE client = ANY($1)`, idle)
+		b.Queue(`DELETE FROM wsr_peers WHERE peer = ANY($1)`, idle)
+		s.log.Info("expired idle peers", "peers", len(idle))
+	}
+	return tx.SendBatch(ctx, &b).Close()
 }

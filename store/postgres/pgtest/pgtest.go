@@ -39,13 +39,17 @@ const startTimeout = 60 * time.Second
 // Cluster is a primary and, after [Cluster.StartStandby], a synchronous
 // standby. Its methods are for the test goroutine (they call t.Fatal).
 type Cluster struct {
-	t       testing.TB
-	bin     string
-	cred    *syscall.Credential // nil: run as ourselves
-	dir     string
+	t    testing.TB
+	bin  string
+	cred *syscall.Credential // nil: run as ourselves
+	dir  string
+	// Primary is the server taking writes: the one Start made, or the
+	// standby once promoted.
 	Primary *Server
-	Standby *Server // nil until StartStandby
-	schemas int     // made by NewSchema
+	// Standby is the synchronous standby; nil until StartStandby and
+	// after Promote.
+	Standby *Server
+	schemas int // made by NewSchema
 }
 
 // Server is one PostgreSQL server process group.
@@ -57,6 +61,10 @@ type Server struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the postmaster has exited
 }
+
+// PID returns the process ID of the server's postmaster (its process
+// group's ID too).
+func (s *Server) PID() int { return s.cmd.Process.Pid }
 
 // Port returns the server's TCP port on 127.0.0.1.
 func (s *Server) Port() int {
