@@ -24,6 +24,11 @@ type Message struct {
 	// Identity is what ServerOptions.Authenticate returned for the
 	// connection that carried the message.
 	Identity string
+	// Address is Address(Identity, ClientID): the key of the client's
+	// state on the server, and what to pass to Server.Send to push a
+	// reply to it. It equals ClientID without Authenticate, and on a
+	// client (a push's Message) it is the client's own ID.
+	Address string
 	// Stream is the sender's stream ID.
 	Stream protocol.StreamID
 	// Seq is the message's sequence number within Stream.
@@ -59,10 +64,14 @@ type Handler func(ctx context.Context, m *Message) error
 type ServerOptions struct {
 	// Authenticate runs on the HTTP request before the upgrade and returns
 	// the caller's identity. An error answers 401 and no WebSocket (403 if
-	// it wraps ErrForbidden). A client ID is bound to the first identity
-	// that used it; another identity presenting it is closed with
-	// protocol.CloseIdentity. Nil: every request is accepted with the
-	// empty identity.
+	// it wraps ErrForbidden). Client IDs are namespaced by identity: the
+	// server keeps a client's watermarks and pushes under its Address
+	// (identity and client ID), so two identities presenting the same
+	// client ID are two clients, and neither can resume or take over the
+	// other's. A hello whose client ID contains '/', or whose address
+	// would be longer than protocol.MaxClientIDLen, is closed with
+	// protocol.ClosePolicy. Nil: every request is accepted with the empty
+	// identity, whose addresses are the client IDs themselves.
 	Authenticate func(r *http.Request) (identity string, err error)
 
 	// CheckOrigin validates the Origin header of browser clients. Nil:
@@ -102,9 +111,9 @@ type ServerOptions struct {
 	// acknowledgement; those messages are handed to the handler again when
 	// the client reconnects, so Flush should discard what it failed to
 	// make durable. ctx is the session's and may already be done when the
-	// session ends. Nil: handlers make each message durable before they
-	// return.
-	Flush func(ctx context.Context, clientID string) error
+	// session ends. address is the client's Address (Message.Address).
+	// Nil: handlers make each message durable before they return.
+	Flush func(ctx context.Context, address string) error
 	// MaxAttempts, when positive, is how many times the handler is called
 	// for one message before its last failure becomes a rejection (code
 	// protocol.RejectAttempts, the error's text as reason), so one bad

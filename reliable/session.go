@@ -15,13 +15,13 @@ import (
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
-// peer is the server's state for one client ID while it has a session:
+// peer is the server's state for one client address while it has a session:
 // its position in the client's stream (inbox) and its push stream
 // (outbox). Successive sessions of the client share it; only the session
 // holding turn delivers and sends. A peer leaves memory with its last
 // session, so offline clients cost nothing here.
 type peer struct {
-	id      string
+	id      string        // the client's address
 	turn    chan struct{} // one token: held by the session that delivers
 	current *session      // the newest session, guarded by Server.mu
 	refs    int           // sessions holding the peer, guarded by Server.mu
@@ -39,6 +39,7 @@ type session struct {
 	ws       *websocket.Conn
 	conn     *wsconn.Conn
 	identity string
+	addr     string // Address(identity, client ID): the key of the client's state
 	log      *slog.Logger
 	peer     *peer
 	hello    *protocol.Hello
@@ -126,11 +127,25 @@ func (ss *session) handshake() bool {
 		return false
 	}
 	ss.hello = hello
-	ss.log = s.log.With("client", hello.ClientID)
+	// The client's state is keyed by its address, which holds the
+	// identity: another identity presenting the same client ID gets
+	// state of its own, never this one's.
+	addr, refused := checkClientAddress(ss.identity, hello.ClientID)
+	if refused != "" {
+		closeRaw(ss.ws, protocol.ClosePolicy, refused, s.opts.HeartbeatTimeout)
+		s.log.Info("handshake refused", "remote", ss.ws.RemoteAddr().String(), "reason", refused)
+		return false
+	}
+	ss.addr = addr
+	ss.log = s.log.With("client", addr)
 
-	bound, err := s.store.Binding(hello.ClientID)
-	if err == nil && bound == "" {
-		err = s.store.Bind(s.ctx, hello.ClientID, ss.identity)
+	// Bindings are written for authenticated addresses, which name their
+	// identity anyway: one can only differ from the identity when it was
+	// written before addresses held identities, keyed by a bare client
+	// ID, which the empty identity would now present.
+	bound, err := s.store.Binding(addr)
+	if err == nil && bound == "" && ss.identity != "" {
+		err = s.store.Bind(s.ctx, addr, ss.identity)
 		bound = ss.identity
 	}
 	if err != nil {
@@ -146,7 +161,7 @@ func (ss *session) handshake() bool {
 	// The client's binding and watermarks are in use: they do not expire
 	// (ServerOptions.IdleExpiry) while the client keeps coming back.
 	// A failure only risks an earlier expiry: the session goes on.
-	if err := s.store.Touch(s.ctx, hello.ClientID); err != nil {
+	if err := s.store.Touch(s.ctx, addr); err != nil {
 		ss.log.Warn("recording the client's visit failed", "error", err)
 	}
 	return true
@@ -189,9 +204,9 @@ func (ss *session) register() bool {
 		ss.conn.Close(protocol.CloseTryAgainLater, retryAfterKey+"1s")
 		return false
 	}
-	p := s.peers[ss.hello.ClientID]
+	p := s.peers[ss.addr]
 	if p == nil {
-		p = &peer{id: ss.hello.ClientID, turn: make(chan struct{}, 1)}
+		p = &peer{id: ss.addr, turn: make(chan struct{}, 1)}
 		p.turn <- struct{}{}
 		s.peers[p.id] = p
 	}
@@ -452,6 +467,7 @@ func (ss *session) message(d *protocol.Data) *Message {
 	return &Message{
 		ClientID: ss.hello.ClientID,
 		Identity: ss.identity,
+		Address:  ss.addr,
 		Stream:   d.Stream,
 		Seq:      d.Seq,
 		ID:       d.ID,

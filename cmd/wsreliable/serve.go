@@ -31,6 +31,7 @@ const serveStoreName = "server.db"
 type deliveredLine struct {
 	Client     string  `json:"client"`
 	Identity   string  `json:"identity"`
+	Address    string  `json:"address"` // reliable.Address(identity, client): POST /v1/push's "client" for a reply
 	ID         string  `json:"id"`
 	Seq        uint64  `json:"seq"`
 	Payload    *string `json:"payload,omitempty"`

@@ -24,6 +24,7 @@ import (
 
 	"github.com/wsreliable/wsreliable/internal/testkit"
 	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/reliable"
 )
 
 // testCA is a certificate authority made for one test; its files live in
@@ -220,7 +221,7 @@ func TestServeMTLS(t *testing.T) {
 			t.Fatalf("%s: send exited with %d: %s", tc.name, code, errOut)
 		}
 		d := deliveredOne(t, srv.stdout, i+1)
-		if *d.Payload != "from "+tc.name || identityOf(d) != tc.want {
+		if *d.Payload != "from "+tc.name || identityOf(d) != tc.want || d.Address != reliable.Address(tc.want, tc.name) {
 			t.Errorf("%s: serve printed %+v with identity %q, want %q", tc.name, d, identityOf(d), tc.want)
 		}
 	}
@@ -254,8 +255,8 @@ func TestServeTokens(t *testing.T) {
 	if code, errOut := sendOne(t, "hello", "-url", srv.url, "-token-file", good, "-wait", "30s"); code != exitOK {
 		t.Fatalf("send with a good token exited with %d: %s", code, errOut)
 	}
-	if d := deliveredOne(t, srv.stdout, 1); *d.Payload != "hello" || identityOf(d) != "bob" {
-		t.Fatalf("serve printed %+v with identity %q, want bob", d, identityOf(d))
+	if d := deliveredOne(t, srv.stdout, 1); *d.Payload != "hello" || identityOf(d) != "bob" || d.Address != "bob/"+d.Client {
+		t.Fatalf("serve printed %+v with identity %q, want bob and the address bob/CLIENT", d, identityOf(d))
 	}
 
 	for name, extra := range map[string][]string{"wrong token": {"-token-file", wrong}, "no token": nil} {
