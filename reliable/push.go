@@ -91,7 +91,8 @@ func statusOf(code protocol.RejectCode) Status {
 //
 // Errors: ErrTooLarge (payload and headers over MaxMessageSize or the
 // outbox's byte limit), ErrQueueFull (the client's outbox is full and
-// OutboxEvict is off), ErrDiskFull, ErrClosed, ErrInvalid (an empty or
+// OutboxEvict is off), ErrStoreFull (the store is at MaxStoreBytes),
+// ErrDiskFull, ErrClosed, ErrInvalid (an empty or
 // over-long client ID, a negative TTL). On error nothing was queued.
 func (s *Server) Send(ctx context.Context, clientID string, payload []byte) (*Receipt, error) {
 	return s.SendMessage(ctx, clientID, OutgoingMessage{Payload: payload})
@@ -175,6 +176,9 @@ func (s *Server) push(ctx context.Context, ps []pending) ([]*Receipt, error) {
 		pushes[i] = queue.Push{Client: p.client, Entry: queue.Entry{
 			ID: rs[i].id, Headers: p.msg.Headers, Payload: p.msg.Payload, Expires: expiry(p.msg.TTL)}}
 		bytes += uint64(len(p.msg.Payload))
+	}
+	if s.storeFull() {
+		return nil, ErrStoreFull
 	}
 	seqs, evicted, err := s.store.Push(ctx, pushes)
 	if err != nil {

@@ -150,6 +150,19 @@ type ServerOptions struct {
 	// MaxConnections (only with Authenticate). Zero: a quarter of
 	// MaxConnections. Negative: no share.
 	MaxConnectionsPerIdentity int
+	// MaxMessageRate, when positive, limits the messages (data frames)
+	// all sessions of one identity together hand on to the handler, per
+	// second, in bursts of MessageBurst: a token bucket per identity.
+	// Without Authenticate every client is the empty identity and shares
+	// one bucket. A session whose identity has used up its tokens stops
+	// reading its connection until they would be available again (TCP
+	// slows the client down), so an honest client is slowed, never
+	// refused, and nothing is lost. An identity's bucket lives while it
+	// has sessions. Zero: no limit. Negative is an error.
+	MaxMessageRate float64
+	// MessageBurst is the size of an identity's bucket: the messages it
+	// may send at once after a pause. Zero: MaxMessageRate, at least 1.
+	MessageBurst int
 	// MaxSessions limits concurrent sessions; beyond it new connections
 	// are closed with protocol.CloseTryAgainLater and a retry hint.
 	// Zero: no limit.
@@ -185,6 +198,21 @@ type ServerOptions struct {
 	// StatusRetention is how long Status remembers a push after it
 	// settled. Zero: 24 h. Negative: until OnSettled has been called.
 	StatusRetention time.Duration
+	// MaxStoreBytes is a quota on the live data of the server's store
+	// file: its pages in use less the free pages later writes reuse (see
+	// queue.Stats.DataBytes). The server never stores the messages
+	// clients send (they go to the handler); the store grows with pushes,
+	// their settlement records and per-client state. At or over the
+	// quota, pushes fail with ErrStoreFull (HTTP 507 in serve's push
+	// API) and a hello from a client without pushes waiting is closed
+	// with protocol.CloseTryAgainLater and a retry hint; clients with
+	// pushes waiting still connect, so the store drains, and once acked
+	// pushes are deleted data is accepted again. It is checked before
+	// each push call and hello, so concurrent calls may together exceed
+	// it by what they write. It is enforced for the bbolt store NewServer
+	// opens, and for a Store with a Stats() queue.Stats method reporting
+	// DataBytes. Zero: 1 GiB. Negative: no quota.
+	MaxStoreBytes int64
 	// IdleExpiry is how long a client's watermarks and binding outlive
 	// its last session on disk. Zero: 30 days. Negative: never. A client
 	// whose pushes wait is never expired.
@@ -226,8 +254,18 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 		field[int64]{"MaxMessageSize", &s.MaxMessageSize, 2 << 20},
 		field[int64]{"MaxInFlightBytes", &s.MaxInFlightBytes, 16 << 20},
 		field[int64]{"MaxBufferedBytes", &s.MaxBufferedBytes, 256 << 20},
+		field[int64]{"MaxStoreBytes", &s.MaxStoreBytes, 1 << 30},
 	); err != nil {
 		return s, err
+	}
+	if s.MaxMessageRate < 0 || s.MaxMessageRate != s.MaxMessageRate {
+		return s, fmt.Errorf("reliable: ServerOptions.MaxMessageRate is negative or NaN (%v)", s.MaxMessageRate)
+	}
+	if s.MessageBurst < 0 {
+		return s, fmt.Errorf("reliable: ServerOptions.MessageBurst is negative (%d)", s.MessageBurst)
+	}
+	if s.MessageBurst == 0 && s.MaxMessageRate > 0 {
+		s.MessageBurst = max(1, int(min(s.MaxMessageRate, 1<<30)))
 	}
 	if s.MaxInFlightBytes < s.MaxMessageSize {
 		return s, fmt.Errorf("reliable: ServerOptions.MaxInFlightBytes (%d) is below MaxMessageSize (%d)", s.MaxInFlightBytes, s.MaxMessageSize)
@@ -287,8 +325,9 @@ type Server struct {
 	once     sync.Once
 	closeErr error
 
-	lastSeen       map[string]time.Time // client ID → end of its last session; guarded by mu, bounded by lastSeenMax
-	refusedAt      map[string]time.Time // guarded by mu
+	rates          map[string]*rateBucket // identity → its MaxMessageRate bucket, while it has sessions; guarded by mu
+	lastSeen       map[string]time.Time   // client ID → end of its last session; guarded by mu, bounded by lastSeenMax
+	refusedAt      map[string]time.Time   // guarded by mu
 	refusedDropped map[string]int
 	refused        map[string]uint64
 
@@ -324,6 +363,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 		refusedDropped: make(map[string]int),
 		refused:        make(map[string]uint64),
 		sessions:       make(map[*session]struct{}),
+		rates:          make(map[string]*rateBucket),
 	}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{protocol.Subprotocol},
@@ -532,8 +572,21 @@ type ServerStats struct {
 	Redelivered  uint64 // pushes sent again after a reconnect
 
 	// Refused counts connections refused by a limit, by limit:
-	// "connections", "connections per IP", "connections per identity".
+	// "connections", "connections per IP", "connections per identity",
+	// "store quota" (hellos refused over MaxStoreBytes).
 	Refused map[string]uint64
+
+	// StoreFull counts pushes (calls) and hellos refused because the
+	// store was over MaxStoreBytes.
+	StoreFull uint64
+	// StoreBytes is the live data of the store as MaxStoreBytes counts
+	// it, now (0 for a store that does not report it).
+	StoreBytes int64
+	// RateWaits counts the times a session stopped reading because its
+	// identity had used up MaxMessageRate, and RateWaited the time
+	// sessions spent stopped so.
+	RateWaits  uint64
+	RateWaited time.Duration
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -550,6 +603,8 @@ func (s *Server) Stats() ServerStats {
 		PushAcked: c.pushAcked.Load(), PushRejected: c.pushRejected.Load(),
 		PushExpired: c.pushExpired.Load(), PushEvicted: c.pushEvicted.Load(),
 		Redelivered: s.nRedelivered.Load(),
+		StoreFull:   c.storeFull.Load(), StoreBytes: s.storeBytes(),
+		RateWaits: c.rateWaits.Load(), RateWaited: time.Duration(c.rateWaited.Load()),
 		Refused:     make(map[string]uint64, len(s.refused)),
 		Disconnects: make(map[protocol.CloseCode]uint64),
 	}
@@ -595,6 +650,11 @@ func (s *Server) unregister(ss *session) {
 	}
 	if p.refs--; p.refs == 0 {
 		delete(s.peers, p.id)
+	}
+	if b := ss.rate; b != nil {
+		if b.refs--; b.refs == 0 {
+			delete(s.rates, ss.identity)
+		}
 	}
 	if len(s.lastSeen) >= lastSeenMax {
 		clear(s.lastSeen) // bounded memory: last-seen times are a convenience

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,7 +45,8 @@ type session struct {
 	peer     *peer
 	hello    *protocol.Hello
 	inbox    *inbox
-	inFlight *budget // MaxInFlightBytes of this session
+	inFlight *budget     // MaxInFlightBytes of this session
+	rate     *rateBucket // its identity's MaxMessageRate; nil: no limit
 	// watermark mirrors the committed watermark of the client's stream
 	// for Server.Clients (the delivery worker owns the real one).
 	watermark atomic.Uint64
@@ -158,6 +160,17 @@ func (ss *session) handshake() bool {
 		ss.log.Warn("client ID presented by another identity")
 		return false
 	}
+	// Over the store's quota only clients with pushes waiting come in:
+	// they drain the store. Others would add state: they retry later.
+	if s.storeFull() {
+		info, err := s.store.OutboxInfo(addr)
+		if err != nil || info.Messages == 0 {
+			closeRaw(ss.ws, protocol.CloseTryAgainLater, retryAfterKey+storeFullRetry, s.opts.HeartbeatTimeout)
+			host, _, _ := net.SplitHostPort(ss.ws.RemoteAddr().String())
+			s.refusedLog("store quota", host)
+			return false
+		}
+	}
 	// The client's binding and watermarks are in use: they do not expire
 	// (ServerOptions.IdleExpiry) while the client keeps coming back.
 	// A failure only risks an earlier expiry: the session goes on.
@@ -216,6 +229,15 @@ func (ss *session) register() bool {
 	p.current = ss
 	p.refs++
 	ss.peer = p
+	if s.opts.MaxMessageRate > 0 {
+		b := s.rates[ss.identity]
+		if b == nil {
+			b = newRateBucket(s.opts.MaxMessageRate, s.opts.MessageBurst, time.Now())
+			s.rates[ss.identity] = b
+		}
+		b.refs++
+		ss.rate = b
+	}
 	ss.stop = make(chan struct{})
 	s.sessions[ss] = struct{}{}
 	return true
@@ -542,8 +564,12 @@ func (ss *session) readLoop() error {
 			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
 			return errors.New("reliable: client exceeded its in-flight window")
 		}
-		// Bytes wait for room in the session's and the server's budgets:
-		// until then the connection is not read.
+		// Messages wait for their identity's rate, and bytes for room in
+		// the session's and the server's budgets: until then the
+		// connection is not read.
+		if data > 0 && ss.rate != nil && !ss.waitRate(data) {
+			return ss.conn.Err()
+		}
 		var n int64
 		for _, f := range batch {
 			if d, ok := f.(*protocol.Data); ok {
@@ -558,6 +584,26 @@ func (ss *session) readLoop() error {
 			return ss.conn.Err()
 		}
 		ss.inbox.push(batch)
+	}
+}
+
+// waitRate takes n messages from the identity's rate bucket and waits
+// until they are due, or the connection ends (false).
+func (ss *session) waitRate(n int) bool {
+	d := ss.rate.reserve(time.Now(), n)
+	if d <= 0 {
+		return true
+	}
+	c := &ss.srv.counters
+	c.rateWaits.Add(1)
+	c.rateWaited.Add(int64(d))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ss.conn.Done():
+		return false
 	}
 }
 

@@ -163,7 +163,7 @@ func pushErrorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, reliable.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
-	case errors.Is(err, reliable.ErrQueueFull), errors.Is(err, reliable.ErrDiskFull):
+	case errors.Is(err, reliable.ErrQueueFull), errors.Is(err, reliable.ErrDiskFull), errors.Is(err, reliable.ErrStoreFull):
 		return http.StatusInsufficientStorage, err.Error()
 	case errors.Is(err, reliable.ErrClosed):
 		return http.StatusServiceUnavailable, "server shutting down"

@@ -555,3 +555,39 @@ func TestPushAPIIdentity(t *testing.T) {
 		t.Errorf("the bare push's status: %+v", st)
 	}
 }
+
+// TestPushAPIStoreQuota: at -max-store-bytes pushes answer 507 (the
+// server stays up); once the client has taken its pushes they are
+// accepted again.
+func TestPushAPIStoreQuota(t *testing.T) {
+	srv, c := startServeAPI(t, "-max-store-bytes", "262144")
+	payload := strings.Repeat("q", 16<<10)
+	var ok []pushed
+	for len(ok) < 100 {
+		resp, b := c.push(t, pushBody(map[string]any{"client": "hoarder", "payload": payload}))
+		if resp.StatusCode == http.StatusInsufficientStorage {
+			if e := checkError(t, resp, b, http.StatusInsufficientStorage); !strings.Contains(e, "quota") {
+				t.Errorf("507 error %q does not name the quota", e)
+			}
+			break
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("push %d: HTTP %d %s", len(ok), resp.StatusCode, b)
+		}
+		var pr struct{ Messages []pushed }
+		decodeStrict(t, b, &pr)
+		ok = append(ok, pr.Messages...)
+	}
+	if len(ok) == 100 {
+		t.Fatal("100 pushes of 16 KiB went into a 256 KiB store")
+	}
+	r := startRecv(t, srv.url, filepath.Join(t.TempDir(), "hoarder"), "hoarder")
+	waitReceived(t, r.stdout, len(ok))
+	for _, m := range ok {
+		c.waitStatus(t, m.ID, "acked")
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		resp, _ := c.push(t, `{"client":"later","payload":"accepted again"}`)
+		return resp.StatusCode == http.StatusOK
+	}, "pushes still refused after the store drained")
+}
