@@ -6,3 +6,6 @@ func WatchedReceipts(s *Server) int {
 	defer s.receipts.mu.Unlock()
 	return len(s.receipts.m)
 }
+
+// SplitAddress is splitAddress, for the fuzz test of Address.
+var SplitAddress = splitAddress

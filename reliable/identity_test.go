@@ -256,6 +256,8 @@ func TestHelloAddressRefused(t *testing.T) {
 			expectClose(t, ws, protocol.ClosePolicy)
 		})
 	}
+	testkit.Eventually(t, ioTimeout, func() bool { return srv.Stats().Refused["client address"] == 4 },
+		"Refused = %v, want 4 client addresses", srv.Stats().Refused)
 	if st := srv.Stats(); st.Sessions != 0 || st.Clients != 0 {
 		t.Errorf("stats after refused hellos: %+v", st)
 	}
@@ -312,4 +314,21 @@ func TestAddressDistinct(t *testing.T) {
 	if got := reliable.Address("", "device-1"); got != "device-1" {
 		t.Errorf("the empty identity's address is %q, want the client ID", got)
 	}
+}
+
+// FuzzAddress: an address gives back the identity and client ID it was
+// made of, for any identity and any client ID without '/'.
+func FuzzAddress(f *testing.F) {
+	for _, p := range [][2]string{{"", "c"}, {"a/b", "c"}, {"%2F", "x"}, {"%", "%"}, {"spiffe://e.org/a", "gw-1"}, {"a%", "b"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, identity, clientID string) {
+		if clientID == "" || strings.Contains(clientID, "/") {
+			return
+		}
+		addr := reliable.Address(identity, clientID)
+		if gi, gc := reliable.SplitAddress(addr); gi != identity || gc != clientID {
+			t.Fatalf("Address(%q, %q) = %q splits into (%q, %q)", identity, clientID, addr, gi, gc)
+		}
+	})
 }

@@ -27,7 +27,7 @@ import (
 // watermarks on disk expire after IdleExpiry (short here): every ID's
 // watermark reads zero again.
 func TestAttackManyClientIDs(t *testing.T) {
-	// The row's full 120,000 take about 100 s on 2 cores (two commits
+	// The row's full 120,000 take about 75 s on 2 cores (two commits
 	// and a WebSocket handshake per ID): set WSRELIABLE_ATTACK_IDS to
 	// run them. By default an eighth of them, a fortieth under the race
 	// detector, keep the test within 30 s.

@@ -573,7 +573,9 @@ type ServerStats struct {
 
 	// Refused counts connections refused by a limit, by limit:
 	// "connections", "connections per IP", "connections per identity",
-	// "store quota" (hellos refused over MaxStoreBytes).
+	// "store quota" (hellos refused over MaxStoreBytes), "client
+	// address" (hellos refused for a '/' in the client ID or an address
+	// over protocol.MaxClientIDLen).
 	Refused map[string]uint64
 
 	// StoreFull counts pushes (calls) and hellos refused because the

@@ -135,7 +135,8 @@ func (ss *session) handshake() bool {
 	addr, refused := checkClientAddress(ss.identity, hello.ClientID)
 	if refused != "" {
 		closeRaw(ss.ws, protocol.ClosePolicy, refused, s.opts.HeartbeatTimeout)
-		s.log.Info("handshake refused", "remote", ss.ws.RemoteAddr().String(), "reason", refused)
+		host, _, _ := net.SplitHostPort(ss.ws.RemoteAddr().String())
+		s.refusedLog("client address", host)
 		return false
 	}
 	ss.addr = addr
