@@ -26,6 +26,11 @@ type AttackConfig struct {
 	Attackers int
 	// Durable fsyncs on both sides; false sets NoSync on both.
 	Durable bool
+	// Kinds selects the attacks: "churn", "pings", "big". Empty: all.
+	Kinds []string
+	// MessageRate is the server's MaxMessageRate (per identity). Zero:
+	// none, the default.
+	MessageRate float64
 	// Dir holds the run's temporary store files. Empty: os.TempDir().
 	Dir string
 }
@@ -53,7 +58,7 @@ const identityHeader = "X-Bench-Identity"
 // connections presenting the honest client's ID and others (churn, one
 // message each), a ping flood, and 256 KiB messages sent without waiting
 // for acknowledgements. The server runs with its defaults plus
-// Authenticate. The attackers' own progress is reported, not asserted.
+// Authenticate (and MessageRate). The attackers' own progress is reported, not asserted.
 func UnderAttack(ctx context.Context, cfg AttackConfig) (res AttackResult, err error) {
 	if cfg.Count < 0 || cfg.Attackers < 0 {
 		return res, fmt.Errorf("bench: negative field in %+v", cfg)
@@ -80,7 +85,8 @@ func UnderAttack(ctx context.Context, cfg AttackConfig) (res AttackResult, err e
 			return nil
 		},
 		&reliable.ServerOptions{
-			NoSync: !cfg.Durable,
+			NoSync:         !cfg.Durable,
+			MaxMessageRate: cfg.MessageRate,
 			Authenticate: func(r *http.Request) (string, error) {
 				if id := r.Header.Get(identityHeader); id != "" {
 					return id, nil
@@ -134,10 +140,22 @@ func UnderAttack(ctx context.Context, cfg AttackConfig) (res AttackResult, err e
 		wg       sync.WaitGroup
 		sessions atomic.Int64
 	)
+	attacks := map[string]func(string, int, <-chan struct{}, *atomic.Int64){
+		"churn": attackChurn, "pings": attackPings, "big": attackBig,
+	}
+	kinds := cfg.Kinds
+	if len(kinds) == 0 {
+		kinds = []string{"churn", "pings", "big"}
+	}
+	for _, k := range kinds {
+		if attacks[k] == nil {
+			return res, fmt.Errorf("bench: unknown attack %q", k)
+		}
+	}
 	for i := range cfg.Attackers {
-		wg.Go(func() { attackChurn(srv.url, i, stop, &sessions) })
-		wg.Go(func() { attackPings(srv.url, i, stop, &sessions) })
-		wg.Go(func() { attackBig(srv.url, i, stop, &sessions) })
+		for _, k := range kinds {
+			wg.Go(func() { attacks[k](srv.url, i, stop, &sessions) })
+		}
 	}
 	lats, err := measure()
 	close(stop)

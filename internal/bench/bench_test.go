@@ -363,10 +363,17 @@ func TestUnderAttack(t *testing.T) {
 //
 //	go test -run '^$' -bench HonestUnderAttack -benchtime 1x ./internal/bench/
 func BenchmarkHonestUnderAttack(b *testing.B) {
-	for _, durable := range []bool{false, true} {
-		b.Run(map[bool]string{false: "nosync", true: "durable"}[durable], func(b *testing.B) {
+	for _, sc := range []struct {
+		durable bool
+		rate    float64
+	}{{false, 0}, {true, 0}, {false, 500}, {true, 500}} {
+		name := map[bool]string{false: "nosync", true: "durable"}[sc.durable]
+		if sc.rate > 0 {
+			name += fmt.Sprintf("/rate%.0f", sc.rate)
+		}
+		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				r, err := bench.UnderAttack(context.Background(), bench.AttackConfig{Count: 2000, Attackers: 2, Durable: durable, Dir: b.TempDir()})
+				r, err := bench.UnderAttack(context.Background(), bench.AttackConfig{Count: 1000, Attackers: 2, Durable: sc.durable, MessageRate: sc.rate, Dir: b.TempDir()})
 				if err != nil {
 					b.Fatal(err)
 				}
