@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -456,5 +457,44 @@ func TestServeOrigin(t *testing.T) {
 		if (err == nil) != ok || (!ok && status != http.StatusForbidden) {
 			t.Errorf("Origin %q: HTTP %d, %v; want accepted: %v", origin, status, err, ok)
 		}
+	}
+}
+
+// TestServeClientIDOfAnotherIdentity is the first row through
+// the CLI: bob sends with alice's client ID between two runs of alice's.
+// Before, bob's lines were printed under alice's ID. Now each send exits
+// 0 only once its lines are printed, under its own address, and all ten
+// of alice's lines are there, in order. (Injection on alice's stream ID:
+// TestAttackClientIDOfAnotherIdentity in reliable.)
+func TestServeClientIDOfAnotherIdentity(t *testing.T) {
+	dir := t.TempDir()
+	tokens := writeFile(t, dir, "tokens", "alice tok-alice-1\nbob tok-bob-1\n")
+	srv := startServe(t, filepath.Join(dir, "srv"), "-tokens-file", tokens)
+	send := func(who string, lines ...string) {
+		t.Helper()
+		token := writeFile(t, dir, who+".token", "tok-"+who+"-1\n")
+		code, _, errOut := sendRun(t, strings.Join(lines, "\n")+"\n", "-url", srv.url, "-data", filepath.Join(dir, who),
+			"-client-id", "shared", "-token-file", token, "-wait", "30s")
+		if code != exitOK {
+			t.Fatalf("%s's send exited with %d: %s", who, code, errOut)
+		}
+	}
+	send("alice", "a1", "a2", "a3", "a4", "a5")
+	send("bob", "b1", "b2", "b3")
+	send("alice", "a6", "a7", "a8", "a9", "a10")
+
+	got := map[string][]string{}
+	for _, d := range decodeLines[delivered](t, srv.stdout.lines()) {
+		if d.Client != "shared" || d.Address != identityOf(d)+"/shared" {
+			t.Errorf("line %+v: want client shared under the address IDENTITY/shared", d)
+		}
+		got[d.Address] = append(got[d.Address], payloadOf(t, d.Payload, d.PayloadB64))
+	}
+	want := map[string][]string{
+		"alice/shared": {"a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10"},
+		"bob/shared":   {"b1", "b2", "b3"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("serve printed %v, want %v", got, want)
 	}
 }
