@@ -29,6 +29,7 @@ type statsCollector struct {
 	received, receivedBytes, rejected, expired   *prometheus.Desc
 	duplicates, pushed, pushedBytes, pushSettled *prometheus.Desc
 	redelivered, refused                         *prometheus.Desc
+	storeBytes, storeFull, rateWaits, rateWaited *prometheus.Desc
 }
 
 // newStatsCollector returns a collector reading srv.Stats() at each scrape.
@@ -53,6 +54,10 @@ func newStatsCollector(srv *reliable.Server) *statsCollector {
 		pushSettled:   d("pushes_settled_total", "Pushes settled, by status: acked, rejected, expired or evicted.", "status"),
 		redelivered:   d("pushes_redelivered_total", "Pushes sent again after a reconnect."),
 		refused:       d("refused_total", "Connections refused by a limit, by limit.", "limit"),
+		storeBytes:    d("store_bytes", "Live data in the server's store, as MaxStoreBytes counts it."),
+		storeFull:     d("store_full_total", "Pushes and hellos refused because the store was at MaxStoreBytes."),
+		rateWaits:     d("rate_waits_total", "Times a session stopped reading because its identity had used up MaxMessageRate."),
+		rateWaited:    d("rate_waited_seconds_total", "Time sessions spent stopped so."),
 	}
 }
 
@@ -62,6 +67,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.sessions, c.clients, c.inFlight, c.connects, c.disconnects,
 		c.received, c.receivedBytes, c.rejected, c.expired, c.duplicates,
 		c.pushed, c.pushedBytes, c.pushSettled, c.redelivered, c.refused,
+		c.storeBytes, c.storeFull, c.rateWaits, c.rateWaited,
 	} {
 		ch <- d
 	}
@@ -99,6 +105,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for limit, n := range st.Refused {
 		counter(c.refused, n, limit)
 	}
+	gauge(c.storeBytes, float64(st.StoreBytes))
+	counter(c.storeFull, st.StoreFull)
+	counter(c.rateWaits, st.RateWaits)
+	ch <- prometheus.MustNewConstMetric(c.rateWaited, prometheus.CounterValue, st.RateWaited.Seconds())
 }
 
 // histograms implements reliable.Observer with histograms, and
