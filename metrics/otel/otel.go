@@ -35,6 +35,9 @@
 //	wsreliable.pushes.settled{status}   counter    {message}  pushes settled: acked, rejected, expired, evicted
 //	wsreliable.pushes.redelivered       counter    {message}  pushes sent again after a reconnect
 //	wsreliable.refused{limit}           counter    {connection} connections refused by a limit
+//	wsreliable.store.size               gauge      By         live data in the store (MaxStoreBytes)
+//	wsreliable.store.full               counter    {refusal}  pushes and hellos refused at MaxStoreBytes
+//	wsreliable.rate.waits               counter    {wait}     reads held back by MaxMessageRate
 //
 // # Histograms
 //
