@@ -166,7 +166,7 @@ func (s *Server) storeFull() bool {
 // burst still goes through, at the rate.
 type rateBucket struct {
 	rate, burst float64
-	refs        int // sessions holding the bucket, guarded by Server.mu
+	refs        int // sessions holding the bucket, guarded by Server.mu; the bucket outlives them until refilled
 
 	mu     sync.Mutex
 	tokens float64 // may be negative: owed
@@ -192,6 +192,14 @@ func (b *rateBucket) reserve(now time.Time, n int) time.Duration {
 	}
 	// Capped, so that a tiny rate cannot overflow the duration.
 	return time.Duration(min(-b.tokens/b.rate, maxRateWait.Seconds()) * float64(time.Second))
+}
+
+// refilled reports whether the bucket is full at now: forgetting it then
+// changes nothing.
+func (b *rateBucket) refilled(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tokens+now.Sub(b.at).Seconds()*b.rate >= b.burst
 }
 
 // maxRateWait bounds one wait for MaxMessageRate.

@@ -75,3 +75,45 @@ func TestMessageRateOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageRateReconnect: an identity that spends its burst, leaves and
+// comes back at once (as another client ID) gets no fresh burst: its
+// bucket outlives its sessions until it has refilled.
+func TestMessageRateReconnect(t *testing.T) {
+	ctx := testkit.Deadline(t, testTimeout)
+	const (
+		rate  = 20.0
+		burst = 5
+	)
+	var (
+		mu    sync.Mutex
+		times []time.Time
+	)
+	srv, url := startServer(t, func(_ context.Context, m *reliable.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		times = append(times, time.Now())
+		return nil
+	}, &reliable.ServerOptions{Authenticate: authByHeader, MaxMessageRate: rate, MessageBurst: burst})
+	start := time.Now()
+	for _, id := range []string{"first", "second"} {
+		c := newClient(t, url, &reliable.ClientOptions{ClientID: id, Header: asIdentity("alice")})
+		sendAll(t, ctx, c, names(id, 1, burst)...)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != 2*burst {
+		t.Fatalf("handled %d messages, want %d", len(times), 2*burst)
+	}
+	for k, at := range times {
+		if bound := burst + rate*at.Sub(start).Seconds(); float64(k+1) > bound {
+			t.Fatalf("message %d handled %v after the start, over the bucket's %.1f: the reconnect refilled it", k+1, at.Sub(start), bound)
+		}
+	}
+	if st := srv.Stats(); st.RateWaits == 0 {
+		t.Errorf("the second client never waited: %+v", st)
+	}
+}

@@ -157,8 +157,9 @@ type ServerOptions struct {
 	// one bucket. A session whose identity has used up its tokens stops
 	// reading its connection until they would be available again (TCP
 	// slows the client down), so an honest client is slowed, never
-	// refused, and nothing is lost. An identity's bucket lives while it
-	// has sessions. Zero: no limit. Negative is an error.
+	// refused, and nothing is lost. An identity's bucket outlives its
+	// sessions until it has refilled, so reconnecting earns no fresh
+	// burst. Zero: no limit. Negative is an error.
 	MaxMessageRate float64
 	// MessageBurst is the size of an identity's bucket: the messages it
 	// may send at once after a pause. Zero: MaxMessageRate, at least 1.
@@ -325,7 +326,8 @@ type Server struct {
 	once     sync.Once
 	closeErr error
 
-	rates          map[string]*rateBucket // identity → its MaxMessageRate bucket, while it has sessions; guarded by mu
+	rates          map[string]*rateBucket // identity → its MaxMessageRate bucket, while it has sessions or owes tokens; guarded by mu
+	ratesSweepAt   int                    // len(rates) at which unregister sweeps refilled buckets out; guarded by mu
 	lastSeen       map[string]time.Time   // client ID → end of its last session; guarded by mu, bounded by lastSeenMax
 	refusedAt      map[string]time.Time   // guarded by mu
 	refusedDropped map[string]int
@@ -654,14 +656,30 @@ func (s *Server) unregister(ss *session) {
 		delete(s.peers, p.id)
 	}
 	if b := ss.rate; b != nil {
-		if b.refs--; b.refs == 0 {
-			delete(s.rates, ss.identity)
-		}
+		b.refs--
+		s.sweepRatesLocked(time.Now())
 	}
 	if len(s.lastSeen) >= lastSeenMax {
 		clear(s.lastSeen) // bounded memory: last-seen times are a convenience
 	}
 	s.lastSeen[p.id] = time.Now()
+}
+
+// sweepRatesLocked forgets the buckets of identities without sessions
+// once they have refilled: until then a reconnect must not hand an
+// identity a fresh burst. It sweeps when the map has doubled since the
+// last sweep, so the buckets kept are at most twice those of identities
+// with sessions or tokens owed, plus 64. s.mu must be held.
+func (s *Server) sweepRatesLocked(now time.Time) {
+	if len(s.rates) < s.ratesSweepAt {
+		return
+	}
+	for id, b := range s.rates {
+		if b.refs == 0 && b.refilled(now) {
+			delete(s.rates, id)
+		}
+	}
+	s.ratesSweepAt = 2*len(s.rates) + 64
 }
 
 // lastSeenMax bounds the last-seen times a server keeps in memory.
