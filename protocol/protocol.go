@@ -101,8 +101,9 @@ type Frame interface {
 
 // Hello opens a session. The client sends it first on a new connection.
 type Hello struct {
-	// ClientID names the client; the server binds it to the authenticated
-	// identity.
+	// ClientID names the client within its authenticated identity: the
+	// server keeps the client's state under the pair, so the same ID
+	// under two identities names two clients. It must not contain '/'.
 	ClientID string
 	// Stream is the client's outgoing stream.
 	Stream StreamID

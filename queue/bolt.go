@@ -812,6 +812,14 @@ func (b *Bolt) Stats() Stats {
 	if fi, err := os.Stat(b.path); err == nil {
 		s.FileSize = fi.Size()
 	}
+	var size int64
+	if b.view(func(tx *bolt.Tx) error { size = tx.Size(); return nil }) == nil {
+		b.dbMu.RLock()
+		if b.db != nil {
+			s.DataBytes = max(size-int64(b.db.Stats().FreeAlloc), 0)
+		}
+		b.dbMu.RUnlock()
+	}
 	return s
 }
 

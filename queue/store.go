@@ -41,6 +41,10 @@ type Stats struct {
 	LastSeq  uint64 // highest sequence ever assigned, 0 when none
 	Acked    uint64 // highest sequence acknowledged
 	FileSize int64  // size of the backing file, 0 for memory stores
+	// DataBytes is the live data in the file: its pages in use, less
+	// the free pages later writes reuse. It falls when entries are
+	// deleted, while FileSize does not. 0 for memory stores.
+	DataBytes int64
 }
 
 // Outbox is the sending role: one outgoing stream's durable entries.

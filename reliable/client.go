@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,6 +232,9 @@ func (o *ClientOptions) withDefaults(rawURL, path string) (ClientOptions, error)
 	}
 	if len(c.ClientID) > protocol.MaxClientIDLen {
 		return c, fmt.Errorf("reliable: ClientOptions.ClientID is longer than %d bytes", protocol.MaxClientIDLen)
+	}
+	if strings.Contains(c.ClientID, "/") {
+		return c, errors.New("reliable: ClientOptions.ClientID contains '/', which servers refuse (it separates identity and client ID in an address)")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

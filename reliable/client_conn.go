@@ -342,6 +342,7 @@ func (c *Client) openInbox(ctx context.Context, conn *wsconn.Conn, w *protocol.W
 func (c *Client) message(d *protocol.Data) *Message {
 	return &Message{
 		ClientID: c.clientID,
+		Address:  c.clientID,
 		Stream:   d.Stream,
 		Seq:      d.Seq,
 		ID:       d.ID,

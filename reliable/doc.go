@@ -84,7 +84,12 @@
 // # Security
 //
 // Authenticate runs on every dial, before the upgrade; resume never skips
-// it. A client ID is bound to the first identity that used it, so nobody can
-// resume or acknowledge another identity's stream. Browser clients are
-// subject to CheckOrigin.
+// it. Client IDs are namespaced by identity: the server keeps a client's
+// watermarks and pushes under its [Address] (identity and client ID), so
+// nobody can resume, take over or acknowledge another identity's stream,
+// nor claim its client ID first. Push to a client by its address
+// ([Message.Address], [ClientInfo.Address]). Browser clients are subject
+// to CheckOrigin. Limits on connections, memory, the store
+// (MaxStoreBytes) and each identity's message rate (MaxMessageRate) are
+// listed with their defaults in SECURITY.md.
 package reliable

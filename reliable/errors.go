@@ -66,6 +66,11 @@ var (
 	// ErrDiskFull reports that the disk holding the queue is full; errors
 	// wrapping it also match syscall.ENOSPC.
 	ErrDiskFull = queue.ErrDiskFull
+
+	// ErrStoreFull reports a push refused because the server's store is
+	// at its quota, ServerOptions.MaxStoreBytes. Nothing was queued;
+	// retry once clients have taken their pushes.
+	ErrStoreFull = errors.New("reliable: server store at its quota (MaxStoreBytes)")
 )
 
 // RejectError is the error a Receipt reports when a message settled

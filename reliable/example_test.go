@@ -207,3 +207,18 @@ func ExampleServer_SendMany() {
 	// queued with seq 1
 	// queued with seq 1
 }
+
+// ExampleAddress shows the addresses a server keeps clients under: the
+// client ID itself without authentication, else the identity (with '%'
+// and '/' escaped), a '/', and the client ID. Pass one to Server.Send to
+// push to that client; Message.Address holds it for the sender of a
+// message.
+func ExampleAddress() {
+	fmt.Println(reliable.Address("", "sensor-7"))
+	fmt.Println(reliable.Address("alice", "phone"))
+	fmt.Println(reliable.Address("spiffe://example.org/gw", "gw-1"))
+	// Output:
+	// sensor-7
+	// alice/phone
+	// spiffe:%2F%2Fexample.org%2Fgw/gw-1
+}

@@ -19,3 +19,6 @@ func ConnHeartbeat(c *Client, interval, timeout time.Duration) (time.Duration, t
 	hb := c.heartbeat(&protocol.Welcome{HeartbeatInterval: interval, HeartbeatTimeout: timeout})
 	return hb.interval, hb.timeout
 }
+
+// SplitAddress is splitAddress, for the fuzz test of Address.
+var SplitAddress = splitAddress

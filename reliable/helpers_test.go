@@ -22,7 +22,8 @@ import (
 // ioTimeout bounds every single read or write a raw test connection does.
 const ioTimeout = 5 * time.Second
 
-// sink records what a server's handler saw, per client.
+// sink records what a server's handler saw, per client address (the
+// client ID without Authenticate).
 type sink struct {
 	mu   sync.Mutex
 	seen map[string][]string
@@ -34,7 +35,7 @@ func (s *sink) handle(_ context.Context, m *reliable.Message) error {
 	if s.seen == nil {
 		s.seen = map[string][]string{}
 	}
-	s.seen[m.ClientID] = append(s.seen[m.ClientID], string(m.Payload))
+	s.seen[m.Address] = append(s.seen[m.Address], string(m.Payload))
 	return nil
 }
 

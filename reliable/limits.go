@@ -4,6 +4,9 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
+
+	"github.com/wsreliable/wsreliable/queue"
 )
 
 // budget is a number of bytes that readers take before they queue input
@@ -129,3 +132,75 @@ func defaultMaxConnections() int {
 	}
 	return max(16, (n-64)*9/10)
 }
+
+// storeFullRetry is the retry hint of a hello refused over
+// MaxStoreBytes: the store drains as clients take their pushes.
+const storeFullRetry = "5s"
+
+// storeStats is the optional method a store reports its size with.
+type storeStats interface{ Stats() queue.Stats }
+
+// storeBytes returns the live data of the store (queue.Stats.DataBytes),
+// 0 if the store does not say.
+func (s *Server) storeBytes() int64 {
+	st, ok := s.store.(storeStats)
+	if !ok {
+		return 0
+	}
+	return st.Stats().DataBytes
+}
+
+// storeFull reports whether the store is at MaxStoreBytes, and counts the
+// refusal that follows if it is.
+func (s *Server) storeFull() bool {
+	if s.opts.MaxStoreBytes < 0 || s.storeBytes() < s.opts.MaxStoreBytes {
+		return false
+	}
+	s.counters.storeFull.Add(1)
+	return true
+}
+
+// rateBucket is one identity's token bucket of MaxMessageRate. Tokens
+// may be owed: a reservation larger than the tokens at hand is granted
+// with the wait until they would have accrued, so a batch larger than the
+// burst still goes through, at the rate.
+type rateBucket struct {
+	rate, burst float64
+	refs        int // sessions holding the bucket, guarded by Server.mu; the bucket outlives them until refilled
+
+	mu     sync.Mutex
+	tokens float64 // may be negative: owed
+	at     time.Time
+}
+
+func newRateBucket(rate float64, burst int, now time.Time) *rateBucket {
+	return &rateBucket{rate: rate, burst: float64(burst), tokens: float64(burst), at: now}
+}
+
+// reserve takes n tokens at now and returns how long the caller must
+// wait before it uses them (0: at once).
+func (b *rateBucket) reserve(now time.Time, n int) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.After(b.at) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+		b.at = now
+	}
+	b.tokens -= float64(n)
+	if b.tokens >= 0 {
+		return 0
+	}
+	// Capped, so that a tiny rate cannot overflow the duration.
+	return time.Duration(min(-b.tokens/b.rate, maxRateWait.Seconds()) * float64(time.Second))
+}
+
+// refilled reports whether the bucket is full at now: forgetting it then
+// changes nothing.
+func (b *rateBucket) refilled(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tokens+now.Sub(b.at).Seconds()*b.rate >= b.burst
+}
+
+// maxRateWait bounds one wait for MaxMessageRate.
+const maxRateWait = time.Hour

@@ -40,6 +40,9 @@ type serverCounters struct {
 	pushRejected  atomic.Uint64
 	pushExpired   atomic.Uint64
 	pushEvicted   atomic.Uint64
+	storeFull     atomic.Uint64 // pushes and hellos refused over MaxStoreBytes
+	rateWaits     atomic.Uint64 // reads held back by MaxMessageRate
+	rateWaited    atomic.Int64  // their total, in ns
 
 	mu     sync.Mutex
 	closes map[protocol.CloseCode]uint64 // sessions ended, by close code

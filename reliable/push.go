@@ -47,7 +47,8 @@ func (s Status) String() string {
 // Settlement is how one message settled, as OnSettled reports it.
 type Settlement struct {
 	// ClientID is the client whose stream carried the message: the
-	// recipient of a push, or the sending client itself.
+	// recipient of a push (its Address on a server), or the sending
+	// client itself.
 	ClientID string
 	ID       protocol.MessageID
 	Seq      uint64
@@ -80,7 +81,9 @@ func statusOf(code protocol.RejectCode) Status {
 	return StatusRejected
 }
 
-// Send queues payload durably for clientID and returns once it is
+// Send queues payload durably for the client at address clientID (see
+// Address: the client ID itself on a server without Authenticate, else
+// Message.Address or Address(identity, client ID)) and returns once it is
 // committed to the server's store (fsynced unless NoSync). The message
 // reaches the client when it is connected, at once if it is; until then
 // it waits on disk, in the client's outbox. The receipt settles when the
@@ -88,7 +91,8 @@ func statusOf(code protocol.RejectCode) Status {
 //
 // Errors: ErrTooLarge (payload and headers over MaxMessageSize or the
 // outbox's byte limit), ErrQueueFull (the client's outbox is full and
-// OutboxEvict is off), ErrDiskFull, ErrClosed, ErrInvalid (an empty or
+// OutboxEvict is off), ErrStoreFull (the store is at MaxStoreBytes),
+// ErrDiskFull, ErrClosed, ErrInvalid (an empty or
 // over-long client ID, a negative TTL). On error nothing was queued.
 func (s *Server) Send(ctx context.Context, clientID string, payload []byte) (*Receipt, error) {
 	return s.SendMessage(ctx, clientID, OutgoingMessage{Payload: payload})
@@ -172,6 +176,9 @@ func (s *Server) push(ctx context.Context, ps []pending) ([]*Receipt, error) {
 		pushes[i] = queue.Push{Client: p.client, Entry: queue.Entry{
 			ID: rs[i].id, Headers: p.msg.Headers, Payload: p.msg.Payload, Expires: expiry(p.msg.TTL)}}
 		bytes += uint64(len(p.msg.Payload))
+	}
+	if s.storeFull() {
+		return nil, ErrStoreFull
 	}
 	seqs, evicted, err := s.store.Push(ctx, pushes)
 	if err != nil {
@@ -327,7 +334,7 @@ func (p pushStore) AckWith(ctx context.Context, upTo uint64, outcomes []queue.Ou
 // PushStatus is what a server knows of one push.
 type PushStatus struct {
 	ID       protocol.MessageID
-	ClientID string
+	ClientID string // the recipient's Address, as passed to Send
 	Seq      uint64
 	Status   Status
 	// Code and Reason say why a push settled without being handled.
@@ -344,8 +351,11 @@ var ErrUnknownMessage = errors.New("reliable: unknown message")
 
 // ClientInfo is what a server knows of one client.
 type ClientInfo struct {
-	ClientID  string
-	Identity  string // the identity its client ID is bound to
+	// Address is the client's address (see Address): the key Client and
+	// Clients take, and what Send takes to push to it.
+	Address   string
+	ClientID  string // the client ID it presents
+	Identity  string // the identity it authenticated as
 	Connected bool   // a session is open now
 	// Watermark is the committed watermark of the client's stream to the
 	// server while it is connected (0 otherwise): how far its messages
@@ -362,20 +372,21 @@ type ClientInfo struct {
 	Oldest   time.Time         // when the oldest queued push was queued; zero when none
 }
 
-// Client returns what the server knows of clientID's pushes. A client
+// Client returns what the server knows of the client at address (see
+// Address; the client ID without Authenticate) and its pushes. A client
 // never pushed to has a zero Stream and counts.
-func (s *Server) Client(clientID string) (ClientInfo, error) {
-	info, err := s.store.OutboxInfo(clientID)
+func (s *Server) Client(address string) (ClientInfo, error) {
+	info, err := s.store.OutboxInfo(address)
 	if err != nil {
-		return ClientInfo{}, fmt.Errorf("reliable: client %q: %w", truncate(clientID, 64), err)
+		return ClientInfo{}, fmt.Errorf("reliable: client %q: %w", truncate(address, 64), err)
 	}
 	return s.clientInfo(info), nil
 }
 
 // Clients lists the clients that are connected or have a push stream, in
-// client ID order, starting after the given ID ("" from the start), at most
-// limit of them (<= 0: 100). Page through them by passing the last ID
-// returned.
+// address order, starting after the given address ("" from the start), at
+// most limit of them (<= 0: 100). Page through them by passing the last
+// Address returned.
 func (s *Server) Clients(after string, limit int) ([]ClientInfo, error) {
 	if limit <= 0 {
 		limit = 100
@@ -425,15 +436,22 @@ func (s *Server) clientInfo(info queue.OutboxInfo) ClientInfo {
 	}
 	lastSeen := s.lastSeen[info.Client]
 	s.mu.Unlock()
-	identity, err := s.store.Binding(info.Client)
-	if err != nil {
-		s.log.Warn("reading a binding failed", "client", info.Client, "error", err)
+	identity, clientID := splitAddress(info.Client)
+	if identity == "" {
+		// A bare client ID may be bound from before addresses held
+		// identities.
+		bound, err := s.store.Binding(info.Client)
+		if err != nil {
+			s.log.Warn("reading a binding failed", "client", info.Client, "error", err)
+		}
+		identity = bound
 	}
 	if connected {
 		lastSeen = time.Time{}
 	}
 	return ClientInfo{
-		ClientID:  info.Client,
+		Address:   info.Client,
+		ClientID:  clientID,
 		Identity:  identity,
 		Connected: connected,
 		Watermark: wm,

@@ -24,6 +24,11 @@ type Message struct {
 	// Identity is what ServerOptions.Authenticate returned for the
 	// connection that carried the message.
 	Identity string
+	// Address is Address(Identity, ClientID): the key of the client's
+	// state on the server, and what to pass to Server.Send to push a
+	// reply to it. It equals ClientID without Authenticate, and on a
+	// client (a push's Message) it is the client's own ID.
+	Address string
 	// Stream is the sender's stream ID.
 	Stream protocol.StreamID
 	// Seq is the message's sequence number within Stream.
@@ -59,10 +64,14 @@ type Handler func(ctx context.Context, m *Message) error
 type ServerOptions struct {
 	// Authenticate runs on the HTTP request before the upgrade and returns
 	// the caller's identity. An error answers 401 and no WebSocket (403 if
-	// it wraps ErrForbidden). A client ID is bound to the first identity
-	// that used it; another identity presenting it is closed with
-	// protocol.CloseIdentity. Nil: every request is accepted with the
-	// empty identity.
+	// it wraps ErrForbidden). Client IDs are namespaced by identity: the
+	// server keeps a client's watermarks and pushes under its Address
+	// (identity and client ID), so two identities presenting the same
+	// client ID are two clients, and neither can resume or take over the
+	// other's. A hello whose client ID contains '/', or whose address
+	// would be longer than protocol.MaxClientIDLen, is closed with
+	// protocol.ClosePolicy. Nil: every request is accepted with the empty
+	// identity, whose addresses are the client IDs themselves.
 	Authenticate func(r *http.Request) (identity string, err error)
 
 	// CheckOrigin validates the Origin header of browser clients. Nil:
@@ -102,9 +111,9 @@ type ServerOptions struct {
 	// acknowledgement; those messages are handed to the handler again when
 	// the client reconnects, so Flush should discard what it failed to
 	// make durable. ctx is the session's and may already be done when the
-	// session ends. Nil: handlers make each message durable before they
-	// return.
-	Flush func(ctx context.Context, clientID string) error
+	// session ends. address is the client's Address (Message.Address).
+	// Nil: handlers make each message durable before they return.
+	Flush func(ctx context.Context, address string) error
 	// MaxAttempts, when positive, is how many times the handler is called
 	// for one message before its last failure becomes a rejection (code
 	// protocol.RejectAttempts, the error's text as reason), so one bad
@@ -141,6 +150,20 @@ type ServerOptions struct {
 	// MaxConnections (only with Authenticate). Zero: a quarter of
 	// MaxConnections. Negative: no share.
 	MaxConnectionsPerIdentity int
+	// MaxMessageRate, when positive, limits the messages (data frames)
+	// all sessions of one identity together hand on to the handler, per
+	// second, in bursts of MessageBurst: a token bucket per identity.
+	// Without Authenticate every client is the empty identity and shares
+	// one bucket. A session whose identity has used up its tokens stops
+	// reading its connection until they would be available again (TCP
+	// slows the client down), so an honest client is slowed, never
+	// refused, and nothing is lost. An identity's bucket outlives its
+	// sessions until it has refilled, so reconnecting earns no fresh
+	// burst. Zero: no limit. Negative is an error.
+	MaxMessageRate float64
+	// MessageBurst is the size of an identity's bucket: the messages it
+	// may send at once after a pause. Zero: MaxMessageRate, at least 1.
+	MessageBurst int
 	// MaxSessions limits concurrent sessions; beyond it new connections
 	// are closed with protocol.CloseTryAgainLater and a retry hint.
 	// Zero: no limit.
@@ -176,6 +199,21 @@ type ServerOptions struct {
 	// StatusRetention is how long Status remembers a push after it
 	// settled. Zero: 24 h. Negative: until OnSettled has been called.
 	StatusRetention time.Duration
+	// MaxStoreBytes is a quota on the live data of the server's store
+	// file: its pages in use less the free pages later writes reuse (see
+	// queue.Stats.DataBytes). The server never stores the messages
+	// clients send (they go to the handler); the store grows with pushes,
+	// their settlement records and per-client state. At or over the
+	// quota, pushes fail with ErrStoreFull (HTTP 507 in serve's push
+	// API) and a hello from a client without pushes waiting is closed
+	// with protocol.CloseTryAgainLater and a retry hint; clients with
+	// pushes waiting still connect, so the store drains, and once acked
+	// pushes are deleted data is accepted again. It is checked before
+	// each push call and hello, so concurrent calls may together exceed
+	// it by what they write. It is enforced for the bbolt store NewServer
+	// opens, and for a Store with a Stats() queue.Stats method reporting
+	// DataBytes. Zero: 1 GiB. Negative: no quota.
+	MaxStoreBytes int64
 	// IdleExpiry is how long a client's watermarks and binding outlive
 	// its last session on disk. Zero: 30 days. Negative: never. A client
 	// whose pushes wait is never expired.
@@ -217,8 +255,18 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 		field[int64]{"MaxMessageSize", &s.MaxMessageSize, 2 << 20},
 		field[int64]{"MaxInFlightBytes", &s.MaxInFlightBytes, 16 << 20},
 		field[int64]{"MaxBufferedBytes", &s.MaxBufferedBytes, 256 << 20},
+		field[int64]{"MaxStoreBytes", &s.MaxStoreBytes, 1 << 30},
 	); err != nil {
 		return s, err
+	}
+	if s.MaxMessageRate < 0 || s.MaxMessageRate != s.MaxMessageRate {
+		return s, fmt.Errorf("reliable: ServerOptions.MaxMessageRate is negative or NaN (%v)", s.MaxMessageRate)
+	}
+	if s.MessageBurst < 0 {
+		return s, fmt.Errorf("reliable: ServerOptions.MessageBurst is negative (%d)", s.MessageBurst)
+	}
+	if s.MessageBurst == 0 && s.MaxMessageRate > 0 {
+		s.MessageBurst = max(1, int(min(s.MaxMessageRate, 1<<30)))
 	}
 	if s.MaxInFlightBytes < s.MaxMessageSize {
 		return s, fmt.Errorf("reliable: ServerOptions.MaxInFlightBytes (%d) is below MaxMessageSize (%d)", s.MaxInFlightBytes, s.MaxMessageSize)
@@ -278,8 +326,10 @@ type Server struct {
 	once     sync.Once
 	closeErr error
 
-	lastSeen       map[string]time.Time // client ID → end of its last session; guarded by mu, bounded by lastSeenMax
-	refusedAt      map[string]time.Time // guarded by mu
+	rates          map[string]*rateBucket // identity → its MaxMessageRate bucket, while it has sessions or owes tokens; guarded by mu
+	ratesSweepAt   int                    // len(rates) at which unregister sweeps refilled buckets out; guarded by mu
+	lastSeen       map[string]time.Time   // client ID → end of its last session; guarded by mu, bounded by lastSeenMax
+	refusedAt      map[string]time.Time   // guarded by mu
 	refusedDropped map[string]int
 	refused        map[string]uint64
 
@@ -316,6 +366,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 		refusedDropped: make(map[string]int),
 		refused:        make(map[string]uint64),
 		sessions:       make(map[*session]struct{}),
+		rates:          make(map[string]*rateBucket),
 	}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{protocol.Subprotocol},
@@ -526,8 +577,23 @@ type ServerStats struct {
 	Redelivered  uint64 // pushes sent again after a reconnect
 
 	// Refused counts connections refused by a limit, by limit:
-	// "connections", "connections per IP", "connections per identity".
+	// "connections", "connections per IP", "connections per identity",
+	// "store quota" (hellos refused over MaxStoreBytes), "client
+	// address" (hellos refused for a '/' in the client ID or an address
+	// over protocol.MaxClientIDLen).
 	Refused map[string]uint64
+
+	// StoreFull counts pushes (calls) and hellos refused because the
+	// store was over MaxStoreBytes.
+	StoreFull uint64
+	// StoreBytes is the live data of the store as MaxStoreBytes counts
+	// it, now (0 for a store that does not report it).
+	StoreBytes int64
+	// RateWaits counts the times a session stopped reading because its
+	// identity had used up MaxMessageRate, and RateWaited the time
+	// sessions spent stopped so.
+	RateWaits  uint64
+	RateWaited time.Duration
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -544,6 +610,8 @@ func (s *Server) Stats() ServerStats {
 		PushAcked: c.pushAcked.Load(), PushRejected: c.pushRejected.Load(),
 		PushExpired: c.pushExpired.Load(), PushEvicted: c.pushEvicted.Load(),
 		Redelivered: s.nRedelivered.Load(),
+		StoreFull:   c.storeFull.Load(), StoreBytes: s.storeBytes(),
+		RateWaits: c.rateWaits.Load(), RateWaited: time.Duration(c.rateWaited.Load()),
 		Refused:     make(map[string]uint64, len(s.refused)),
 		Disconnects: make(map[protocol.CloseCode]uint64),
 	}
@@ -591,10 +659,31 @@ func (s *Server) unregister(ss *session) {
 		delete(s.peers, p.id)
 		s.fleet.release(p.id)
 	}
+	if b := ss.rate; b != nil {
+		b.refs--
+		s.sweepRatesLocked(time.Now())
+	}
 	if len(s.lastSeen) >= lastSeenMax {
 		clear(s.lastSeen) // bounded memory: last-seen times are a convenience
 	}
 	s.lastSeen[p.id] = time.Now()
+}
+
+// sweepRatesLocked forgets the buckets of identities without sessions
+// once they have refilled: until then a reconnect must not hand an
+// identity a fresh burst. It sweeps when the map has doubled since the
+// last sweep, so the buckets kept are at most twice those of identities
+// with sessions or tokens owed, plus 64. s.mu must be held.
+func (s *Server) sweepRatesLocked(now time.Time) {
+	if len(s.rates) < s.ratesSweepAt {
+		return
+	}
+	for id, b := range s.rates {
+		if b.refs == 0 && b.refilled(now) {
+			delete(s.rates, id)
+		}
+	}
+	s.ratesSweepAt = 2*len(s.rates) + 64
 }
 
 // lastSeenMax bounds the last-seen times a server keeps in memory.

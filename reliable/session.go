@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,13 +16,13 @@ import (
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
-// peer is the server's state for one client ID while it has a session:
+// peer is the server's state for one client address while it has a session:
 // its position in the client's stream (inbox) and its push stream
 // (outbox). Successive sessions of the client share it; only the session
 // holding turn delivers and sends. A peer leaves memory with its last
 // session, so offline clients cost nothing here.
 type peer struct {
-	id      string
+	id      string        // the client's address
 	turn    chan struct{} // one token: held by the session that delivers
 	current *session      // the newest session, guarded by Server.mu
 	refs    int           // sessions holding the peer, guarded by Server.mu
@@ -39,12 +40,14 @@ type session struct {
 	ws       *websocket.Conn
 	conn     *wsconn.Conn
 	identity string
+	addr     string // Address(identity, client ID): the key of the client's state
 	log      *slog.Logger
 	peer     *peer
 	hello    *protocol.Hello
 	bind     bool // the client ID is new: bind it to identity
 	inbox    *inbox
-	inFlight *budget // MaxInFlightBytes of this session
+	inFlight *budget     // MaxInFlightBytes of this session
+	rate     *rateBucket // its identity's MaxMessageRate; nil: no limit
 	// watermark mirrors the committed watermark of the client's stream
 	// for Server.Clients (the delivery worker owns the real one).
 	watermark atomic.Uint64
@@ -130,9 +133,24 @@ func (ss *session) handshake() bool {
 		return false
 	}
 	ss.hello = hello
-	ss.log = s.log.With("client", hello.ClientID)
+	// The client's state is keyed by its address, which holds the
+	// identity: another identity presenting the same client ID gets
+	// state of its own, never this one's.
+	addr, refused := checkClientAddress(ss.identity, hello.ClientID)
+	if refused != "" {
+		closeRaw(ss.ws, protocol.ClosePolicy, refused, s.opts.HeartbeatTimeout)
+		host, _, _ := net.SplitHostPort(ss.ws.RemoteAddr().String())
+		s.refusedLog("client address", host)
+		return false
+	}
+	ss.addr = addr
+	ss.log = s.log.With("client", addr)
 
-	bound, err := s.store.Binding(hello.ClientID)
+	// Bindings are written for authenticated addresses, which name their
+	// identity anyway: one can only differ from the identity when it was
+	// written before addresses held identities, keyed by a bare client
+	// ID, which the empty identity would now present.
+	bound, err := s.store.Binding(addr)
 	if err != nil {
 		closeRaw(ss.ws, protocol.CloseInternal, "store unavailable", s.opts.HeartbeatTimeout)
 		ss.log.Error("reading the identity binding failed", "error", err)
@@ -143,17 +161,28 @@ func (ss *session) handshake() bool {
 		ss.log.Warn("client ID presented by another identity")
 		return false
 	}
-	ss.bind = bound == ""
+	// Over the store's quota only clients with pushes waiting come in:
+	// they drain the store. Others would add state: they retry later.
+	if s.storeFull() {
+		info, err := s.store.OutboxInfo(addr)
+		if err != nil || info.Messages == 0 {
+			closeRaw(ss.ws, protocol.CloseTryAgainLater, retryAfterKey+storeFullRetry, s.opts.HeartbeatTimeout)
+			host, _, _ := net.SplitHostPort(ss.ws.RemoteAddr().String())
+			s.refusedLog("store quota", host)
+			return false
+		}
+	}
+	ss.bind = bound == "" && ss.identity != ""
 	return true
 }
 
-// admit claims the client's state (in a fleet), binds the client ID to
-// the session's identity if it is new, and records the visit; it reports
+// admit claims the client's state (in a fleet), binds the address to the
+// session's identity if it is new, and records the visit; it reports
 // whether the session may go on (it closed the connection if not). The
 // session is registered: a claim is released with the peer's last
 // session, so an ending session of the same client cannot drop it.
 func (ss *session) admit() bool {
-	s, id := ss.srv, ss.hello.ClientID
+	s, id := ss.srv, ss.addr
 	if _, err := s.fleet.claim(ss.ctx, id); err != nil {
 		ss.conn.Close(protocol.CloseTryAgainLater, retryAfterKey+"1s")
 		ss.log.Error("claiming the client failed", "error", err)
@@ -212,9 +241,9 @@ func (ss *session) register() bool {
 		ss.conn.Close(protocol.CloseTryAgainLater, retryAfterKey+"1s")
 		return false
 	}
-	p := s.peers[ss.hello.ClientID]
+	p := s.peers[ss.addr]
 	if p == nil {
-		p = &peer{id: ss.hello.ClientID, turn: make(chan struct{}, 1)}
+		p = &peer{id: ss.addr, turn: make(chan struct{}, 1)}
 		p.turn <- struct{}{}
 		s.peers[p.id] = p
 	}
@@ -224,6 +253,15 @@ func (ss *session) register() bool {
 	p.current = ss
 	p.refs++
 	ss.peer = p
+	if s.opts.MaxMessageRate > 0 {
+		b := s.rates[ss.identity]
+		if b == nil {
+			b = newRateBucket(s.opts.MaxMessageRate, s.opts.MessageBurst, time.Now())
+			s.rates[ss.identity] = b
+		}
+		b.refs++
+		ss.rate = b
+	}
 	ss.stop = make(chan struct{})
 	s.sessions[ss] = struct{}{}
 	return true
@@ -486,6 +524,7 @@ func (ss *session) message(d *protocol.Data) *Message {
 	return &Message{
 		ClientID: ss.hello.ClientID,
 		Identity: ss.identity,
+		Address:  ss.addr,
 		Stream:   d.Stream,
 		Seq:      d.Seq,
 		ID:       d.ID,
@@ -560,8 +599,12 @@ func (ss *session) readLoop() error {
 			ss.conn.Close(protocol.CloseProtocolError, "client exceeded its in-flight window")
 			return errors.New("reliable: client exceeded its in-flight window")
 		}
-		// Bytes wait for room in the session's and the server's budgets:
-		// until then the connection is not read.
+		// Messages wait for their identity's rate, and bytes for room in
+		// the session's and the server's budgets: until then the
+		// connection is not read.
+		if data > 0 && ss.rate != nil && !ss.waitRate(data) {
+			return ss.conn.Err()
+		}
 		var n int64
 		for _, f := range batch {
 			if d, ok := f.(*protocol.Data); ok {
@@ -576,6 +619,26 @@ func (ss *session) readLoop() error {
 			return ss.conn.Err()
 		}
 		ss.inbox.push(batch)
+	}
+}
+
+// waitRate takes n messages from the identity's rate bucket and waits
+// until they are due, or the connection ends (false).
+func (ss *session) waitRate(n int) bool {
+	d := ss.rate.reserve(time.Now(), n)
+	if d <= 0 {
+		return true
+	}
+	c := &ss.srv.counters
+	c.rateWaits.Add(1)
+	c.rateWaited.Add(int64(d))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ss.conn.Done():
+		return false
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 // clientJSON is one client in the admin API's answers.
 type clientJSON struct {
+	Address      string  `json:"address"` // what POST /v1/push takes as "client"; the client ID without authentication
 	Client       string  `json:"client"`
 	Identity     string  `json:"identity"`
 	Connected    bool    `json:"connected"`
@@ -25,7 +26,7 @@ type clientJSON struct {
 
 func toClientJSON(c reliable.ClientInfo, now time.Time) clientJSON {
 	j := clientJSON{
-		Client: c.ClientID, Identity: c.Identity, Connected: c.Connected, Watermark: c.Watermark,
+		Address: c.Address, Client: c.ClientID, Identity: c.Identity, Connected: c.Connected, Watermark: c.Watermark,
 		OutboxDepth: c.Queued, OutboxBytes: c.Bytes, FirstSeq: c.FirstSeq, LastSeq: c.LastSeq,
 	}
 	if !c.LastSeen.IsZero() {
@@ -50,8 +51,9 @@ type clientsPage struct {
 // maxClientsPage bounds one page of GET /v1/clients.
 const maxClientsPage = 1000
 
-// clients handles GET /v1/clients?after=ID&limit=N: connected clients and
-// those with queued pushes, in client ID order, a page at a time.
+// clients handles GET /v1/clients?after=ADDRESS&limit=N: connected
+// clients and those with queued pushes, in address order, a page at a
+// time.
 func (a *pushAPI) clients(w http.ResponseWriter, r *http.Request) {
 	if !getOnly(w, r) {
 		return
@@ -76,7 +78,7 @@ func (a *pushAPI) clients(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	for i, c := range list {
 		if i == limit {
-			page.Next = list[limit-1].ClientID
+			page.Next = list[limit-1].Address
 			break
 		}
 		page.Clients = append(page.Clients, toClientJSON(c, now))
@@ -84,7 +86,8 @@ func (a *pushAPI) clients(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// client handles GET /v1/clients/{id}.
+// client handles GET /v1/clients/{address} (the client ID without
+// authentication; a "/" in an address is escaped as %2F in the path).
 func (a *pushAPI) client(w http.ResponseWriter, r *http.Request) {
 	if !getOnly(w, r) {
 		return

@@ -19,6 +19,8 @@ func appendDelivered(dst []byte, m *reliable.Message) []byte {
 	dst = appendJSONString(dst, m.ClientID)
 	dst = append(dst, `,"identity":`...)
 	dst = appendJSONString(dst, m.Identity)
+	dst = append(dst, `,"address":`...)
+	dst = appendJSONString(dst, m.Address)
 	dst = append(dst, `,"id":"`...)
 	dst = appendUUID(dst, m.ID)
 	dst = append(dst, `","seq":`...)

@@ -19,9 +19,9 @@ func FuzzAppendDelivered(f *testing.F) {
 		f.Add("client-1", "spiffe://example.org/"+s, []byte(s), uint64(7))
 	}
 	f.Fuzz(func(t *testing.T, client, identity string, payload []byte, seq uint64) {
-		m := &reliable.Message{ClientID: client, Identity: identity, ID: protocol.MessageID(uuid.New()), Seq: seq, Payload: payload}
+		m := &reliable.Message{ClientID: client, Identity: identity, Address: reliable.Address(identity, client), ID: protocol.MessageID(uuid.New()), Seq: seq, Payload: payload}
 		text, b64 := payloadFields(m.Payload)
-		want := encodeLine(deliveredLine{Client: m.ClientID, Identity: m.Identity, ID: m.ID.String(), Seq: m.Seq, Payload: text, PayloadB64: b64})
+		want := encodeLine(deliveredLine{Client: m.ClientID, Identity: m.Identity, Address: m.Address, ID: m.ID.String(), Seq: m.Seq, Payload: text, PayloadB64: b64})
 		if got := appendDelivered(nil, m); !bytes.Equal(got, want) {
 			t.Fatalf("serve: client %q identity %q payload %q:\n got %s\nwant %s", client, identity, payload, got, want)
 		}

@@ -112,13 +112,14 @@ func (b *bufferedLines) dropLocked(client string) {
 
 // hooks returns the Handler and the Flush hook with which serve and recv
 // print messages: the handler buffers the line build appends for each
-// message under the message's client ID, and flush writes a client's
+// message under the message's address (its client ID without
+// authentication), and flush writes a client's
 // lines out before the library commits their watermark, so a message is
 // acknowledged only once its line has left the process.
 func (b *bufferedLines) hooks(build func([]byte, *reliable.Message) []byte, log *slog.Logger) (reliable.Handler, func(context.Context, string) error) {
 	handler := func(_ context.Context, m *reliable.Message) error {
-		if err := b.writeMessage(m.ClientID, func(dst []byte) []byte { return build(dst, m) }); err != nil {
-			log.Warn("writing a message to stdout failed; it will be retried", "client", m.ClientID, "seq", m.Seq, "error", err)
+		if err := b.writeMessage(m.Address, func(dst []byte) []byte { return build(dst, m) }); err != nil {
+			log.Warn("writing a message to stdout failed; it will be retried", "client", m.Address, "seq", m.Seq, "error", err)
 			return fmt.Errorf("write stdout: %w", err)
 		}
 		return nil

@@ -22,7 +22,8 @@ import (
 
 // pushAPI is serve's HTTP push API, enabled by -api-key-file:
 //
-//	POST /v1/push            queue one message for one or more clients
+//	POST /v1/push            queue one message for one or more clients,
+//	                         named by address, or by client ID with "identity"
 //	GET  /v1/messages/{id}   what became of a push
 //
 // Every request carries the key as "Authorization: Bearer KEY". Errors are
@@ -89,6 +90,11 @@ func (a *pushAPI) authorized(h http.HandlerFunc) http.Handler {
 // pushRequest is the body of POST /v1/push. Pointers tell an absent field
 // from an empty one.
 type pushRequest struct {
+	// Identity, when given, makes Client and Clients client IDs of that
+	// identity; without it they are addresses (the "address" of serve's
+	// lines; the client ID itself for a client without token or
+	// certificate).
+	Identity   *string   `json:"identity"`
 	Client     *string   `json:"client"`
 	Clients    *[]string `json:"clients"`
 	Payload    *string   `json:"payload"`
@@ -157,7 +163,7 @@ func pushErrorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, reliable.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
-	case errors.Is(err, reliable.ErrQueueFull), errors.Is(err, reliable.ErrDiskFull):
+	case errors.Is(err, reliable.ErrQueueFull), errors.Is(err, reliable.ErrDiskFull), errors.Is(err, reliable.ErrStoreFull):
 		return http.StatusInsufficientStorage, err.Error()
 	case errors.Is(err, reliable.ErrClosed):
 		return http.StatusServiceUnavailable, "server shutting down"
@@ -166,7 +172,8 @@ func pushErrorStatus(err error) (int, string) {
 }
 
 // decodePush reads and checks a push request: one JSON object with exactly
-// one of client and clients (non-empty, no ID twice), exactly one of
+// one of client and clients (non-empty, no address twice; client IDs of
+// identity when that is given, which are turned into addresses), exactly one of
 // payload and payload_b64, and an optional non-negative Go duration as
 // ttl. Everything SendMany would refuse as bad input is refused here, so
 // its remaining errors are the server's, not the caller's. A body over
@@ -200,10 +207,20 @@ func (a *pushAPI) decodePush(w http.ResponseWriter, r *http.Request) ([]string, 
 			return nil, msg, errors.New(`"clients" is empty`)
 		}
 	}
+	if req.Identity != nil {
+		addrs := make([]string, len(clients))
+		for i, c := range clients {
+			if c == "" || strings.Contains(c, "/") {
+				return nil, msg, fmt.Errorf("client ID %q is empty or contains '/' (with \"identity\", give client IDs, not addresses)", truncateID(c))
+			}
+			addrs[i] = reliable.Address(*req.Identity, c)
+		}
+		clients = addrs
+	}
 	seen := make(map[string]struct{}, len(clients))
 	for _, c := range clients {
 		if c == "" || len(c) > protocol.MaxClientIDLen {
-			return nil, msg, fmt.Errorf("client ID %q is empty or longer than %d bytes", truncateID(c), protocol.MaxClientIDLen)
+			return nil, msg, fmt.Errorf("client address %q is empty or longer than %d bytes", truncateID(c), protocol.MaxClientIDLen)
 		}
 		if _, dup := seen[c]; dup {
 			return nil, msg, fmt.Errorf("client ID %q appears twice", truncateID(c))

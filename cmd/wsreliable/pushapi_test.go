@@ -200,14 +200,14 @@ type recvProc struct {
 	stop   func() int
 }
 
-// startRecv runs recv for clientID with its store in dataDir until stop
-// is called (or the test ends).
-func startRecv(t *testing.T, url, dataDir, clientID string) *recvProc {
+// startRecv runs recv for clientID with its store in dataDir, and extra
+// flags, until stop is called (or the test ends).
+func startRecv(t *testing.T, url, dataDir, clientID string, extra ...string) *recvProc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &recvProc{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
 	codes := make(chan int, 1)
-	args := []string{"-url", url, "-data", dataDir, "-client-id", clientID, "-heartbeat", "500ms", "-heartbeat-timeout", "1s"}
+	args := append([]string{"-url", url, "-data", dataDir, "-client-id", clientID, "-heartbeat", "500ms", "-heartbeat-timeout", "1s"}, extra...)
 	go func() { codes <- runRecv(ctx, args, nil, p.stdout, p.stderr) }()
 	var once sync.Once
 	code := -1
@@ -529,4 +529,65 @@ func TestPushTTLExpired(t *testing.T) {
 	if n := len(r.stdout.lines()); n != 1 {
 		t.Errorf("recv printed %d lines, want 1:\n%s", n, r.stdout)
 	}
+}
+
+// TestPushAPIIdentity: with tokens, a client's pushes are addressed by
+// identity and client ID, either as "identity" and "client" or as the
+// address serve prints; a push to the bare client ID is another client's
+// (the empty identity's) and never reaches the authenticated one.
+func TestPushAPIIdentity(t *testing.T) {
+	dir := t.TempDir()
+	tokens := writeFile(t, dir, "tokens", "bob tok-bob-1\n")
+	srv, c := startServeAPI(t, "-tokens-file", tokens)
+	bare := c.pushText(t, "phone", "not for bob")
+	byIdentity := c.pushOK(t, `{"identity":"bob","client":"phone","payload":"one"}`)
+	byAddress := c.pushOK(t, `{"client":"bob/phone","payload":"two"}`)
+	if byIdentity[0].Client != "bob/phone" {
+		t.Errorf("the answer names %q, want the address bob/phone", byIdentity[0].Client)
+	}
+	resp, b := c.push(t, `{"identity":"bob","client":"bob/phone","payload":"x"}`)
+	checkError(t, resp, b, http.StatusBadRequest)
+
+	token := writeFile(t, dir, "token", "tok-bob-1\n")
+	r := startRecv(t, srv.url, filepath.Join(dir, "recv"), "phone", "-token-file", token)
+	checkReceived(t, waitReceived(t, r.stdout, 2), []pushed{byIdentity[0], byAddress[0]}, []string{"one", "two"})
+	if st := c.waitStatus(t, bare.ID, "pending"); st.Client != "phone" {
+		t.Errorf("the bare push's status: %+v", st)
+	}
+}
+
+// TestPushAPIStoreQuota: at -max-store-bytes pushes answer 507 (the
+// server stays up); once the client has taken its pushes they are
+// accepted again.
+func TestPushAPIStoreQuota(t *testing.T) {
+	srv, c := startServeAPI(t, "-max-store-bytes", "262144")
+	payload := strings.Repeat("q", 16<<10)
+	var ok []pushed
+	for len(ok) < 100 {
+		resp, b := c.push(t, pushBody(map[string]any{"client": "hoarder", "payload": payload}))
+		if resp.StatusCode == http.StatusInsufficientStorage {
+			if e := checkError(t, resp, b, http.StatusInsufficientStorage); !strings.Contains(e, "quota") {
+				t.Errorf("507 error %q does not name the quota", e)
+			}
+			break
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("push %d: HTTP %d %s", len(ok), resp.StatusCode, b)
+		}
+		var pr struct{ Messages []pushed }
+		decodeStrict(t, b, &pr)
+		ok = append(ok, pr.Messages...)
+	}
+	if len(ok) == 100 {
+		t.Fatal("100 pushes of 16 KiB went into a 256 KiB store")
+	}
+	r := startRecv(t, srv.url, filepath.Join(t.TempDir(), "hoarder"), "hoarder")
+	waitReceived(t, r.stdout, len(ok))
+	for _, m := range ok {
+		c.waitStatus(t, m.ID, "acked")
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		resp, _ := c.push(t, `{"client":"later","payload":"accepted again"}`)
+		return resp.StatusCode == http.StatusOK
+	}, "pushes still refused after the store drained")
 }

@@ -33,6 +33,7 @@ const serveStoreName = "server.db"
 type deliveredLine struct {
 	Client     string  `json:"client"`
 	Identity   string  `json:"identity"`
+	Address    string  `json:"address"` // reliable.Address(identity, client): POST /v1/push's "client" for a reply
 	ID         string  `json:"id"`
 	Seq        uint64  `json:"seq"`
 	Payload    *string `json:"payload,omitempty"`
@@ -56,6 +57,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	apiKeyFile := fs.String("api-key-file", "", "enable the HTTP push API (POST /v1/push, GET /v1/messages/{id}); requests must carry \"Authorization: Bearer KEY\" with KEY this `file`'s contents, trimmed. Empty: no API (its paths answer 404)")
 	outboxMax := fs.Int("outbox-max-messages", 0, "most pushes queued for one client; 0 means the library default (10000), negative no limit")
 	outboxMaxBytes := fs.Int64("outbox-max-bytes", 0, "most bytes of pushes queued for one client; 0 means the library default (64 MiB), negative no limit")
+	maxStoreBytes := fs.Int64("max-store-bytes", 0, "quota on the live data of the server's store file (pushes, their statuses, per-client state): at it, pushes answer HTTP 507 and clients without pushes waiting are closed with 1013 until the store drains; 0 means the library default (1 GiB), negative no quota")
+	maxMessageRate := fs.Float64("max-message-rate", 0, "most messages a second one identity (token or certificate; without them, all clients together) may send; beyond it serve stops reading that identity's connections until its tokens refill (clients are slowed, nothing is lost); 0 means no limit")
+	messageBurst := fs.Int("message-burst", 0, "messages an identity may send at once under -max-message-rate; 0 means one second's worth")
 	outboxEvict := fs.Bool("outbox-evict", false, "when a client's outbox is full, evict its oldest pushes (status evicted) instead of refusing the new one (HTTP 507)")
 	tlsCert := fs.String("tls-cert", "", "serve TLS (wss:// and https://, TLS 1.2 or later) with the certificate (chain) in this PEM `file`; needs -tls-key")
 	tlsKey := fs.String("tls-key", "", "PEM `file` holding the private key of -tls-cert")
@@ -161,6 +165,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		OutboxMaxMessages: *outboxMax,
 		OutboxMaxBytes:    *outboxMaxBytes,
 		OutboxEvict:       *outboxEvict,
+		MaxStoreBytes:     *maxStoreBytes,
+		MaxMessageRate:    *maxMessageRate,
+		MessageBurst:      *messageBurst,
 		Logger:            log,
 		Flush:             flush,
 	}

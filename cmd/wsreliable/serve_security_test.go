@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/wsreliable/wsreliable/internal/testkit"
 	"github.com/wsreliable/wsreliable/protocol"
+	"github.com/wsreliable/wsreliable/reliable"
 )
 
 // testCA is a certificate authority made for one test; its files live in
@@ -220,7 +222,7 @@ func TestServeMTLS(t *testing.T) {
 			t.Fatalf("%s: send exited with %d: %s", tc.name, code, errOut)
 		}
 		d := deliveredOne(t, srv.stdout, i+1)
-		if *d.Payload != "from "+tc.name || identityOf(d) != tc.want {
+		if *d.Payload != "from "+tc.name || identityOf(d) != tc.want || d.Address != reliable.Address(tc.want, tc.name) {
 			t.Errorf("%s: serve printed %+v with identity %q, want %q", tc.name, d, identityOf(d), tc.want)
 		}
 	}
@@ -254,8 +256,8 @@ func TestServeTokens(t *testing.T) {
 	if code, errOut := sendOne(t, "hello", "-url", srv.url, "-token-file", good, "-wait", "30s"); code != exitOK {
 		t.Fatalf("send with a good token exited with %d: %s", code, errOut)
 	}
-	if d := deliveredOne(t, srv.stdout, 1); *d.Payload != "hello" || identityOf(d) != "bob" {
-		t.Fatalf("serve printed %+v with identity %q, want bob", d, identityOf(d))
+	if d := deliveredOne(t, srv.stdout, 1); *d.Payload != "hello" || identityOf(d) != "bob" || d.Address != "bob/"+d.Client {
+		t.Fatalf("serve printed %+v with identity %q, want bob and the address bob/CLIENT", d, identityOf(d))
 	}
 
 	for name, extra := range map[string][]string{"wrong token": {"-token-file", wrong}, "no token": nil} {
@@ -455,5 +457,44 @@ func TestServeOrigin(t *testing.T) {
 		if (err == nil) != ok || (!ok && status != http.StatusForbidden) {
 			t.Errorf("Origin %q: HTTP %d, %v; want accepted: %v", origin, status, err, ok)
 		}
+	}
+}
+
+// TestServeClientIDOfAnotherIdentity is the first row through
+// the CLI: bob sends with alice's client ID between two runs of alice's.
+// Before, bob's lines were printed under alice's ID. Now each send exits
+// 0 only once its lines are printed, under its own address, and all ten
+// of alice's lines are there, in order. (Injection on alice's stream ID:
+// TestAttackClientIDOfAnotherIdentity in reliable.)
+func TestServeClientIDOfAnotherIdentity(t *testing.T) {
+	dir := t.TempDir()
+	tokens := writeFile(t, dir, "tokens", "alice tok-alice-1\nbob tok-bob-1\n")
+	srv := startServe(t, filepath.Join(dir, "srv"), "-tokens-file", tokens)
+	send := func(who string, lines ...string) {
+		t.Helper()
+		token := writeFile(t, dir, who+".token", "tok-"+who+"-1\n")
+		code, _, errOut := sendRun(t, strings.Join(lines, "\n")+"\n", "-url", srv.url, "-data", filepath.Join(dir, who),
+			"-client-id", "shared", "-token-file", token, "-wait", "30s")
+		if code != exitOK {
+			t.Fatalf("%s's send exited with %d: %s", who, code, errOut)
+		}
+	}
+	send("alice", "a1", "a2", "a3", "a4", "a5")
+	send("bob", "b1", "b2", "b3")
+	send("alice", "a6", "a7", "a8", "a9", "a10")
+
+	got := map[string][]string{}
+	for _, d := range decodeLines[delivered](t, srv.stdout.lines()) {
+		if d.Client != "shared" || d.Address != identityOf(d)+"/shared" {
+			t.Errorf("line %+v: want client shared under the address IDENTITY/shared", d)
+		}
+		got[d.Address] = append(got[d.Address], payloadOf(t, d.Payload, d.PayloadB64))
+	}
+	want := map[string][]string{
+		"alice/shared": {"a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10"},
+		"bob/shared":   {"b1", "b2", "b3"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("serve printed %v, want %v", got, want)
 	}
 }

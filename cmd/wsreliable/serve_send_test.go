@@ -21,6 +21,7 @@ import (
 type delivered struct {
 	Client     string  `json:"client"`
 	Identity   *string `json:"identity"`
+	Address    string  `json:"address"`
 	ID         string  `json:"id"`
 	Seq        uint64  `json:"seq"`
 	Payload    *string `json:"payload"`

@@ -342,3 +342,47 @@ func TestPipe(t *testing.T) {
 		}
 	}
 }
+
+// TestUnderAttack runs the attack scenario small: the honest client
+// delivers everything (UnderAttack fails otherwise); latencies are
+// reported, never asserted.
+func TestUnderAttack(t *testing.T) {
+	r, err := bench.UnderAttack(testContext(t), bench.AttackConfig{Count: 50, Attackers: 1, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.UnloadedP99 <= 0 || r.AttackP99 <= 0 || r.AttackerSessions == 0 {
+		t.Errorf("result: %+v", r)
+	}
+	t.Logf("honest p99 %v alone, %v under attack (%.1f×); attackers: %d sessions, %d messages handled",
+		r.UnloadedP99, r.AttackP99, r.Ratio, r.AttackerSessions, r.AttackerMessages)
+}
+
+// BenchmarkHonestUnderAttack reports the honest client's p99 under
+// attack against its unloaded p99 (the bound: 5×), e.g.
+//
+//	go test -run '^$' -bench HonestUnderAttack -benchtime 1x ./internal/bench/
+func BenchmarkHonestUnderAttack(b *testing.B) {
+	for _, sc := range []struct {
+		durable bool
+		rate    float64
+	}{{false, 0}, {true, 0}, {false, 500}, {true, 500}} {
+		name := map[bool]string{false: "nosync", true: "durable"}[sc.durable]
+		if sc.rate > 0 {
+			name += fmt.Sprintf("/rate%.0f", sc.rate)
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				r, err := bench.UnderAttack(context.Background(), bench.AttackConfig{Count: 1000, Attackers: 2, Durable: sc.durable, MessageRate: sc.rate, Dir: b.TempDir()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(r.Ratio, "p99-ratio")
+				b.ReportMetric(float64(r.UnloadedP99.Microseconds()), "p99-alone-µs")
+				b.ReportMetric(float64(r.AttackP99.Microseconds()), "p99-attack-µs")
+				b.Logf("p99 %v alone, %v under attack (%.1f×), p50 %v; attackers: %d sessions, %d messages; disconnects %v",
+					r.UnloadedP99, r.AttackP99, r.Ratio, r.AttackP50, r.AttackerSessions, r.AttackerMessages, r.Stats.Disconnects)
+			}
+		})
+	}
+}

@@ -35,6 +35,9 @@
 //	wsreliable.pushes.settled{status}   counter    {message}  pushes settled: acked, rejected, expired, evicted
 //	wsreliable.pushes.redelivered       counter    {message}  pushes sent again after a reconnect
 //	wsreliable.refused{limit}           counter    {connection} connections refused by a limit
+//	wsreliable.store.size               gauge      By         live data in the store (MaxStoreBytes)
+//	wsreliable.store.full               counter    {refusal}  pushes and hellos refused at MaxStoreBytes
+//	wsreliable.rate.waits               counter    {wait}     reads held back by MaxMessageRate
 //
 // # Histograms
 //
@@ -163,6 +166,9 @@ func Register(mp metric.MeterProvider, srv *reliable.Server) (metric.Registratio
 		pushSettled   = counter("wsreliable.pushes.settled", "{message}", "Pushes settled, by status: acked, rejected, expired or evicted.")
 		redelivered   = counter("wsreliable.pushes.redelivered", "{message}", "Pushes sent again after a reconnect.")
 		refused       = counter("wsreliable.refused", "{connection}", "Connections refused by a limit, by limit.")
+		storeBytes    = gauge("wsreliable.store.size", "By", "Live data in the server's store, as MaxStoreBytes counts it.")
+		storeFull     = counter("wsreliable.store.full", "{refusal}", "Pushes and hellos refused because the store was at MaxStoreBytes.")
+		rateWaits     = counter("wsreliable.rate.waits", "{wait}", "Times a session stopped reading because its identity had used up MaxMessageRate.")
 	)
 	if err != nil {
 		return nil, err
@@ -197,7 +203,11 @@ func Register(mp metric.MeterProvider, srv *reliable.Server) (metric.Registratio
 		for limit, n := range st.Refused {
 			count(refused, n, metric.WithAttributes(attribute.String("limit", limit)))
 		}
+		o.ObserveInt64(storeBytes, st.StoreBytes)
+		count(storeFull, st.StoreFull)
+		count(rateWaits, st.RateWaits)
 		return nil
 	}, sessions, clients, inFlight, connects, disconnects, received, receivedBytes, rejected,
-		expired, duplicates, pushed, pushedBytes, pushSettled, redelivered, refused)
+		expired, duplicates, pushed, pushedBytes, pushSettled, redelivered, refused,
+		storeBytes, storeFull, rateWaits)
 }

@@ -34,6 +34,10 @@
 //	wsreliable_pushes_settled_total{status}  counter  pushes settled: acked, rejected, expired, evicted
 //	wsreliable_pushes_redelivered_total      counter  pushes sent again after a reconnect
 //	wsreliable_refused_total{limit}          counter  connections refused by a limit
+//	wsreliable_store_bytes                   gauge    live data in the store (MaxStoreBytes)
+//	wsreliable_store_full_total              counter  pushes and hellos refused at MaxStoreBytes
+//	wsreliable_rate_waits_total              counter  reads held back by MaxMessageRate
+//	wsreliable_rate_waited_seconds_total     counter  time spent held back so
 //
 // # Histograms
 //
@@ -69,6 +73,7 @@ type Collector struct {
 	received, receivedBytes, rejected, expired   *prometheus.Desc
 	duplicates, pushed, pushedBytes, pushSettled *prometheus.Desc
 	redelivered, refused                         *prometheus.Desc
+	storeBytes, storeFull, rateWaits, rateWaited *prometheus.Desc
 }
 
 // NewCollector returns a Collector reading srv.Stats() at each scrape.
@@ -94,6 +99,10 @@ func NewCollector(srv *reliable.Server) *Collector {
 		pushSettled:   d("pushes_settled_total", "Pushes settled, by status: acked, rejected, expired or evicted.", "status"),
 		redelivered:   d("pushes_redelivered_total", "Pushes sent again after a reconnect."),
 		refused:       d("refused_total", "Connections refused by a limit, by limit.", "limit"),
+		storeBytes:    d("store_bytes", "Live data in the server's store, as MaxStoreBytes counts it."),
+		storeFull:     d("store_full_total", "Pushes and hellos refused because the store was at MaxStoreBytes."),
+		rateWaits:     d("rate_waits_total", "Times a session stopped reading because its identity had used up MaxMessageRate."),
+		rateWaited:    d("rate_waited_seconds_total", "Time sessions spent stopped so."),
 	}
 }
 
@@ -103,6 +112,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.sessions, c.clients, c.inFlight, c.connects, c.disconnects,
 		c.received, c.receivedBytes, c.rejected, c.expired, c.duplicates,
 		c.pushed, c.pushedBytes, c.pushSettled, c.redelivered, c.refused,
+		c.storeBytes, c.storeFull, c.rateWaits, c.rateWaited,
 	} {
 		ch <- d
 	}
@@ -140,6 +150,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for limit, n := range st.Refused {
 		counter(c.refused, n, limit)
 	}
+	gauge(c.storeBytes, float64(st.StoreBytes))
+	counter(c.storeFull, st.StoreFull)
+	counter(c.rateWaits, st.RateWaits)
+	ch <- prometheus.MustNewConstMetric(c.rateWaited, prometheus.CounterValue, st.RateWaited.Seconds())
 }
 
 // Observer implements [reliable.Observer] with histograms, and

@@ -12,8 +12,9 @@ import (
 )
 
 // peerOf is the peer key of a message: the name the server claims and
-// keeps its watermarks under.
-func peerOf(m *reliable.Message) string { return m.ClientID }
+// keeps its watermarks under, the client's address (its client ID
+// within its identity's namespace).
+func peerOf(m *reliable.Message) string { return m.Address }
 
 // Handler returns a reliable.Handler that applies each message exactly
 // once: in one transaction it checks this store's claim on the

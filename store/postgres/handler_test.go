@@ -56,7 +56,7 @@ func countApplied(t *testing.T, conn *pgx.Conn) map[string]int {
 }
 
 func message(client string, seq uint64) *reliable.Message {
-	return &reliable.Message{ClientID: client, Stream: protocol.StreamID{9}, Seq: seq, Payload: []byte("p")}
+	return &reliable.Message{ClientID: client, Address: client, Stream: protocol.StreamID{9}, Seq: seq, Payload: []byte("p")}
 }
 
 // TestHandlerOnce: the same message handled twice is applied once (the
