@@ -276,17 +276,6 @@ func asIdentity(id string) func(context.Context) (http.Header, error) {
 	}
 }
 
-// openStoreStats opens a closed store file and returns its stats.
-func openStoreStats(tb testing.TB, path string) queue.Stats {
-	tb.Helper()
-	q, err := queue.Open(path, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer q.Close()
-	return q.Stats()
-}
-
 // TestAuthenticateRefused: an Authenticate error answers 401 (403 when it
 // wraps ErrForbidden) without an upgrade. A Client stops on 403; on 401 it
 // keeps retrying with backoff, calling Header before every dial, and

@@ -134,15 +134,6 @@ func settledArgs(at int64, recs []settleRec) []any {
 	return []any{ids, clients, seqs, pending, codes, reasons, ats}
 }
 
-// upsertSettled writes recs in tx; see settledArgs.
-func upsertSettled(ctx context.Context, tx pgx.Tx, at int64, recs []settleRec) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	_, err := tx.Exec(ctx, upsertSettledSQL, settledArgs(at, recs)...)
-	return err
-}
-
 // Push appends every message to its client's outbox in one transaction,
 // all or none, and then wakes the listeners of every process sharing
 // the database (a NOTIFY on wsr_push per client, sent right after the
