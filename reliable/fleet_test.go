@@ -402,3 +402,49 @@ func TestFleetFencesStaleNode(t *testing.T) {
 		t.Errorf("node B handled %d messages, want %d (5 onwards)", got, n-5)
 	}
 }
+
+// TestHandlerFencedEndsSession: a handler error wrapping queue.ErrFenced
+// (a fleet's transactional handler finding the client owned elsewhere)
+// is not retried on the session: the session ends with 1001 at once, the
+// client reconnects, and the message is handled on the next session.
+func TestHandlerFencedEndsSession(t *testing.T) {
+	ctx := testkit.Deadline(t, 30*time.Second)
+	var (
+		srv      *reliable.Server
+		mu       sync.Mutex
+		calls    []int64 // the server's Connects at each call for "3"
+		fencedOK atomic.Bool
+		s        sink
+	)
+	srv, url := startServer(t, func(ctx context.Context, m *reliable.Message) error {
+		if string(m.Payload) == "3" {
+			mu.Lock()
+			calls = append(calls, int64(srv.Stats().Connects))
+			mu.Unlock()
+			if !fencedOK.Swap(true) {
+				return fmt.Errorf("test: %w", queue.ErrFenced)
+			}
+		}
+		return s.handle(ctx, m)
+	}, &reliable.ServerOptions{HeartbeatInterval: 200 * time.Millisecond, HeartbeatTimeout: time.Second})
+	c := newClient(t, url, &reliable.ClientOptions{BackoffMax: 100 * time.Millisecond})
+	for k := range 6 {
+		if _, err := c.Send(ctx, []byte(strconv.Itoa(k))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 || calls[1] <= calls[0] {
+		t.Fatalf("handler calls for the fenced message at connects %v: want one, then one on a later session", calls)
+	}
+	if got := s.got(c.ID()); strings.Join(got, ",") != "0,1,2,3,4,5" {
+		t.Fatalf("handled %v", got)
+	}
+	if n := srv.Stats().Disconnects[protocol.CloseGoingAway]; n < 1 {
+		t.Fatalf("no session closed with 1001 (%v)", srv.Stats().Disconnects)
+	}
+}

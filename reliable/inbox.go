@@ -423,6 +423,13 @@ func (d *delivery) deliver(f *protocol.Data) (*protocol.Reject, bool) {
 			return nil, true
 		case errors.Is(err, ErrRejected):
 			return reject(protocol.RejectHandler, err.Error()), true
+		case errors.Is(err, queue.ErrFenced):
+			// A fleet's transactional handler found another server
+			// owning the client: retrying here cannot succeed, the
+			// client is talking to that server.
+			in.cfg.log.Info("handler fenced out: the client moved to another server; closing", "seq", f.Seq)
+			in.cfg.fail(storeCloseCode(err))
+			return nil, false
 		case in.cfg.maxAttempts > 0 && attempt >= in.cfg.maxAttempts:
 			in.cfg.log.Warn("handler failed on its last attempt; rejecting", "seq", f.Seq, "attempts", attempt, "error", err)
 			return reject(protocol.RejectAttempts, fmt.Sprintf("%d attempts failed, last: %v", attempt, err)), true
