@@ -73,6 +73,18 @@
 // commits skip fsync and survive a crash of the process but not of the
 // machine.
 //
+// # Fleets
+//
+// Several servers may share one store that implements queue.Owner and
+// queue.Notifier (the PostgreSQL store, module
+// github.com/wsreliable/wsreliable/store/postgres), so that any of them
+// serves any client: give clients the other servers in
+// ClientOptions.FallbackURLs. A server claims a client's state when its
+// session starts and reads it afresh; a write the store fences out (another
+// server claimed the client since) ends the session with 1001, and the
+// client is then talking to the other server. A push made on any server
+// reaches the client wherever it is connected.
+//
 // # Concurrency
 //
 // Client and Server are safe for concurrent use. Handlers for one client run
