@@ -1068,7 +1068,9 @@ func testIdleExpires(t *testing.T, h Harness) {
 	wantBinding(t, s, "b", "bob")
 	wantWatermark(t, s, "b", protocol.StreamID{4}, 6)
 
-	// Expired state is gone, not poisoned: the peer starts afresh.
+	// Expired state is gone, not poisoned: the peer starts afresh (in
+	// a fleet store, with a new claim: the old one expired too).
+	claim(t, s, "a")
 	mustBind(t, s, "a", "another")
 	wantBinding(t, s, "a", "another")
 }

@@ -46,6 +46,9 @@
 //
 // Idle peers (Options.Queue.IdleExpiry) and reported settlement records
 // past Options.Queue.StatusRetention are deleted by the writer's
-// commits, in chunks, as the queue package's stores do. Claims
-// (wsr_owners rows) are kept: they are small and fencing needs them.
+// commits, in chunks, as the queue package's stores do. An idle peer's
+// claim (its wsr_owners row) goes with it: a store still holding that
+// claim is then fenced for the peer, and the peer's next session claims
+// it afresh. Node IDs are unique per Open, so a recreated row can never
+// make an old claim of another node valid again.
 package postgres

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -232,5 +234,63 @@ func TestPushFullFailsAlone(t *testing.T) {
 		if err != nil || found != (errs[i] == nil) || (found && !st.Pending) {
 			t.Errorf("Status of push %d (err %v) = %+v, %v, %v", i, errs[i], st, found, err)
 		}
+	}
+}
+
+// TestIdleExpiryDropsClaims: an idle peer's owner row expires with its
+// state (120,000 one-message client IDs must not stay as rows); a claim
+// still held on it is fenced, and a new Claim works.
+func TestIdleExpiryDropsClaims(t *testing.T) {
+	c := pgtest.Start(t)
+	dsn := c.NewSchema(t)
+	var now atomic.Int64
+	now.Store(time.Now().UnixMilli())
+	s := openStore(t, dsn, &postgres.Options{
+		Queue: queue.Options{IdleExpiry: time.Hour},
+		Now:   func() time.Time { return time.UnixMilli(now.Load()) },
+	})
+	ctx := testCtx(t)
+	for _, p := range []string{"idle", "busy"} {
+		if err := s.Claim(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetWatermark(ctx, p, protocol.StreamID{1}, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	owners := func(p string) int {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM wsr_owners WHERE peer = $1`, []byte(p)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if owners("idle") != 1 {
+		t.Fatal("no owner row after Claim")
+	}
+	now.Add((2 * time.Hour).Milliseconds())
+	// A write lets the writer find what came due.
+	if err := s.Touch(ctx, "busy"); err != nil {
+		t.Fatal(err)
+	}
+	if n := owners("idle"); n != 0 {
+		t.Fatalf("%d owner rows for a peer idle past IdleExpiry, want 0", n)
+	}
+	if n := owners("busy"); n != 1 {
+		t.Fatalf("%d owner rows for a peer in use, want 1", n)
+	}
+	if err := s.SetWatermark(ctx, "idle", protocol.StreamID{1}, 4); !errors.Is(err, queue.ErrFenced) {
+		t.Fatalf("write under an expired claim: %v, want ErrFenced", err)
+	}
+	if err := s.Claim(ctx, "idle"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetWatermark(ctx, "idle", protocol.StreamID{1}, 4); err != nil {
+		t.Fatalf("write under a new claim: %v", err)
 	}
 }

@@ -377,6 +377,10 @@ SELECT peer FROM wsr_peers WHERE last_used < $1 ORDER BY last_used LIMIT $2 FOR 
 		b.Queue(`DELETE FROM wsr_bindings WHERE peer = ANY($1)`, idle)
 		b.Queue(`DELETE FROM wsr_outboxes WHERE client = ANY($1)`, idle)
 		b.Queue(`DELETE FROM wsr_peers WHERE peer = ANY($1)`, idle)
+		// The claims go too (an attacker's 120,000 client IDs must not
+		// stay as owner rows): a claim held on an idle peer is then
+		// fenced, and the peer's next session claims it afresh.
+		b.Queue(`DELETE FROM wsr_owners WHERE peer = ANY($1)`, idle)
 		s.log.Info("expired idle peers", "peers", len(idle))
 	}
 	return tx.SendBatch(ctx, &b).Close()
