@@ -14,24 +14,6 @@ import (
 	"github.com/wsreliable/wsreliable/queue"
 )
 
-func TestIdleConformance(t *testing.T) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, open func(*testing.T, *queue.Options) outboxStore)
-	}{
-		{"Expires", testIdleExpires},
-		{"KeepsQueuedPushes", testIdleKeepsPushes},
-		{"Never", testIdleNever},
-	}
-	for _, s := range outboxStores {
-		t.Run(s.name, func(t *testing.T) {
-			for _, tc := range tests {
-				t.Run(tc.name, func(t *testing.T) { tc.fn(t, s.open) })
-			}
-		})
-	}
-}
-
 // idleClock makes s take its times from a fake clock that starts now, so
 // that times recorded before it was set (by the pass the writer makes at
 // Open) are not in its future.
@@ -83,86 +65,6 @@ func wantBinding(t *testing.T, s queue.Inbox, peer, identity string) {
 	if got, err := s.Binding(peer); err != nil || got != identity {
 		t.Errorf("Binding(%q) = %q, %v; want %q", peer, got, err, identity)
 	}
-}
-
-// streamAB is a stream of peer "a" whose key starts with "ab", like the
-// keys of peer "ab".
-var streamAB = protocol.StreamID{'b', 1}
-
-func testIdleExpires(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
-	s := open(t, &queue.Options{IdleExpiry: time.Hour})
-	clock := idleClock(t, s)
-	mustBind(t, s, "a", "alice")
-	mustWatermark(t, s, "a", streamAB, 3)
-	mustWatermark(t, s, "a", protocol.StreamID{2}, 4)
-	mustWatermark(t, s, "ab", protocol.StreamID{3}, 5)
-	mustBind(t, s, "b", "bob")
-	mustWatermark(t, s, "b", protocol.StreamID{4}, 6)
-	mustWatermark(t, s, "c", protocol.StreamID{5}, 7)
-
-	clock.Advance(30 * time.Minute)
-	mustTouch(t, s, "b")
-	mustWatermark(t, s, "ab", protocol.StreamID{3}, 8)
-	clock.Advance(45 * time.Minute)
-	// A write lets the writer find what came due; reads let a Memory.
-	mustTouch(t, s, "z")
-
-	wantBinding(t, s, "a", "")
-	wantWatermark(t, s, "a", streamAB, 0)
-	wantWatermark(t, s, "a", protocol.StreamID{2}, 0)
-	wantWatermark(t, s, "c", protocol.StreamID{5}, 0)
-	wantWatermark(t, s, "ab", protocol.StreamID{3}, 8)
-	wantBinding(t, s, "b", "bob")
-	wantWatermark(t, s, "b", protocol.StreamID{4}, 6)
-
-	// Expired state is gone, not poisoned: the peer starts afresh.
-	mustBind(t, s, "a", "another")
-	wantBinding(t, s, "a", "another")
-}
-
-func testIdleKeepsPushes(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
-	s := open(t, &queue.Options{IdleExpiry: time.Hour})
-	clock := idleClock(t, s)
-	for _, p := range []string{"p", "q"} {
-		mustBind(t, s, p, "id-"+p)
-		mustWatermark(t, s, p, protocol.StreamID{9}, 1)
-		mustPush(t, s, push(p, 1))
-	}
-	mustAckOutbox(t, s, "q", 1)
-	clock.Advance(2 * time.Hour)
-	mustTouch(t, s, "z")
-
-	wantBinding(t, s, "p", "id-p")
-	wantWatermark(t, s, "p", protocol.StreamID{9}, 1)
-	if info := mustInfo(t, s, "p"); info.Messages != 1 || info.Stream.IsZero() {
-		t.Errorf("OutboxInfo(p) = %+v, want its push kept", info)
-	}
-	wantBinding(t, s, "q", "")
-	wantWatermark(t, s, "q", protocol.StreamID{9}, 0)
-	if info := mustInfo(t, s, "q"); !info.Stream.IsZero() {
-		t.Errorf("OutboxInfo(q) = %+v, want the empty outbox gone", info)
-	}
-
-	// Once its pushes are acked, p expires in its turn.
-	mustAckOutbox(t, s, "p", 1)
-	clock.Advance(2 * time.Hour)
-	mustTouch(t, s, "z")
-	wantBinding(t, s, "p", "")
-	wantWatermark(t, s, "p", protocol.StreamID{9}, 0)
-	if info := mustInfo(t, s, "p"); !info.Stream.IsZero() {
-		t.Errorf("OutboxInfo(p) = %+v, want it gone", info)
-	}
-}
-
-func testIdleNever(t *testing.T, open func(*testing.T, *queue.Options) outboxStore) {
-	s := open(t, &queue.Options{IdleExpiry: -1})
-	clock := idleClock(t, s)
-	mustBind(t, s, "a", "alice")
-	mustWatermark(t, s, "a", protocol.StreamID{1}, 3)
-	clock.Advance(10 * 365 * 24 * time.Hour)
-	mustTouch(t, s, "z")
-	wantBinding(t, s, "a", "alice")
-	wantWatermark(t, s, "a", protocol.StreamID{1}, 3)
 }
 
 // TestBoltIdleTouchCheap: a Touch of a peer used moments ago costs no
