@@ -30,9 +30,13 @@ type Memory struct {
 	outboxes   map[string]*memOutbox
 	outLimits  outboxLimits
 	records    map[protocol.MessageID]record
-	track      bool          // TrackSettled
-	retention  time.Duration // StatusRetention, defaulted
-	expiry     time.Duration // IdleExpiry, defaulted
+	track      bool // TrackSettled
+	// settleReported is Options.SettleReported; with it, settling
+	// prunes the records past the retention once nextPrune (Unix ms).
+	settleReported bool
+	nextPrune      int64
+	retention      time.Duration // StatusRetention, defaulted
+	expiry         time.Duration // IdleExpiry, defaulted
 	// lastUsed is every peer's last-used time (Unix ms); sweepAt is
 	// when the next sweep for idle peers is due.
 	lastUsed map[string]int64
@@ -58,7 +62,7 @@ type memPushed struct {
 // NewMemory returns an empty in-memory store with a new client ID and
 // stream ID. opts may be nil for defaults; only the limit fields
 // (MaxMessages, MaxBytes, FailWhenFull and the Outbox ones),
-// StatusRetention, IdleExpiry and TrackSettled apply, the others are
+// StatusRetention, IdleExpiry, TrackSettled and SettleReported apply, the others are
 // ignored. Idle peers are expired by the calls of the inbox role, with
 // no goroutine.
 func NewMemory(opts *Options) *Memory {
@@ -67,7 +71,7 @@ func NewMemory(opts *Options) *Memory {
 		o = Options{
 			MaxMessages: opts.MaxMessages, MaxBytes: opts.MaxBytes, FailWhenFull: opts.FailWhenFull,
 			OutboxMaxMessages: opts.OutboxMaxMessages, OutboxMaxBytes: opts.OutboxMaxBytes, OutboxEvict: opts.OutboxEvict,
-			StatusRetention: opts.StatusRetention, TrackSettled: opts.TrackSettled,
+			StatusRetention: opts.StatusRetention, TrackSettled: opts.TrackSettled, SettleReported: opts.SettleReported,
 			IdleExpiry: opts.IdleExpiry,
 		}
 	}
@@ -77,16 +81,17 @@ func NewMemory(opts *Options) *Memory {
 			ClientID: uuid.NewString(),
 			Stream:   protocol.StreamID(uuid.New()),
 		},
-		closing:    make(chan struct{}),
-		watermarks: make(map[string]uint64),
-		bindings:   make(map[string]string),
-		outboxes:   make(map[string]*memOutbox),
-		outLimits:  o.outboxLimits(),
-		records:    make(map[protocol.MessageID]record),
-		track:      o.TrackSettled,
-		retention:  o.StatusRetention,
-		expiry:     o.IdleExpiry,
-		lastUsed:   make(map[string]int64),
+		closing:        make(chan struct{}),
+		watermarks:     make(map[string]uint64),
+		bindings:       make(map[string]string),
+		outboxes:       make(map[string]*memOutbox),
+		outLimits:      o.outboxLimits(),
+		records:        make(map[protocol.MessageID]record),
+		track:          o.TrackSettled,
+		settleReported: o.SettleReported,
+		retention:      o.StatusRetention,
+		expiry:         o.IdleExpiry,
+		lastUsed:       make(map[string]int64),
 	}
 	m.limit = newLimiter(&o, m.closing, 0, 0)
 	return m
@@ -576,7 +581,29 @@ func (m *Memory) settle(client string, seq uint64, id protocol.MessageID, outcom
 	if o, ok := outcomes[seq]; ok {
 		r.Code, r.Reason = o.Code, truncateReason(o.Reason)
 	}
+	if m.settleReported {
+		// No MarkReported comes to prune: settling does, once a second.
+		if now >= m.nextPrune {
+			m.pruneLocked(now)
+			m.nextPrune = now + 1000
+		}
+		if m.retention < 0 {
+			delete(m.records, id)
+			return
+		}
+		r.reported = true
+	}
 	m.records[id] = r
+}
+
+// pruneLocked deletes the reported records past the retention. m.mu is
+// held.
+func (m *Memory) pruneLocked(now int64) {
+	for id, r := range m.records {
+		if m.expired(r, now) {
+			delete(m.records, id)
+		}
+	}
 }
 
 // expired reports whether r is a reported record past the retention.
@@ -655,12 +682,7 @@ func (m *Memory) MarkReported(ctx context.Context, ids []protocol.MessageID) err
 		r.reported = true
 		m.records[id] = r
 	}
-	now := m.nowMilli()
-	for id, r := range m.records {
-		if m.expired(r, now) {
-			delete(m.records, id)
-		}
-	}
+	m.pruneLocked(m.nowMilli())
 	return nil
 }
 

@@ -179,8 +179,12 @@ func truncateReason(reason string) string {
 type recorder struct {
 	tx  *bolt.Tx
 	now int64 // Unix ms: the At of the records it settles
-	rb  *bolt.Bucket
-	ub  *bolt.Bucket
+	// reportedAtSettle writes settled records reported
+	// (Options.SettleReported); keep is false for a negative
+	// StatusRetention, whose reported records are deleted.
+	reportedAtSettle, keep bool
+	rb                     *bolt.Bucket
+	ub                     *bolt.Bucket
 	// reported is the earliest At put in the reported index (0: none),
 	// from which the writer learns when pruning is next due.
 	reported int64
@@ -209,7 +213,8 @@ func (rc *recorder) buckets() error {
 
 // put stores r under its ID, first removing the index key of the record
 // it replaces. A settled r gets its At (now) and goes in the unreported
-// index; a pending one gets no index key.
+// index (in the reported one, or nowhere when not kept, with
+// reportedAtSettle); a pending one gets no index key.
 func (rc *recorder) put(r record) error {
 	if err := rc.buckets(); err != nil {
 		return err
@@ -223,7 +228,17 @@ func (rc *recorder) put(r record) error {
 		r.At, r.Code, r.Reason = time.Time{}, 0, ""
 	} else {
 		r.At = fromUnixMilli(rc.now)
-		if err := rc.ub.Put(indexKey(rc.now, r.ID), nil); err != nil {
+		index := rc.ub
+		if rc.reportedAtSettle {
+			if !rc.keep {
+				return rc.rb.Delete(r.ID[:])
+			}
+			r.reported, index = true, rc.tx.Bucket(bucketReported)
+			if rc.reported == 0 || rc.now < rc.reported {
+				rc.reported = rc.now
+			}
+		}
+		if err := index.Put(indexKey(rc.now, r.ID), nil); err != nil {
 			return err
 		}
 	}

@@ -291,6 +291,15 @@ type Options struct {
 	// a settlement record for every entry its acks delete. Zero: off, at
 	// no cost. The push outboxes always write them.
 	TrackSettled bool
+	// SettleReported writes every settlement record already marked
+	// reported, for a sender that nobody reports settlements to (no
+	// OnSettled) and that reads them only through Status: it saves the
+	// unreported index's write at settlement and the later
+	// MarkReported. Records are then pruned StatusRetention after they
+	// settled (at once with a negative retention). Records settled
+	// unreported by an earlier run stay unreported until marked. Zero:
+	// off.
+	SettleReported bool
 	// Logger receives state changes (open, compaction, disk full). Nil:
 	// discard.
 	Logger *slog.Logger

@@ -359,7 +359,7 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 	if mb == nil || ob == nil || wb == nil || bb == nil {
 		return out, fmt.Errorf("%w: %s: missing bucket", ErrCorrupt, b.path)
 	}
-	rc := &recorder{tx: tx, now: in.now}
+	rc := &recorder{tx: tx, now: in.now, reportedAtSettle: b.opts.SettleReported, keep: b.retention >= 0}
 	u := &usage{tx: tx, now: in.now, skip: touchGranularity(b.opts.IdleExpiry)}
 	// Keys only ever grow at the end, so full pages split no further.
 	ob.FillPercent = 0.95

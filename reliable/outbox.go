@@ -53,23 +53,23 @@ const (
 type outbox struct {
 	stream    protocol.StreamID
 	store     outStore
-	settle    func([]settlement) // in process (receipts, counters): called without o.mu, in ack order
+	settle    func([]settlement) // in process (receipts, counters): after the AckWith that records them, without o.mu, in ack order
 	onDeleted func()             // after each AckWith: settlement records were written; may be nil
 	log       *slog.Logger
 
 	wake chan struct{} // capacity 1: appended, acked, or the window opened
 
 	mu       sync.Mutex
-	acked    uint64          // highest sequence the peer acknowledged
-	deleted  uint64          // acked sequences deleted from the store
-	sentMax  uint64          // highest sequence sent by this process
-	inflight []settlement    // sent and not acked, ascending
-	win      *ack.Window     // the current connection's; nil between
-	progress time.Time       // last ack progress, or when the window last filled from empty
-	ackedCh  chan struct{}   // closed and replaced when reported advances
-	reported uint64          // acked sequences whose settlements were reported
-	total    uint64          // sequences acknowledged since the outbox was made
-	outcomes []queue.Outcome // of acked entries not yet deleted, that settled unhandled
+	acked    uint64        // highest sequence the peer acknowledged
+	deleted  uint64        // acked sequences deleted from the store
+	sentMax  uint64        // highest sequence sent by this process
+	inflight []settlement  // sent and not acked, ascending
+	win      *ack.Window   // the current connection's; nil between
+	progress time.Time     // last ack progress, or when the window last filled from empty
+	acking   []settlement  // acked, not yet deleted: settled by the AckWith that deletes them, ascending
+	ackedCh  chan struct{} // closed and replaced when reported advances
+	reported uint64        // acked sequences whose settlements were reported
+	total    uint64        // sequences acknowledged since the outbox was made
 }
 
 func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle func([]settlement), log *slog.Logger) *outbox {
@@ -91,11 +91,10 @@ func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle fu
 // messages will be sent again.
 func (o *outbox) begin(peerAcked uint64, window int) (replay int) {
 	o.mu.Lock()
-	adv := o.applyAckLocked(peerAcked)
+	o.applyAckLocked(peerAcked)
 	o.win = ack.NewWindow(window, o.acked)
 	replay = int(o.sentMax - min(o.sentMax, o.acked))
 	o.mu.Unlock()
-	o.report(adv)
 	notify(o.wake)
 	return replay
 }
@@ -155,7 +154,8 @@ func (o *outbox) inFlight() int {
 	return o.win.InFlight()
 }
 
-// onAck applies a cumulative ack from the peer.
+// onAck applies a cumulative ack from the peer. What it acknowledges
+// settles once the sender has deleted it from the store (deleteAcked).
 func (o *outbox) onAck(a *protocol.Ack) error {
 	if a.Stream != o.stream {
 		return fmt.Errorf("%w: ack for stream %s, sending %s", protocol.ErrMalformed, a.Stream, o.stream)
@@ -165,15 +165,13 @@ func (o *outbox) onAck(a *protocol.Ack) error {
 	if o.win != nil {
 		_, err = o.win.Ack(a.Seq)
 	}
-	var adv ackAdvance
 	if err == nil {
-		adv = o.applyAckLocked(a.Seq)
+		o.applyAckLocked(a.Seq)
 	}
 	o.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	o.report(adv)
 	notify(o.wake)
 	return nil
 }
@@ -199,19 +197,12 @@ func (o *outbox) onReject(j *protocol.Reject) error {
 	return nil
 }
 
-// ackAdvance is what an ack that moved acked forward to seq completes:
-// the settlements to report. Waiters on ackedUpTo wake only once they are
-// reported, so they find the receipts settled. seq 0: no advance.
-type ackAdvance struct {
-	seq     uint64
-	settled []settlement
-}
-
-// applyAckLocked records that the peer has everything up to seq and
-// returns what it completes, for report. o.mu must be held.
-func (o *outbox) applyAckLocked(seq uint64) ackAdvance {
+// applyAckLocked records that the peer has everything up to seq: what it
+// covers moves from in flight to acking, to settle once deleted. o.mu
+// must be held.
+func (o *outbox) applyAckLocked(seq uint64) {
 	if seq <= o.acked {
-		return ackAdvance{}
+		return
 	}
 	o.total += seq - o.acked
 	o.acked = seq
@@ -220,31 +211,8 @@ func (o *outbox) applyAckLocked(seq uint64) ackAdvance {
 	for n < len(o.inflight) && o.inflight[n].seq <= seq {
 		n++
 	}
-	settled := append([]settlement(nil), o.inflight[:n]...)
+	o.acking = append(o.acking, o.inflight[:n]...)
 	o.inflight = append(o.inflight[:0], o.inflight[n:]...)
-	for _, st := range settled {
-		if st.code != 0 {
-			o.outcomes = append(o.outcomes, queue.Outcome{Seq: st.seq, Code: uint16(st.code), Reason: st.reason})
-		}
-	}
-	return ackAdvance{seq: seq, settled: settled}
-}
-
-// report settles what an ack completed, then wakes ackedUpTo's waiters.
-func (o *outbox) report(adv ackAdvance) {
-	if len(adv.settled) > 0 && o.settle != nil {
-		o.settle(adv.settled)
-	}
-	if adv.seq == 0 {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if adv.seq > o.reported {
-		o.reported = adv.seq
-		close(o.ackedCh)
-		o.ackedCh = make(chan struct{})
-	}
 }
 
 // sendConfig is one connection's sending limits.
@@ -412,21 +380,45 @@ func (o *outbox) frame(buf []byte, next uint64, entries []queue.Entry, cfg sendC
 }
 
 // deleteAcked deletes acknowledged entries from the store, recording how
-// those that were not handled settled.
+// those that were not handled settled; once that is committed, their
+// settlements are reported (receipts, counters) and ackedUpTo's waiters
+// wake. Settling only after the commit means that a receipt someone
+// starts waiting on finds its settlement either in the store or still to
+// come from here. One caller at a time: the sender, or its owner once no
+// sender runs.
 func (o *outbox) deleteAcked() error {
 	o.mu.Lock()
 	acked, deleted := o.acked, o.deleted
-	outcomes := o.outcomes
+	n := len(o.acking)
+	settled := o.acking[:n:n] // later acks append beyond n
 	o.mu.Unlock()
 	if acked <= deleted {
 		return nil
+	}
+	var outcomes []queue.Outcome
+	for _, st := range settled {
+		if st.code != 0 {
+			outcomes = append(outcomes, queue.Outcome{Seq: st.seq, Code: uint16(st.code), Reason: st.reason})
+		}
 	}
 	if err := o.store.AckWith(context.Background(), acked, outcomes); err != nil {
 		return fmt.Errorf("reliable: delete acknowledged messages: %w", err)
 	}
 	o.mu.Lock()
 	o.deleted = max(o.deleted, acked)
-	o.outcomes = o.outcomes[len(outcomes):]
+	if o.acking = o.acking[n:]; len(o.acking) == 0 {
+		o.acking = nil
+	}
+	o.mu.Unlock()
+	if len(settled) > 0 && o.settle != nil {
+		o.settle(settled)
+	}
+	o.mu.Lock()
+	if acked > o.reported {
+		o.reported = acked
+		close(o.ackedCh)
+		o.ackedCh = make(chan struct{})
+	}
 	o.mu.Unlock()
 	if o.onDeleted != nil {
 		o.onDeleted()

@@ -256,7 +256,9 @@ func expiry(ttl time.Duration) int64 {
 func (s *Server) newPushOutbox(client string, info queue.OutboxInfo) *outbox {
 	o := newOutbox(info.Stream, pushStore{s.store, client}, info.Acked,
 		func(settled []settlement) { s.settled(client, settled) }, s.log.With("client", client))
-	o.onDeleted = s.reporter.kick
+	if s.opts.OnSettled != nil {
+		o.onDeleted = s.reporter.kick
+	}
 	return o
 }
 

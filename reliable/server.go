@@ -194,7 +194,10 @@ type ServerOptions struct {
 	// push, including pushes that settled while the process was down or
 	// whose report a crash cut short (those may be reported twice). It is
 	// called from one goroutine, in settlement order per client, and must
-	// not block for long.
+	// not block for long. A server without OnSettled writes its
+	// settlement records already reported (queue.Options.SettleReported,
+	// which saves two writes per push), so a later server with OnSettled
+	// on the same store is not called for the pushes that settled then.
 	OnSettled func(Settlement)
 	// StatusRetention is how long Status remembers a push after it
 	// settled. Zero: 24 h. Negative: until OnSettled has been called.
@@ -387,6 +390,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 			OutboxMaxBytes:    o.OutboxMaxBytes,
 			OutboxEvict:       o.OutboxEvict,
 			StatusRetention:   o.StatusRetention,
+			SettleReported:    o.OnSettled == nil,
 			IdleExpiry:        o.IdleExpiry,
 			Logger:            o.Logger,
 		})

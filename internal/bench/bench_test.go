@@ -318,6 +318,31 @@ func BenchmarkSend(b *testing.B) {
 	}
 }
 
+// BenchmarkPush runs Throughput with b.N pushes (setup included), for
+// profiling the server-to-client path, e.g.
+//
+//	go test -run '^$' -bench 'Push/durable/16x64' -benchtime 200000x -cpuprofile cpu.out ./internal/bench/
+func BenchmarkPush(b *testing.B) {
+	for _, durable := range []bool{true, false} {
+		for _, sc := range []struct{ senders, batch int }{{16, 1}, {16, 64}} {
+			cfg := bench.Config{Size: 256, Senders: sc.senders, Batch: sc.batch, Durable: durable, Push: true}
+			name := fmt.Sprintf("%s/%d", cfg.Mode(), sc.senders)
+			if sc.batch > 1 {
+				name += fmt.Sprintf("x%d", sc.batch)
+			}
+			b.Run(name, func(b *testing.B) {
+				cfg.Count, cfg.Dir = b.N, b.TempDir()
+				r, err := bench.Throughput(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.SetBytes(256)
+				b.ReportMetric(r.MsgsPerSec(), "msgs/s")
+			})
+		}
+	}
+}
+
 // TestPipe runs the CLI pipe scenario on a small input, with the
 // wsreliable command built from this module; Pipe itself fails on a line
 // lost, doubled or out of order.

@@ -66,6 +66,8 @@ func TestServerStore(t *testing.T, h Harness) {
 		{"SettledNegativeRetention", testSettledNegativeRetention},
 		{"SettledRetention", testSettledRetention},
 		{"SettledDuplicateIDs", testSettledDuplicateIDs},
+		{"SettleReported", testSettleReported},
+		{"SettleReportedNegativeRetention", testSettleReportedNegativeRetention},
 		{"IdleExpires", testIdleExpires},
 		{"IdleKeepsPushes", testIdleKeepsPushes},
 		{"IdleNever", testIdleNever},
@@ -1010,6 +1012,60 @@ func testSettledDuplicateIDs(t *testing.T, h Harness) {
 	mustAckOutbox(t, s, "a", 1)
 	if got := mustStatus(t, s, e.ID); got.Pending || got.Client != "a" {
 		t.Fatalf("Status after acking a = %+v, want a's settled record", got)
+	}
+}
+
+// testSettleReported: with Options.SettleReported records settle
+// already reported, so Unreported never lists them, and they are pruned
+// after the retention like any reported record.
+func testSettleReported(t *testing.T, h Harness) {
+	s := h.Open(t, &queue.Options{StatusRetention: time.Hour, SettleReported: true})
+	clock := useClock(t, h, s)
+	id := pushN(t, s, "a", 1, 3)
+	clock.Advance(time.Second)
+	settledAt := clock.Now()
+	mustAckOutbox(t, s, "a", 2, queue.Outcome{Seq: 2, Code: uint16(protocol.RejectHandler), Reason: "bad"})
+	for i, want := range []queue.Settled{
+		{ID: id[0], Client: "a", Seq: 1, At: settledAt},
+		{ID: id[1], Client: "a", Seq: 2, Code: uint16(protocol.RejectHandler), Reason: "bad", At: settledAt},
+		{ID: id[2], Client: "a", Seq: 3, Pending: true},
+	} {
+		got := mustStatus(t, s, id[i])
+		if !got.At.Equal(want.At) {
+			t.Errorf("Status of seq %d = %+v, want %+v", i+1, got, want)
+		} else if got.At = want.At; got != want {
+			t.Errorf("Status of seq %d = %+v, want %+v", i+1, got, want)
+		}
+	}
+	if got := mustUnreported(t, s, 0); len(got) != 0 {
+		t.Fatalf("Unreported = %+v, want none: records settle reported", got)
+	}
+	mustMarkReported(t, s, id...) // nothing left to mark: a no-op
+	clock.Advance(59 * time.Minute)
+	claim(t, s, "p")
+	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 1)
+	mustStatus(t, s, id[0])
+	clock.Advance(2 * time.Minute)
+	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 2)
+	mustNoStatus(t, s, id[0])
+	mustNoStatus(t, s, id[1])
+	if got := mustStatus(t, s, id[2]); !got.Pending {
+		t.Fatalf("Status of the pending record after the retention = %+v", got)
+	}
+}
+
+// testSettleReportedNegativeRetention: reported records are not kept, so
+// with SettleReported a record goes when its message settles.
+func testSettleReportedNegativeRetention(t *testing.T, h Harness) {
+	s := h.Open(t, &queue.Options{StatusRetention: -1, SettleReported: true})
+	id := pushN(t, s, "a", 1, 2)
+	mustAckOutbox(t, s, "a", 1)
+	mustNoStatus(t, s, id[0])
+	if got := mustStatus(t, s, id[1]); !got.Pending {
+		t.Fatalf("Status of the pending record = %+v", got)
+	}
+	if got := mustUnreported(t, s, 0); len(got) != 0 {
+		t.Fatalf("Unreported = %+v, want none", got)
 	}
 }
 

@@ -87,22 +87,23 @@ type settleRec struct {
 }
 
 // upsertSettledSQL writes the records settledArgs lays out, in ID
-// order, a record replacing the table's for its ID.
+// order, a record replacing the table's for its ID. Settled records are
+// written reported when $8 is true (Options.Queue.SettleReported).
 const upsertSettledSQL = `
 INSERT INTO wsr_settled (id, client, seq, pending, code, reason, at, reported)
-SELECT t.id, t.client, t.seq, t.pending, t.code, t.reason, t.at, false
+SELECT t.id, t.client, t.seq, t.pending, t.code, t.reason, t.at, NOT t.pending AND $8::boolean
 FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::boolean[], $5::integer[], $6::bytea[], $7::bigint[])
 	AS t(id, client, seq, pending, code, reason, at)
 ORDER BY t.id
 ON CONFLICT (id) DO UPDATE SET client = EXCLUDED.client, seq = EXCLUDED.seq, pending = EXCLUDED.pending,
-	code = EXCLUDED.code, reason = EXCLUDED.reason, at = EXCLUDED.at, reported = false`
+	code = EXCLUDED.code, reason = EXCLUDED.reason, at = EXCLUDED.at, reported = EXCLUDED.reported`
 
 // settledArgs lays out recs for upsertSettledSQL: a later record for an
-// ID replaces an earlier one; pending ones get no time, settled ones at;
-// all are unreported. Rows are written in ID order, so transactions
+// ID replaces an earlier one; pending ones get no time, settled ones at,
+// and reported (else all are unreported). Rows are written in ID order, so transactions
 // writing overlapping IDs cannot deadlock on each other (each
 // transaction writes its records in one statement).
-func settledArgs(at int64, recs []settleRec) []any {
+func settledArgs(at int64, recs []settleRec, reported bool) []any {
 	last := make(map[protocol.MessageID]int, len(recs))
 	for i := range recs {
 		last[recs[i].id] = i
@@ -131,7 +132,7 @@ func settledArgs(at int64, recs []settleRec) []any {
 			codes, reasons, ats = append(codes, r.code), append(reasons, []byte(truncateReason(r.reason))), append(ats, at)
 		}
 	}
-	return []any{ids, clients, seqs, pending, codes, reasons, ats}
+	return []any{ids, clients, seqs, pending, codes, reasons, ats, reported}
 }
 
 // Push appends every message to its client's outbox in one transaction,

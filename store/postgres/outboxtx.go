@@ -296,7 +296,12 @@ func (x *outboxTx) makeRoom(g *pushGroup, ob *outboxRow) ([]heldEntry, error) {
 func (x *outboxTx) finish() error {
 	x.queueEntries()
 	if len(x.recs) > 0 {
-		x.pending.Queue(upsertSettledSQL, settledArgs(x.now, x.recs)...)
+		q := x.s.opts.Queue
+		x.pending.Queue(upsertSettledSQL, settledArgs(x.now, x.recs, q.SettleReported)...)
+		if q.SettleReported && q.StatusRetention < 0 {
+			// Reported records are not kept: these go at once.
+			x.pending.Queue(`DELETE FROM wsr_settled WHERE reported AND id = ANY($1)`, settledArgs(x.now, x.recs, true)[0])
+		}
 	}
 	var (
 		newC, newS, upd        [][]byte
