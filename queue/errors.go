@@ -21,4 +21,7 @@ var (
 	// ErrDiskFull reports that the disk holding the store is full. Errors
 	// wrapping it also match syscall.ENOSPC.
 	ErrDiskFull = errors.New("queue: disk full")
+	// ErrIDInUse reports a push whose message ID the store has recorded
+	// for another client (see [Outboxes.Push]).
+	ErrIDInUse = errors.New("queue: message ID already used for another client")
 )

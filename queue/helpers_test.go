@@ -3,8 +3,10 @@ package queue_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"path/filepath"
 	"testing"
 	"time"
@@ -60,6 +62,15 @@ func entry(n int) queue.Entry {
 	if n%2 == 0 {
 		e.Headers = []protocol.Header{{Key: "n", Value: fmt.Sprint(n)}, {Key: "empty", Value: ""}}
 	}
+	return e
+}
+
+// withID returns e with an ID of its own for key: its first 8 bytes
+// replaced by a hash of key.
+func withID(e queue.Entry, key string) queue.Entry {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	binary.BigEndian.PutUint64(e.ID[:8], h.Sum64())
 	return e
 }
 

@@ -43,7 +43,7 @@ func inspectStore(t *testing.T, path string) queue.Report {
 	if err := b.AckOutbox(ctx, "c", 2, nil); err != nil {
 		t.Fatal(err)
 	}
-	mustMarkReported(t, b, entry(4).ID)
+	mustMarkReported(t, b, push("c", 4).Entry.ID)
 	for _, bind := range [][2]string{{"a", "alice"}, {"d", "dave"}} {
 		if err := b.Bind(ctx, bind[0], bind[1]); err != nil {
 			t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wsreliable/wsreliable/internal/pushid"
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
@@ -385,13 +386,26 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 	if err := m.outLimits.checkPush(msgs); err != nil {
 		return nil, nil, err
 	}
-	groups := groupPushes(msgs)
 	now := m.nowMilli()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return nil, nil, ErrClosed
 	}
+	fresh, seqs, sameAs, err := dedupe(msgs, func(id protocol.MessageID) (string, uint64, bool, error) {
+		r, ok := m.records[id]
+		if !ok || m.expired(r, now) {
+			return "", 0, false, nil
+		}
+		return r.Client, r.Seq, true, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if fresh != nil && len(fresh) == 0 {
+		return seqs, nil, nil
+	}
+	groups := groupPushes(msgs, fresh)
 	// Decide every client's evictions before changing anything.
 	type plan struct {
 		k     int
@@ -415,7 +429,6 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 		}
 		plans[i] = plan{k, freed}
 	}
-	seqs := make([]uint64, len(msgs))
 	var evicted []Evicted
 	for i, g := range groups {
 		ob := m.outboxes[g.client]
@@ -440,6 +453,7 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 		}
 		ob.st.bytes += g.size
 	}
+	pushid.Fill(seqs, sameAs)
 	return seqs, evicted, nil
 }
 

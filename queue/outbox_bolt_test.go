@@ -21,7 +21,8 @@ import (
 func fanout(n int, e queue.Entry) []queue.Push {
 	msgs := make([]queue.Push, n)
 	for i := range msgs {
-		msgs[i] = queue.Push{Client: fmt.Sprintf("client-%05d", i), Entry: e}
+		c := fmt.Sprintf("client-%05d", i)
+		msgs[i] = queue.Push{Client: c, Entry: withID(e, c)}
 	}
 	return msgs
 }
@@ -79,7 +80,7 @@ func TestBoltFanoutOneCommit(t *testing.T) {
 		}
 	}
 	got := mustReadOutbox(t, b, msgs[n/2].Client, 0)
-	want := entry(1)
+	want := msgs[n/2].Entry
 	want.Seq = 1
 	if len(got) != 1 || !sameEntry(got[0], want) {
 		t.Fatalf("ReadOutbox after reopen = %+v", got)

@@ -73,4 +73,8 @@ func mustAckOutbox(t testing.TB, s queue.Outboxes, client string, upTo uint64) {
 	}
 }
 
-func push(client string, n int) queue.Push { return queue.Push{Client: client, Entry: entry(n)} }
+// push is entry n for client, with an ID of that client's: pushes are
+// idempotent by ID.
+func push(client string, n int) queue.Push {
+	return queue.Push{Client: client, Entry: withID(entry(n), client)}
+}

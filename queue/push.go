@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/wsreliable/wsreliable/internal/pushid"
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
@@ -22,21 +23,40 @@ const defaultClientsLimit = 100
 // pushGroup is the messages of one Push call for one client.
 type pushGroup struct {
 	client string
-	idx    []int                // their positions in the call, ascending
-	values [][]byte             // Bolt: their encoded entries, parallel to idx
-	ids    []protocol.MessageID // Bolt: their message IDs, parallel to idx
-	size   int64                // their entrySize sum
+	idx    []int // their positions in the call, ascending
+	size   int64 // their entrySize sum
 }
 
-// groupPushes groups msgs by client, in the order each client first
-// appears.
-func groupPushes(msgs []Push) []pushGroup {
-	if len(msgs) == 1 {
-		return []pushGroup{{client: msgs[0].Client, idx: []int{0}, size: entrySize(&msgs[0].Entry)}}
-	}
-	at := make(map[string]int, len(msgs))
-	groups := make([]pushGroup, 0, len(msgs))
+// dedupe sorts out the messages of msgs that were pushed before (see
+// pushid.Sort); fresh is nil when that is none of them.
+func dedupe(msgs []Push, lookup pushid.Lookup) (fresh []int, seqs []uint64, sameAs map[int]int, err error) {
+	ms := make([]pushid.Msg, len(msgs))
 	for i := range msgs {
+		ms[i] = pushid.Msg{Client: msgs[i].Client, ID: msgs[i].Entry.ID}
+	}
+	fresh, seqs, sameAs, err = pushid.Sort(ms, lookup, ErrIDInUse)
+	if len(fresh) == len(msgs) {
+		fresh = nil
+	}
+	return fresh, seqs, sameAs, err
+}
+
+// groupPushes groups the messages of msgs at positions fresh (nil: all)
+// by client, in the order each client first appears.
+func groupPushes(msgs []Push, fresh []int) []pushGroup {
+	if fresh == nil {
+		fresh = make([]int, len(msgs))
+		for i := range fresh {
+			fresh[i] = i
+		}
+	}
+	if len(fresh) == 1 {
+		i := fresh[0]
+		return []pushGroup{{client: msgs[i].Client, idx: []int{i}, size: entrySize(&msgs[i].Entry)}}
+	}
+	at := make(map[string]int, len(fresh))
+	groups := make([]pushGroup, 0, len(fresh))
+	for _, i := range fresh {
 		g, ok := at[msgs[i].Client]
 		if !ok {
 			g = len(groups)
@@ -252,10 +272,10 @@ func outboxInfo(tx *bolt.Tx, client string) (OutboxInfo, error) {
 
 // pushReq is the part of a push request the writer fills in.
 type pushReq struct {
-	groups  []pushGroup
+	msgs    []Push
+	values  [][]byte // msgs' encoded entries
 	seqs    []uint64 // in the order of the call's messages
 	evicted []Evicted
-	n       int // messages in the call
 }
 
 // Push appends every message to its client's outbox in the writer's next
@@ -302,17 +322,7 @@ func (b *Bolt) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, erro
 		buf = encodeEntry(buf, &msgs[i].Entry, queued)
 		values[i] = buf[start:len(buf):len(buf)]
 	}
-	groups := groupPushes(msgs)
-	for i := range groups {
-		g := &groups[i]
-		g.values = make([][]byte, len(g.idx))
-		g.ids = make([]protocol.MessageID, len(g.idx))
-		for j, k := range g.idx {
-			g.values[j] = values[k]
-			g.ids[j] = msgs[k].Entry.ID
-		}
-	}
-	p := &pushReq{groups: groups, n: len(msgs)}
+	p := &pushReq{msgs: msgs, values: values}
 	r := &request{kind: reqPush, push: p, size: size, done: make(chan struct{})}
 	if err := b.submit(ctx, "push", r); err != nil {
 		return nil, nil, err
@@ -429,15 +439,42 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 	p := r.push
 	p.seqs, p.evicted, r.err = nil, nil, nil // a retried transaction starts over
 
+	// Messages whose ID has a record were pushed before: they keep
+	// their sequence and are not queued again.
+	rb := tx.Bucket(bucketSettled)
+	fresh, seqs, sameAs, err := dedupe(p.msgs, func(id protocol.MessageID) (string, uint64, bool, error) {
+		if rb == nil {
+			return "", 0, false, nil
+		}
+		v := rb.Get(id[:])
+		if v == nil {
+			return "", 0, false, nil
+		}
+		rec, err := decodeSettled(id[:], v)
+		if err != nil {
+			return "", 0, false, nil // a damaged record is left for Check; the push replaces it
+		}
+		return rec.Client, rec.Seq, true, nil
+	})
+	if err != nil {
+		r.err = err // ErrIDInUse fails this push alone
+		return false, nil
+	}
+	if fresh != nil && len(fresh) == 0 {
+		p.seqs = seqs // all pushed before: nothing to write
+		return false, nil
+	}
+	groups := groupPushes(p.msgs, fresh)
+
 	// Read every outbox and decide its evictions before writing anything.
 	type plan struct {
 		pushOutbox
 		evicted []Evicted
 		freed   int64
 	}
-	plans := make([]plan, len(p.groups))
-	for i := range p.groups {
-		g, pl := &p.groups[i], &plans[i]
+	plans := make([]plan, len(groups))
+	for i := range groups {
+		g, pl := &groups[i], &plans[i]
 		pl.pushOutbox, err = findOutbox(tx, g.client)
 		if err != nil {
 			// Nothing is written yet: only this push fails.
@@ -493,9 +530,9 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 	}
 	// Each client's keys grow at the end of its run; runs of new
 	// clients land anywhere. Pages are not filled beyond the default.
-	p.seqs = make([]uint64, p.n)
-	for i := range p.groups {
-		g, pl := &p.groups[i], &plans[i]
+	p.seqs = seqs
+	for i := range groups {
+		g, pl := &groups[i], &plans[i]
 		if !pl.found {
 			stream, err := uuid.NewRandom()
 			if err != nil {
@@ -515,22 +552,24 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 			pl.m.bytes = max(pl.m.bytes-pl.freed, 0)
 			p.evicted = append(p.evicted, pl.evicted...)
 		}
-		for j, v := range g.values {
+		for _, k := range g.idx {
 			pl.m.last++
-			if err := eb.Put(entryKey(pl.prefix, pl.m.last), v); err != nil {
+			if err := eb.Put(entryKey(pl.prefix, pl.m.last), p.values[k]); err != nil {
 				return false, err
 			}
-			if err := rc.put(record{Settled: Settled{ID: g.ids[j], Client: g.client, Seq: pl.m.last, Pending: true}}); err != nil {
+			// dedupe found no record of the ID: none to unindex.
+			if err := rc.putNew(record{Settled: Settled{ID: p.msgs[k].Entry.ID, Client: g.client, Seq: pl.m.last, Pending: true}}); err != nil {
 				return false, err
 			}
-			p.seqs[g.idx[j]] = pl.m.last
+			p.seqs[k] = pl.m.last
 		}
-		pl.m.count += uint64(len(g.values))
+		pl.m.count += uint64(len(g.idx))
 		pl.m.bytes += g.size
 		if err := mb.Put([]byte(g.client), encodeOutboxMeta(&pl.m)); err != nil {
 			return false, err
 		}
 	}
+	pushid.Fill(p.seqs, sameAs)
 	return true, nil
 }
 

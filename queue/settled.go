@@ -222,6 +222,15 @@ func (rc *recorder) put(r record) error {
 	if err := rc.unindex(r.ID); err != nil {
 		return err
 	}
+	return rc.putNew(r)
+}
+
+// putNew is put for an ID known to have no record, or none that
+// decodes: there is no index key to remove.
+func (rc *recorder) putNew(r record) error {
+	if err := rc.buckets(); err != nil {
+		return err
+	}
 	r.reported = false
 	r.Reason = truncateReason(r.Reason)
 	if r.Pending {

@@ -3,7 +3,6 @@ package queue_test
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -72,8 +71,9 @@ func pushN(t *testing.T, s outboxStore, client string, base, n int) []protocol.M
 	t.Helper()
 	ids := make([]protocol.MessageID, n)
 	for i := range n {
-		ids[i] = entry(base + i).ID
-		mustPush(t, s, push(client, base+i))
+		p := push(client, base+i)
+		ids[i] = p.Entry.ID
+		mustPush(t, s, p)
 	}
 	return ids
 }
@@ -338,7 +338,7 @@ func TestBoltSettledFailedCommit(t *testing.T) {
 	if err := b.AckOutbox(ctx, "a", 1, []queue.Outcome{{Seq: 1, Code: 1}}); !errors.Is(err, errFsync) {
 		t.Fatalf("AckOutbox = %v, want injected error", err)
 	}
-	mustNoStatus(t, b, entry(3).ID)
+	mustNoStatus(t, b, push("a", 3).Entry.ID)
 	if got := mustStatus(t, b, id[0]); !got.Pending {
 		t.Fatalf("Status after a failed ack = %+v, want pending", got)
 	}
@@ -389,24 +389,4 @@ func TestBoltSettledCrashBeforeDelete(t *testing.T) {
 		t.Fatalf("Read after the crash = %v, want [1] back", got)
 	}
 	mustNoStatus(t, b, entry(1).ID)
-}
-
-// TestBoltSettledDuplicateIDs: a message ID pushed to several clients
-// keeps one record, the latest, and the indexes stay consistent (the
-// cleanup's Check verifies them).
-func TestBoltSettledDuplicateIDs(t *testing.T) {
-	b := openBolt(t, tempPath(t), nil)
-	mustPush(t, b, fanout(5, entry(1))...)
-	for i := range 5 {
-		mustAckOutbox(t, b, fmt.Sprintf("client-%05d", i), 1)
-		if i == 2 {
-			mustMarkReported(t, b, entry(1).ID)
-		}
-	}
-	if got := mustStatus(t, b, entry(1).ID); got.Client != "client-00004" || got.Pending {
-		t.Fatalf("Status = %+v, want the last client's settlement", got)
-	}
-	if got := mustUnreported(t, b, 0); len(got) != 1 {
-		t.Fatalf("Unreported = %+v, want one record", got)
-	}
 }

@@ -201,6 +201,15 @@ type Outboxes interface {
 	// empty or too long client ID with an error. Each message pushed gets
 	// a pending settlement record, and each evicted entry a settled one
 	// (code 5, protocol.RejectEvicted), in the same commit.
+	//
+	// Push is idempotent by message ID: a message whose ID the store has
+	// a record of (pending, or settled and not yet pruned, see
+	// [Settlements]) is not queued again and gets the recorded sequence,
+	// and so does a message repeating the ID of an earlier one of the
+	// call. A producer that retries a push whose outcome it did not
+	// learn (a timeout, a failover) with the same IDs therefore queues
+	// each message once. An ID recorded for another client fails the
+	// call with ErrIDInUse. A zero ID is never taken for a repeat.
 	Push(ctx context.Context, msgs []Push) (seqs []uint64, evicted []Evicted, err error)
 
 	// OutboxInfo returns client's outbox; a client never pushed to has a

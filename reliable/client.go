@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/wsreliable/wsreliable/internal/wsconn"
 	"github.com/wsreliable/wsreliable/protocol"
 	"github.com/wsreliable/wsreliable/queue"
@@ -354,6 +352,18 @@ type OutgoingMessage struct {
 	// once it has passed, the message is never handed to a handler and
 	// settles as expired (ErrExpired). Zero: it never expires.
 	TTL time.Duration
+	// ID, when not zero, is the message's ID; zero: a new UUIDv7. A
+	// server's pushes are idempotent by ID: a push whose ID the server
+	// has a record of for the same client (pending, or settled within
+	// StatusRetention) is not queued again, and Send returns a receipt
+	// for the first push. A producer that did not learn whether a push
+	// was committed (a timeout, a failover) retries with the same ID and
+	// the client gets the message once. The same ID for another client
+	// fails with ErrInvalid. SendMany gives each recipient the ID derived
+	// from ID and the recipient's address (a UUIDv5), so that a retried
+	// fan-out is deduplicated per recipient. A client uses the ID as its
+	// message's ID, without deduplicating.
+	ID protocol.MessageID
 }
 
 // Send queues payload durably and returns once it is committed to the
@@ -393,11 +403,11 @@ func (c *Client) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]*Rece
 		if err := checkOutgoing(m, int64(c.opts.MaxMessageSize)); err != nil {
 			return nil, err
 		}
-		id, err := uuid.NewV7()
+		id, err := messageID(m.ID)
 		if err != nil {
-			return nil, fmt.Errorf("reliable: message ID: %w", err)
+			return nil, err
 		}
-		rs[i] = newReceipt(protocol.MessageID(id))
+		rs[i] = newReceipt(id)
 		entries[i] = queue.Entry{ID: rs[i].id, Headers: m.Headers, Payload: m.Payload, Expires: expiry(m.TTL)}
 	}
 	c.mu.Lock()

@@ -98,9 +98,10 @@ func (s *Server) Send(ctx context.Context, clientID string, payload []byte) (*Re
 	return s.SendMessage(ctx, clientID, OutgoingMessage{Payload: payload})
 }
 
-// SendMessage is Send with headers and a TTL.
+// SendMessage is Send with headers, a TTL or an ID of the caller's (an
+// idempotent push: see OutgoingMessage.ID).
 func (s *Server) SendMessage(ctx context.Context, clientID string, m OutgoingMessage) (*Receipt, error) {
-	rs, err := s.SendMany(ctx, []string{clientID}, m)
+	rs, err := s.push(ctx, []pending{{client: clientID, msg: m}})
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +111,9 @@ func (s *Server) SendMessage(ctx context.Context, clientID string, m OutgoingMes
 // SendMany queues one message for every client in clientIDs in ONE
 // durable commit, all or none: a gateway notifying 10,000 devices pays one
 // fsync, not 10,000. Each recipient's copy has its own message ID and
-// receipt, returned in the order of clientIDs. A client ID may appear
+// receipt, returned in the order of clientIDs; with m.ID set, a copy's
+// ID is derived from it and the recipient's address, so that a retry
+// queues nothing twice (see OutgoingMessage.ID). A client ID may appear
 // once. Errors are those of Send.
 func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMessage) ([]*Receipt, error) {
 	seen := make(map[string]struct{}, len(clientIDs))
@@ -121,6 +124,9 @@ func (s *Server) SendMany(ctx context.Context, clientIDs []string, m OutgoingMes
 		}
 		seen[id] = struct{}{}
 		ps[i] = pending{client: id, msg: m}
+		if m.ID != (protocol.MessageID{}) {
+			ps[i].msg.ID = recipientID(m.ID, id)
+		}
 	}
 	return s.push(ctx, ps)
 }
@@ -135,6 +141,11 @@ func (s *Server) SendBatch(ctx context.Context, clientID string, msgs []Outgoing
 		ps[i] = pending{client: clientID, msg: m}
 	}
 	return s.push(ctx, ps)
+}
+
+// recipientID is the ID of client's copy of a fan-out with ID id.
+func recipientID(id protocol.MessageID, client string) protocol.MessageID {
+	return protocol.MessageID(uuid.NewSHA1(uuid.UUID(id), []byte(client)))
 }
 
 // pending is one message for one client, before its commit.
@@ -164,9 +175,9 @@ func (s *Server) push(ctx context.Context, ps []pending) ([]*Receipt, error) {
 		if err := checkOutgoing(p.msg, s.opts.MaxMessageSize); err != nil {
 			return nil, err
 		}
-		mid, err := uuid.NewV7()
+		mid, err := messageID(p.msg.ID)
 		if err != nil {
-			return nil, fmt.Errorf("reliable: message ID: %w", err)
+			return nil, err
 		}
 		// Receipts register only when someone looks at them
 		// (watchReceipt): a push to an offline client costs the server
@@ -240,8 +251,22 @@ func sendError(err error) error {
 		return ErrClosed
 	case errors.Is(err, queue.ErrTooLarge) && !errors.Is(err, ErrTooLarge):
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	case errors.Is(err, queue.ErrIDInUse):
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return fmt.Errorf("reliable: send: %w", err)
+}
+
+// messageID returns id, or a new UUIDv7 when id is zero.
+func messageID(id protocol.MessageID) (protocol.MessageID, error) {
+	if id != (protocol.MessageID{}) {
+		return id, nil
+	}
+	mid, err := uuid.NewV7()
+	if err != nil {
+		return id, fmt.Errorf("reliable: message ID: %w", err)
+	}
+	return protocol.MessageID(mid), nil
 }
 
 // expiry turns a TTL into the wire's Unix-millisecond expiry, 0 for none.

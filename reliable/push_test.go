@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/wsreliable/wsreliable/internal/testkit"
 	"github.com/wsreliable/wsreliable/protocol"
 	"github.com/wsreliable/wsreliable/queue"
@@ -723,4 +725,67 @@ func TestServerSendBatch(t *testing.T) {
 	if _, err := srv.SendBatch(ctx, "", msgs); !errors.Is(err, reliable.ErrInvalid) {
 		t.Fatalf("SendBatch to an empty client ID: %v", err)
 	}
+}
+
+// TestPushIdempotent: a producer that retries pushes with the IDs it gave
+// them (after a timeout or a failover, not knowing whether they were
+// committed) queues each once, pending or already acknowledged; a fan-out
+// retried with its ID is deduplicated per recipient; an ID given to
+// another client is refused.
+func TestPushIdempotent(t *testing.T) {
+	ctx := testCtx(t)
+	var s sink
+	srv, url := startServer(t, s.handle, nil)
+	x := protocol.MessageID(uuid.New())
+	y := protocol.MessageID(uuid.New())
+	first, err := srv.SendMessage(ctx, "dev-a", reliable.OutgoingMessage{ID: x, Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fanout, err := srv.SendMany(ctx, []string{"dev-a", "dev-b"}, reliable.OutgoingMessage{ID: y, Payload: []byte("y")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The retries, while the clients are offline.
+	again, err := srv.SendMessage(ctx, "dev-a", reliable.OutgoingMessage{ID: x, Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID() != x || again.Seq() != first.Seq() {
+		t.Fatalf("retry: ID %s seq %d, want %s seq %d", again.ID(), again.Seq(), x, first.Seq())
+	}
+	fanoutAgain, err := srv.SendMany(ctx, []string{"dev-b", "dev-a"}, reliable.OutgoingMessage{ID: y, Payload: []byte("y")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fanoutAgain[0].ID() != fanout[1].ID() || fanoutAgain[1].Seq() != fanout[0].Seq() || fanout[0].ID() == fanout[1].ID() {
+		t.Fatalf("fan-out retry: IDs %s %s seqs %d, first %s %s seqs %d %d", fanoutAgain[0].ID(), fanoutAgain[1].ID(),
+			fanoutAgain[1].Seq(), fanout[0].ID(), fanout[1].ID(), fanout[0].Seq(), fanout[1].Seq())
+	}
+	if _, err := srv.SendMessage(ctx, "dev-b", reliable.OutgoingMessage{ID: x, Payload: []byte("x")}); !errors.Is(err, reliable.ErrInvalid) {
+		t.Fatalf("dev-a's ID pushed to dev-b: %v, want ErrInvalid", err)
+	}
+
+	a, b := newInboxSink(), newInboxSink()
+	newClient(t, url, &reliable.ClientOptions{ClientID: "dev-a", Handler: a.handle})
+	newClient(t, url, &reliable.ClientOptions{ClientID: "dev-b", Handler: b.handle})
+	for _, r := range []*reliable.Receipt{first, again, fanout[0], fanout[1], fanoutAgain[0], fanoutAgain[1]} {
+		if err := r.Wait(ctx); err != nil {
+			t.Fatalf("receipt %s: %v", r.ID(), err)
+		}
+	}
+	// A retry after the ack queues nothing either: a message pushed after
+	// it is the next thing each client sees.
+	late, err := srv.SendMessage(ctx, "dev-a", reliable.OutgoingMessage{ID: x, Payload: []byte("x")})
+	if err != nil {
+		t.Fatalf("retry after the ack: %v", err)
+	}
+	if late.Seq() != first.Seq() || late.Wait(ctx) != nil {
+		t.Fatalf("retry after the ack: seq %d, want %d; receipt %v", late.Seq(), first.Seq(), late.Wait(ctx))
+	}
+	if _, err := srv.Send(ctx, "dev-a", []byte("end")); err != nil {
+		t.Fatal(err)
+	}
+	checkSequence(t, a.waitFor(t, ctx, 3), []string{"x", "y", "end"})
+	checkSequence(t, b.got(), []string{"y"})
 }

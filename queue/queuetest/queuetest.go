@@ -11,8 +11,10 @@ package queuetest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
@@ -65,7 +67,8 @@ func TestServerStore(t *testing.T, h Harness) {
 		{"SettledUnreported", testSettledUnreported},
 		{"SettledNegativeRetention", testSettledNegativeRetention},
 		{"SettledRetention", testSettledRetention},
-		{"SettledDuplicateIDs", testSettledDuplicateIDs},
+		{"PushIdempotent", testPushIdempotent},
+		{"PushIdempotentUntilPruned", testPushIdempotentUntilPruned},
 		{"SettleReported", testSettleReported},
 		{"SettleReportedNegativeRetention", testSettleReportedNegativeRetention},
 		{"IdleExpires", testIdleExpires},
@@ -109,6 +112,17 @@ func entry(n int) queue.Entry {
 	return e
 }
 
+// entryFor is entry(n) with an ID of its own for key (a client, say):
+// pushes are idempotent by ID, so entries pushed to several clients, or
+// pushed again, need distinct IDs.
+func entryFor(key string, n int) queue.Entry {
+	e := entry(n)
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	binary.BigEndian.PutUint64(e.ID[:8], h.Sum64())
+	return e
+}
+
 func entryWithPayload(n int) queue.Entry { return queue.Entry{Payload: make([]byte, n)} }
 
 func sameEntry(a, b queue.Entry) bool {
@@ -124,7 +138,9 @@ func seqs(es []queue.Entry) []uint64 {
 	return out
 }
 
-func push(client string, n int) queue.Push { return queue.Push{Client: client, Entry: entry(n)} }
+func push(client string, n int) queue.Push {
+	return queue.Push{Client: client, Entry: entryFor(client, n)}
+}
 
 func mustPush(t testing.TB, s queue.Outboxes, msgs ...queue.Push) ([]uint64, []queue.Evicted) {
 	t.Helper()
@@ -174,7 +190,7 @@ func testPushReadAck(t *testing.T, h Harness) {
 		if seqs[0] != uint64(i) || len(evicted) != 0 {
 			t.Fatalf("Push #%d = %v, %v; want [%d], none evicted", i, seqs, evicted, i)
 		}
-		e := entry(i)
+		e := entryFor("a", i)
 		e.Seq = uint64(i)
 		want = append(want, e)
 	}
@@ -255,7 +271,7 @@ func testClientsIsolated(t *testing.T, h Harness) {
 			t.Fatalf("ReadOutbox(%q) = %v, want entries %v", tc.client, seqs(got), tc.want)
 		}
 		for i, n := range tc.want {
-			want := entry(n)
+			want := entryFor(tc.client, n)
 			want.Seq = got[i].Seq
 			if !sameEntry(got[i], want) {
 				t.Errorf("client %q holds %+v, want entry %d", tc.client, got[i], n)
@@ -275,10 +291,11 @@ func testFanout(t *testing.T, h Harness) {
 	s := h.Open(t, nil)
 	const n = 500
 	msgs := make([]queue.Push, n)
-	for i := range msgs {
-		msgs[i] = queue.Push{Client: fmt.Sprintf("client-%04d", i), Entry: entry(7)}
-	}
 	for round := uint64(1); round <= 2; round++ {
+		for i := range msgs {
+			c := fmt.Sprintf("client-%04d", i)
+			msgs[i] = queue.Push{Client: c, Entry: entryFor(fmt.Sprint(c, round), 7)}
+		}
 		got, _ := mustPush(t, s, msgs...)
 		for i, seq := range got {
 			if seq != round {
@@ -298,7 +315,7 @@ func testFanout(t *testing.T, h Harness) {
 		}
 	}
 	got := mustReadOutbox(t, s, msgs[n-1].Client, 0)
-	want := entry(7)
+	want := msgs[n-1].Entry
 	want.Seq = 2
 	if len(got) != 2 || !sameEntry(got[1], want) {
 		t.Fatalf("last client holds %+v", got)
@@ -369,7 +386,7 @@ func testLimitsEvict(t *testing.T, h Harness) {
 		if !slices.Equal(assigned, []uint64{4, 2, 5}) {
 			t.Fatalf("Push = %v, want [4 2 5]", assigned)
 		}
-		want := []queue.Evicted{{Client: "a", Seq: 1, ID: entry(1).ID}, {Client: "a", Seq: 2, ID: entry(2).ID}}
+		want := []queue.Evicted{{Client: "a", Seq: 1, ID: entryFor("a", 1).ID}, {Client: "a", Seq: 2, ID: entryFor("a", 2).ID}}
 		if !slices.Equal(evicted, want) {
 			t.Fatalf("evicted %+v, want %+v", evicted, want)
 		}
@@ -562,7 +579,11 @@ func testConcurrent(t *testing.T, h Harness) {
 			for i := range each {
 				client := fmt.Sprintf("c%d", (w+i)%clients)
 				other := fmt.Sprintf("c%d", (w+i+1)%clients)
-				seqs, _, err := s.Push(ctx, []queue.Push{push(client, i), push(other, i)})
+				// IDs of this worker's own: pushes are idempotent by ID.
+				seqs, _, err := s.Push(ctx, []queue.Push{
+					{Client: client, Entry: entryFor(fmt.Sprint(client, "/", w), i)},
+					{Client: other, Entry: entryFor(fmt.Sprint(other, "/", w), i)},
+				})
 				if err != nil {
 					t.Errorf("Push: %v", err)
 					return
@@ -664,7 +685,7 @@ func testClientPrefixes(t *testing.T, h Harness) {
 			t.Fatalf("client %q holds %v, want %v", c, seqs(got), want)
 		}
 		for _, e := range got {
-			if e.ID != entry(100*i+int(e.Seq)-1).ID {
+			if e.ID != entryFor(c, 100*i+int(e.Seq)-1).ID {
 				t.Fatalf("client %q holds another client's entry %+v", c, e)
 			}
 		}
@@ -809,8 +830,9 @@ func pushN(t *testing.T, s queue.ServerStore, client string, base, n int) []prot
 	t.Helper()
 	ids := make([]protocol.MessageID, n)
 	for i := range n {
-		ids[i] = entry(base + i).ID
-		mustPush(t, s, push(client, base+i))
+		p := push(client, base+i)
+		ids[i] = p.Entry.ID
+		mustPush(t, s, p)
 	}
 	return ids
 }
@@ -1000,18 +1022,73 @@ func testSettledRetention(t *testing.T, h Harness) {
 	}
 }
 
-// testSettledDuplicateIDs: a later record for an ID replaces the earlier
-// one, including within one call.
-func testSettledDuplicateIDs(t *testing.T, h Harness) {
+// testPushIdempotent: a message whose ID has a record is not queued
+// again and keeps its sequence, pending or settled, also when it repeats
+// within one call; an ID recorded for another client fails the whole
+// call.
+func testPushIdempotent(t *testing.T, h Harness) {
 	s := h.Open(t, nil)
-	e := entry(1)
-	mustPush(t, s, queue.Push{Client: "a", Entry: e}, queue.Push{Client: "b", Entry: e})
-	if got := mustStatus(t, s, e.ID); !got.Pending || got.Client != "b" {
-		t.Fatalf("Status after pushing one ID twice = %+v, want b's pending record", got)
+	x, y, z := entry(1), entry(2), entry(3)
+	wantSeqs := func(got []uint64, want ...uint64) {
+		t.Helper()
+		if !slices.Equal(got, want) {
+			t.Fatalf("seqs = %v, want %v", got, want)
+		}
 	}
+	got, _ := mustPush(t, s, queue.Push{Client: "a", Entry: x})
+	wantSeqs(got, 1)
+	got, _ = mustPush(t, s, queue.Push{Client: "a", Entry: x}) // a retry
+	wantSeqs(got, 1)
+	got, _ = mustPush(t, s, queue.Push{Client: "a", Entry: y}, queue.Push{Client: "a", Entry: x}, queue.Push{Client: "a", Entry: y})
+	wantSeqs(got, 2, 1, 2)
+	if info := mustInfo(t, s, "a"); info.Messages != 2 || info.LastSeq != 2 {
+		t.Fatalf("outbox after repeats = %+v, want 2 messages", info)
+	}
+	if got := seqs(mustReadOutbox(t, s, "a", 1)); !slices.Equal(got, []uint64{1, 2}) {
+		t.Fatalf("outbox holds %v, want [1 2]", got)
+	}
+	// Settled, the message is still not queued again.
 	mustAckOutbox(t, s, "a", 1)
-	if got := mustStatus(t, s, e.ID); got.Pending || got.Client != "a" {
-		t.Fatalf("Status after acking a = %+v, want a's settled record", got)
+	got, _ = mustPush(t, s, queue.Push{Client: "a", Entry: x})
+	wantSeqs(got, 1)
+	if got := mustStatus(t, s, x.ID); got.Pending || got.Seq != 1 {
+		t.Fatalf("Status after a retry of a settled push = %+v", got)
+	}
+	// Another client: refused, all or none.
+	_, _, err := s.Push(ctxFor(t), []queue.Push{{Client: "b", Entry: z}, {Client: "b", Entry: x}})
+	if !errors.Is(err, queue.ErrIDInUse) {
+		t.Fatalf("push of a's ID to b: %v, want ErrIDInUse", err)
+	}
+	_, _, err = s.Push(ctxFor(t), []queue.Push{{Client: "c", Entry: z}, {Client: "b", Entry: z}})
+	if !errors.Is(err, queue.ErrIDInUse) {
+		t.Fatalf("one ID to two clients in a call: %v, want ErrIDInUse", err)
+	}
+	if info := mustInfo(t, s, "b"); info.LastSeq != 0 {
+		t.Fatalf("b's outbox after the refused pushes = %+v, want none", info)
+	}
+	mustNoStatus(t, s, z.ID)
+	if info := mustInfo(t, s, "a"); info.LastSeq != 2 {
+		t.Fatalf("a's outbox after the refused pushes = %+v", info)
+	}
+}
+
+// testPushIdempotentUntilPruned: once the record of a settled push is
+// pruned, its ID is free again.
+func testPushIdempotentUntilPruned(t *testing.T, h Harness) {
+	s := h.Open(t, &queue.Options{StatusRetention: time.Hour, SettleReported: true})
+	clock := useClock(t, h, s)
+	x := entry(1)
+	mustPush(t, s, queue.Push{Client: "a", Entry: x})
+	mustAckOutbox(t, s, "a", 1)
+	clock.Advance(30 * time.Minute)
+	if seqs, _ := mustPush(t, s, queue.Push{Client: "a", Entry: x}); seqs[0] != 1 {
+		t.Fatalf("retry within the retention: seq %d, want 1", seqs[0])
+	}
+	clock.Advance(31 * time.Minute)
+	claim(t, s, "p")
+	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 1) // a commit that prunes
+	if seqs, _ := mustPush(t, s, queue.Push{Client: "a", Entry: x}); seqs[0] != 2 {
+		t.Fatalf("push after the record was pruned: seq %d, want 2", seqs[0])
 	}
 }
 

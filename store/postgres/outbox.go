@@ -58,12 +58,18 @@ type pushGroup struct {
 	size   int64
 }
 
-// groupPushes groups msgs by client, in the order each client first
-// appears.
-func groupPushes(msgs []queue.Push) []pushGroup {
+// groupPushes groups the messages of msgs at positions fresh (nil: all)
+// by client, in the order each client first appears.
+func groupPushes(msgs []queue.Push, fresh []int) []pushGroup {
+	if fresh == nil {
+		fresh = make([]int, len(msgs))
+		for i := range fresh {
+			fresh[i] = i
+		}
+	}
 	at := make(map[string]int, len(msgs))
 	var groups []pushGroup
-	for i := range msgs {
+	for _, i := range fresh {
 		g, ok := at[msgs[i].Client]
 		if !ok {
 			g = len(groups)
@@ -150,7 +156,7 @@ func (s *Store) Push(ctx context.Context, msgs []queue.Push) ([]uint64, []queue.
 	if err := s.limits.checkPush(msgs); err != nil {
 		return nil, nil, err
 	}
-	o := &op{kind: opPush, msgs: msgs, groups: groupPushes(msgs)}
+	o := &op{kind: opPush, msgs: msgs, groups: groupPushes(msgs, nil)}
 	for _, g := range o.groups {
 		o.size += g.size
 	}
@@ -331,6 +337,15 @@ WHERE client = $1 AND seq >= $2 ORDER BY seq LIMIT $3`, []byte(client), f, limit
 	return out, nil
 }
 
+// retentionCutoff is the settlement time (Unix ms) before which a
+// reported record is gone, pruned or not.
+func (s *Store) retentionCutoff() int64 {
+	if r := s.opts.Queue.StatusRetention; r > 0 {
+		return s.nowMilli() - r.Milliseconds()
+	}
+	return math.MinInt64
+}
+
 // Status returns the settlement record of message id; see
 // [queue.Settlements.Status].
 func (s *Store) Status(id protocol.MessageID) (queue.Settled, bool, error) {
@@ -339,12 +354,7 @@ func (s *Store) Status(id protocol.MessageID) (queue.Settled, bool, error) {
 	}
 	ctx, cancel := s.readCtx()
 	defer cancel()
-	// A reported record past the retention is gone, pruned or not.
-	cutoff := int64(math.MinInt64)
-	if r := s.opts.Queue.StatusRetention; r > 0 {
-		cutoff = s.nowMilli() - r.Milliseconds()
-	}
-	rows, err := s.pool.Query(ctx, settledSQL+` WHERE id = $1 AND NOT (reported AND at < $2)`, id[:], cutoff)
+	rows, err := s.pool.Query(ctx, settledSQL+` WHERE id = $1 AND NOT (reported AND at < $2)`, id[:], s.retentionCutoff())
 	if err != nil {
 		return queue.Settled{}, false, wrap("status", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/wsreliable/wsreliable/internal/pushid"
 	"github.com/wsreliable/wsreliable/protocol"
 	"github.com/wsreliable/wsreliable/queue"
 )
@@ -181,13 +182,24 @@ func (x *outboxTx) ack(o *op) {
 // push applies push op o: all of it, or, when an outbox is over its
 // limits (ErrFull), nothing, with o.err set. See [queue.Outboxes.Push].
 func (x *outboxTx) push(o *op) error {
+	// Messages whose ID has a record were pushed before: they keep
+	// their sequence and are not queued again.
+	fresh, seqs, sameAs, err := x.dedupe(o.msgs)
+	if errors.Is(err, queue.ErrIDInUse) {
+		o.err = fmt.Errorf("postgres: push: %w", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	groups := groupPushes(o.msgs, fresh)
 	type plan struct {
 		row   outboxRow // the row after the push
 		evict []heldEntry
 	}
-	plans := make([]plan, len(o.groups))
-	for i := range o.groups {
-		g := &o.groups[i]
+	plans := make([]plan, len(groups))
+	for i := range groups {
+		g := &groups[i]
 		p := &plans[i]
 		if r := x.rows[g.client]; r != nil {
 			p.row = *r
@@ -204,9 +216,9 @@ func (x *outboxTx) push(o *op) error {
 			return err
 		}
 	}
-	o.seqs = make([]uint64, len(o.msgs))
+	o.seqs = seqs
 	o.evicted = nil
-	for i, g := range o.groups {
+	for i, g := range groups {
 		p := &plans[i]
 		ob := &p.row
 		if k := len(p.evict); k > 0 {
@@ -234,11 +246,62 @@ func (x *outboxTx) push(o *op) error {
 		ob.dirty = true
 		x.rows[g.client] = ob
 	}
+	pushid.Fill(o.seqs, sameAs)
 	o.hints = o.hints[:0]
-	for _, g := range o.groups {
+	for _, g := range groups {
 		o.hints = append(o.hints, hex.EncodeToString([]byte(g.client)))
 	}
 	return nil
+}
+
+// dedupe sorts out the messages of msgs pushed before (see pushid.Sort):
+// by the records this transaction made so far, then by those in the
+// table that Status would find.
+func (x *outboxTx) dedupe(msgs []queue.Push) (fresh []int, seqs []uint64, sameAs map[int]int, err error) {
+	type pushed struct {
+		client string
+		seq    uint64
+	}
+	known := make(map[protocol.MessageID]pushed)
+	for _, r := range x.recs {
+		known[r.id] = pushed{r.client, uint64(r.seq)}
+	}
+	var ask [][]byte
+	ms := make([]pushid.Msg, len(msgs))
+	for i := range msgs {
+		id := msgs[i].Entry.ID
+		ms[i] = pushid.Msg{Client: msgs[i].Client, ID: id}
+		if _, ok := known[id]; !ok && id != (protocol.MessageID{}) {
+			ask = append(ask, id[:])
+		}
+	}
+	if len(ask) > 0 {
+		rows, err := x.tx.Query(x.ctx, `SELECT id, client, seq FROM wsr_settled WHERE id = ANY($1) AND NOT (reported AND at < $2)`,
+			ask, x.s.retentionCutoff())
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		var (
+			id, client []byte
+			seq        int64
+		)
+		_, err = pgx.ForEachRow(rows, []any{&id, &client, &seq}, func() error {
+			var mid protocol.MessageID
+			if len(id) != len(mid) {
+				return fmt.Errorf("%w: wsr_settled id %x", queue.ErrCorrupt, id)
+			}
+			copy(mid[:], id)
+			known[mid] = pushed{string(client), uint64(seq)} // asked only for IDs not known
+			return nil
+		})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return pushid.Sort(ms, func(id protocol.MessageID) (string, uint64, bool, error) {
+		p, ok := known[id]
+		return p.client, p.seq, ok, nil
+	}, queue.ErrIDInUse)
 }
 
 // makeRoom decides which of the oldest entries of ob must go so that g
