@@ -100,6 +100,10 @@ type pushRequest struct {
 	Payload    *string   `json:"payload"`
 	PayloadB64 *string   `json:"payload_b64"`
 	TTL        *string   `json:"ttl"`
+	// ID makes the push idempotent (reliable.OutgoingMessage.ID): with
+	// client, it is the message's ID; with clients, each recipient's ID
+	// is derived from it.
+	ID *string `json:"id"`
 }
 
 // pushResponse is the answer to a successful push: one entry per
@@ -123,7 +127,7 @@ func (a *pushAPI) push(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	clients, msg, err := a.decodePush(w, r)
+	clients, fanout, msg, err := a.decodePush(w, r)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -139,7 +143,16 @@ func (a *pushAPI) push(w http.ResponseWriter, r *http.Request) {
 	}
 	// Not cancelled with the request: a commit that began ends in a
 	// definite answer, and the error paths below all mean "not queued".
-	rs, err := a.srv.SendMany(context.WithoutCancel(r.Context()), clients, msg)
+	ctx := context.WithoutCancel(r.Context())
+	var rs []*reliable.Receipt
+	if fanout {
+		rs, err = a.srv.SendMany(ctx, clients, msg)
+	} else {
+		var rc *reliable.Receipt
+		if rc, err = a.srv.SendMessage(ctx, clients[0], msg); err == nil {
+			rs = []*reliable.Receipt{rc}
+		}
+	}
 	if err != nil {
 		status, text := pushErrorStatus(err)
 		if status == http.StatusInternalServerError {
@@ -167,6 +180,10 @@ func pushErrorStatus(err error) (int, string) {
 		return http.StatusInsufficientStorage, err.Error()
 	case errors.Is(err, reliable.ErrClosed):
 		return http.StatusServiceUnavailable, "server shutting down"
+	case errors.Is(err, reliable.ErrInvalid):
+		// decodePush refused every other invalid input: the message ID
+		// was used for another client.
+		return http.StatusConflict, err.Error()
 	}
 	return http.StatusInternalServerError, "internal error"
 }
@@ -174,11 +191,11 @@ func pushErrorStatus(err error) (int, string) {
 // decodePush reads and checks a push request: one JSON object with exactly
 // one of client and clients (non-empty, no address twice; client IDs of
 // identity when that is given, which are turned into addresses), exactly one of
-// payload and payload_b64, and an optional non-negative Go duration as
-// ttl. Everything SendMany would refuse as bad input is refused here, so
+// payload and payload_b64, an optional non-negative Go duration as
+// ttl and an optional UUID as id. fanout is true for clients. Everything SendMany would refuse as bad input is refused here, so
 // its remaining errors are the server's, not the caller's. A body over
 // the limit yields an *http.MaxBytesError.
-func (a *pushAPI) decodePush(w http.ResponseWriter, r *http.Request) ([]string, reliable.OutgoingMessage, error) {
+func (a *pushAPI) decodePush(w http.ResponseWriter, r *http.Request) ([]string, bool, reliable.OutgoingMessage, error) {
 	var (
 		req pushRequest
 		msg reliable.OutgoingMessage
@@ -186,32 +203,36 @@ func (a *pushAPI) decodePush(w http.ResponseWriter, r *http.Request) ([]string, 
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return nil, msg, badJSON(err)
+		return nil, false, msg, badJSON(err)
 	}
 	if err := dec.Decode(&struct{}{}); err != io.EOF {
 		if err == nil {
 			err = errors.New("more than one JSON value")
 		}
-		return nil, msg, badJSON(err)
+		return nil, false, msg, badJSON(err)
 	}
 
-	var clients []string
+	var (
+		clients []string
+		fanout  bool
+	)
 	switch {
 	case (req.Client == nil) == (req.Clients == nil):
-		return nil, msg, errors.New(`give exactly one of "client" and "clients"`)
+		return nil, false, msg, errors.New(`give exactly one of "client" and "clients"`)
 	case req.Client != nil:
 		clients = []string{*req.Client}
 	default:
+		fanout = true
 		clients = *req.Clients
 		if len(clients) == 0 {
-			return nil, msg, errors.New(`"clients" is empty`)
+			return nil, false, msg, errors.New(`"clients" is empty`)
 		}
 	}
 	if req.Identity != nil {
 		addrs := make([]string, len(clients))
 		for i, c := range clients {
 			if c == "" || strings.Contains(c, "/") {
-				return nil, msg, fmt.Errorf("client ID %q is empty or contains '/' (with \"identity\", give client IDs, not addresses)", truncateID(c))
+				return nil, false, msg, fmt.Errorf("client ID %q is empty or contains '/' (with \"identity\", give client IDs, not addresses)", truncateID(c))
 			}
 			addrs[i] = reliable.Address(*req.Identity, c)
 		}
@@ -220,23 +241,23 @@ func (a *pushAPI) decodePush(w http.ResponseWriter, r *http.Request) ([]string, 
 	seen := make(map[string]struct{}, len(clients))
 	for _, c := range clients {
 		if c == "" || len(c) > protocol.MaxClientIDLen {
-			return nil, msg, fmt.Errorf("client address %q is empty or longer than %d bytes", truncateID(c), protocol.MaxClientIDLen)
+			return nil, false, msg, fmt.Errorf("client address %q is empty or longer than %d bytes", truncateID(c), protocol.MaxClientIDLen)
 		}
 		if _, dup := seen[c]; dup {
-			return nil, msg, fmt.Errorf("client ID %q appears twice", truncateID(c))
+			return nil, false, msg, fmt.Errorf("client ID %q appears twice", truncateID(c))
 		}
 		seen[c] = struct{}{}
 	}
 
 	switch {
 	case (req.Payload == nil) == (req.PayloadB64 == nil):
-		return nil, msg, errors.New(`give exactly one of "payload" and "payload_b64"`)
+		return nil, false, msg, errors.New(`give exactly one of "payload" and "payload_b64"`)
 	case req.Payload != nil:
 		msg.Payload = []byte(*req.Payload)
 	default:
 		p, err := base64.StdEncoding.DecodeString(*req.PayloadB64)
 		if err != nil {
-			return nil, msg, fmt.Errorf(`"payload_b64" is not standard base64: %v`, err)
+			return nil, false, msg, fmt.Errorf(`"payload_b64" is not standard base64: %v`, err)
 		}
 		msg.Payload = p
 	}
@@ -244,11 +265,18 @@ func (a *pushAPI) decodePush(w http.ResponseWriter, r *http.Request) ([]string, 
 	if req.TTL != nil {
 		ttl, err := time.ParseDuration(*req.TTL)
 		if err != nil || ttl < 0 {
-			return nil, msg, fmt.Errorf(`"ttl" %q is not a non-negative Go duration such as "30s"`, *req.TTL)
+			return nil, false, msg, fmt.Errorf(`"ttl" %q is not a non-negative Go duration such as "30s"`, *req.TTL)
 		}
 		msg.TTL = ttl
 	}
-	return clients, msg, nil
+	if req.ID != nil {
+		id, err := uuid.Parse(*req.ID)
+		if err != nil || id == (uuid.UUID{}) {
+			return nil, false, msg, fmt.Errorf(`"id" %q is not a non-zero UUID`, *req.ID)
+		}
+		msg.ID = protocol.MessageID(id)
+	}
+	return clients, fanout, msg, nil
 }
 
 // badJSON explains a decoding error; a body over the limit stays an

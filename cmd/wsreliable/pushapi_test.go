@@ -349,6 +349,8 @@ func TestPushAPIBadRequests(t *testing.T) {
 		{"numeric ttl", `{"client":"victim","payload":"x","ttl":30}`},
 		{"bad base64", `{"client":"victim","payload_b64":"%%%"}`},
 		{"url base64", `{"client":"victim","payload_b64":"-_8="}`},
+		{"bad id", `{"client":"victim","payload":"x","id":"42"}`},
+		{"zero id", `{"client":"victim","payload":"x","id":"00000000-0000-0000-0000-000000000000"}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -590,4 +592,39 @@ func TestPushAPIStoreQuota(t *testing.T) {
 		resp, _ := c.push(t, `{"client":"later","payload":"accepted again"}`)
 		return resp.StatusCode == http.StatusOK
 	}, "pushes still refused after the store drained")
+}
+
+// TestPushAPIIdempotent: a caller that retries a push with the "id" it
+// gave (its first answer lost, say) gets the first push's answer back and
+// recv prints the message once; a fan-out retried with its "id" too; the
+// id of one client's push given for another is 409.
+func TestPushAPIIdempotent(t *testing.T) {
+	srv, c := startServeAPI(t)
+	const id = "6f1c2a1e-9b1d-4c55-8a53-2b9a7d1e0c11"
+	one := pushBody(map[string]any{"client": "idem", "payload": "once", "id": id})
+	first := c.pushOK(t, one)
+	if len(first) != 1 || first[0].ID != id {
+		t.Fatalf("push with id: %+v, want the message to have ID %s", first, id)
+	}
+	if again := c.pushOK(t, one); again[0] != first[0] {
+		t.Fatalf("retry answered %+v, first %+v", again[0], first[0])
+	}
+	many := pushBody(map[string]any{"clients": []string{"idem", "idem-2"}, "payload": "fan", "id": id})
+	fan := c.pushOK(t, many)
+	if fan[0].ID == id || fan[0].ID == fan[1].ID {
+		t.Fatalf("fan-out IDs %+v: want one of each recipient's, derived from %s", fan, id)
+	}
+	if again := c.pushOK(t, many); again[0] != fan[0] || again[1] != fan[1] {
+		t.Fatalf("fan-out retry answered %+v, first %+v", again, fan)
+	}
+	resp, b := c.push(t, pushBody(map[string]any{"client": "idem-2", "payload": "once", "id": id}))
+	checkError(t, resp, b, http.StatusConflict)
+
+	r := startRecv(t, srv.url, filepath.Join(t.TempDir(), "idem"), "idem")
+	end := c.pushText(t, "idem", "end")
+	checkReceived(t, waitReceived(t, r.stdout, 3), []pushed{first[0], fan[0], end}, []string{"once", "fan", "end"})
+	c.waitStatus(t, end.ID, "acked")
+	if again := c.pushOK(t, one); again[0] != first[0] {
+		t.Fatalf("retry after the ack answered %+v, first %+v", again[0], first[0])
+	}
 }
