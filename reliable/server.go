@@ -215,7 +215,9 @@ type ServerOptions struct {
 	// each push call and hello, so concurrent calls may together exceed
 	// it by what they write. It is enforced for the bbolt store NewServer
 	// opens, and for a Store with a Stats() queue.Stats method reporting
-	// DataBytes. Zero: 1 GiB. Negative: no quota.
+	// DataBytes, such as the PostgreSQL store (store/postgres), where it
+	// bounds the whole database shared by a fleet. Zero: 1 GiB.
+	// Negative: no quota.
 	MaxStoreBytes int64
 	// IdleExpiry is how long a client's watermarks and binding outlive
 	// its last session on disk. Zero: 30 days. Negative: never. A client

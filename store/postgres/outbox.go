@@ -163,6 +163,7 @@ func (s *Store) Push(ctx context.Context, msgs []queue.Push) ([]uint64, []queue.
 	if err := s.submit(ctx, o); err != nil {
 		return nil, nil, err
 	}
+	s.countPushed(len(msgs), o.size) // repeats included: an overestimate
 	return o.seqs, o.evicted, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -90,6 +91,14 @@ type Store struct {
 	claims map[string]int64 // peer → epoch this store claimed it at
 
 	notify notifier
+
+	statsMu sync.Mutex
+	stats   queue.Stats
+	statsAt time.Time // when stats was read; zero: never
+	// pushedSince is what this store pushed since stats was read
+	// (DataBytes' measure): Stats adds it, so that this node's pushes
+	// count at once.
+	pushedSince atomic.Int64
 }
 
 // Open connects to the database named by dsn (a PostgreSQL URL or
