@@ -130,14 +130,48 @@ func (s *Server) wakeAll() {
 	}
 }
 
+// statusMany is the optional method of a shared store that reads many
+// settlement records in one query (store/postgres has it); the records
+// not found are left out of the map.
+type statusMany interface {
+	StatusMany(ids []protocol.MessageID) (map[protocol.MessageID]queue.Settled, error)
+}
+
+// recheckPage bounds the IDs of one StatusMany call.
+const recheckPage = 1000
+
 // recheckReceipts settles the receipts waited on here that the store
-// says have settled (on another server of the fleet).
+// says have settled (on another server of the fleet): a query per
+// recheckPage receipts with StatusMany, else a Status read each.
 func (s *Server) recheckReceipts() {
-	for _, r := range s.receipts.waiting() {
-		rec, found, err := s.store.Status(r.id)
-		if err != nil || !found || rec.Pending {
-			continue
+	waiting := s.receipts.waiting()
+	settle := func(rec queue.Settled) {
+		if !rec.Pending {
+			s.receipts.settle(rec.ID, settlementOf(rec, "").Err())
 		}
-		s.receipts.settle(r.id, settlementOf(rec, "").Err())
+	}
+	if sm, ok := s.store.(statusMany); ok {
+		for len(waiting) > 0 {
+			page := waiting[:min(len(waiting), recheckPage)]
+			waiting = waiting[len(page):]
+			ids := make([]protocol.MessageID, len(page))
+			for i, r := range page {
+				ids[i] = r.id
+			}
+			recs, err := sm.StatusMany(ids)
+			if err != nil {
+				s.log.Warn("reading the status of waited-on pushes failed", "error", err)
+				return
+			}
+			for _, rec := range recs {
+				settle(rec)
+			}
+		}
+		return
+	}
+	for _, r := range waiting {
+		if rec, found, err := s.store.Status(r.id); err == nil && found {
+			settle(rec)
+		}
 	}
 }

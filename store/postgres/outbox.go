@@ -366,6 +366,34 @@ func (s *Store) Status(id protocol.MessageID) (queue.Settled, bool, error) {
 	return out[0], true, nil
 }
 
+// StatusMany returns the settlement records of ids that Status would
+// find, in one query, by ID; a server of a fleet rechecks the receipts
+// it waits on with it.
+func (s *Store) StatusMany(ids []protocol.MessageID) (map[protocol.MessageID]queue.Settled, error) {
+	if s.isClosed() {
+		return nil, queue.ErrClosed
+	}
+	ctx, cancel := s.readCtx()
+	defer cancel()
+	keys := make([][]byte, len(ids))
+	for i := range ids {
+		keys[i] = ids[i][:]
+	}
+	rows, err := s.pool.Query(ctx, settledSQL+` WHERE id = ANY($1) AND NOT (reported AND at < $2)`, keys, s.retentionCutoff())
+	if err != nil {
+		return nil, wrap("status", err)
+	}
+	recs, err := collectSettled(rows)
+	if err != nil {
+		return nil, wrap("status", err)
+	}
+	out := make(map[protocol.MessageID]queue.Settled, len(recs))
+	for _, r := range recs {
+		out[r.ID] = r
+	}
+	return out, nil
+}
+
 // Unreported returns up to max (<= 0: 100) settled records not yet
 // marked reported, oldest settlement first (ties in ID order); see
 // [queue.Settlements.Unreported].
