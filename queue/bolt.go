@@ -25,12 +25,14 @@ import (
 
 // formatVersion is the version of the file layout, stored in the meta
 // bucket. Open refuses files with a greater version (ErrVersion).
-// Version 2 adds the push outboxes and the settlement records; a file
-// is written as version 1 until the first of them is created (see
-// bumpVersion), so files that hold neither stay readable by programs
-// that know only version 1.
+// Version 2 adds the push outboxes and the settlement records, version
+// 3 the acknowledged ranges; a file is written as version 1 until the
+// first of them is created, and as version 2 until the first range (see
+// bumpVersion), so a file stays readable by the programs that know the
+// version of what it holds.
 const (
-	formatVersion  uint64 = 2
+	formatVersion  uint64 = 3
+	formatVersion2 uint64 = 2
 	formatVersion1 uint64 = 1
 )
 
@@ -491,17 +493,18 @@ func (b *Bolt) nowMilli() int64 {
 	return time.Now().UnixMilli()
 }
 
-// bumpVersion records format version 2 in tx's meta bucket, for the
-// first write of a bucket that version 1 does not know.
-func bumpVersion(tx *bolt.Tx) error {
+// bumpVersion records format version to in tx's meta bucket (unless it
+// is there already), for the first write of a bucket that the versions
+// before to do not know.
+func bumpVersion(tx *bolt.Tx, to uint64) error {
 	mb := tx.Bucket(bucketMeta)
 	if mb == nil {
 		return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketMeta)
 	}
-	if v, err := getU64(mb, keyVersion); err != nil || v >= formatVersion {
+	if v, err := getU64(mb, keyVersion); err != nil || v >= to {
 		return err
 	}
-	return mb.Put(keyVersion, u64(formatVersion))
+	return mb.Put(keyVersion, u64(to))
 }
 
 // Meta returns the store's client ID and stream ID. It never fails, even

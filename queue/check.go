@@ -125,6 +125,7 @@ func checkStore(tx *bolt.Tx, problems []error) []error {
 	})
 	checkOutboxes(tx, add)
 	checkSettled(tx, add)
+	checkRanges(tx, add)
 	checkLastUsed(tx, add)
 	return problems
 }
@@ -171,6 +172,55 @@ func checkSettled(tx *bolt.Tx, add func(format string, args ...any) bool) {
 			if !ok && !add("settlement index key %x (reported %v) names no such record", k, reported) {
 				return
 			}
+		}
+	}
+}
+
+// checkRanges checks the acknowledged ranges: each key is a client's
+// prefix and a sequence, each value decodes with from below that
+// sequence and has its time key, and each time key names a range with
+// its time.
+func checkRanges(tx *bolt.Tx, add func(format string, args ...any) bool) {
+	b, tb := tx.Bucket(bucketRanges), tx.Bucket(bucketRangesTime)
+	if b == nil || tb == nil {
+		if b != tb {
+			add("acknowledged ranges without their time index, or the reverse")
+		}
+		return
+	}
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) < 2+8 || int(binary.BigEndian.Uint16(k))+2+8 != len(k) {
+			if !add("acknowledged range key %x malformed", k) {
+				return
+			}
+			continue
+		}
+		at, from, _, err := decodeRange(v)
+		switch {
+		case err != nil:
+			if !add("range %x: %w", k, err) {
+				return
+			}
+		case from >= binary.BigEndian.Uint64(k[len(k)-8:]):
+			if !add("range %x starts after its end (%d)", k, from) {
+				return
+			}
+		case tb.Get(append(binary.BigEndian.AppendUint64(nil, uint64(at)), k...)) == nil:
+			if !add("range %x is missing from its time index", k) {
+				return
+			}
+		}
+	}
+	c = tb.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		ok := len(k) > 8
+		if ok {
+			at, _, _, err := decodeRange(b.Get(k[8:]))
+			ok = err == nil && at == int64(binary.BigEndian.Uint64(k))
+		}
+		if !ok && !add("range time key %x names no such range", k) {
+			return
 		}
 	}
 }

@@ -228,7 +228,11 @@ func (u *usage) expire(cutoff int64) (expired int, next int64, more bool, err er
 			}
 			continue
 		}
-		if o.found {
+		// An outbox with acknowledged ranges keeps its meta, so that the
+		// client's sequences go on past them (Status reads a record by
+		// its sequence). Only an IdleExpiry shorter than StatusRetention
+		// leaves such a meta behind for good.
+		if o.found && !hasRanges(u.tx, string(peer)) {
 			if err := o.mb.Delete(peer); err != nil {
 				return 0, 0, false, err
 			}

@@ -199,6 +199,18 @@ func (r *Report) count(tx *bolt.Tx) error {
 	}
 	s := &r.Settled
 	s.Unreported, s.Reported = ub.Stats().KeyN, pb.Stats().KeyN
+	// Records an acknowledged range lists are settled and reported,
+	// though stored pending.
+	if b := tx.Bucket(bucketRanges); b != nil {
+		err := b.ForEach(func(k, v []byte) error {
+			_, _, ids, err := decodeRange(v)
+			s.Reported += len(ids) / 16
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
 	s.Pending = rb.Stats().KeyN - s.Unreported - s.Reported
 	if s.Pending < 0 {
 		return fmt.Errorf("%w: %d settlement records, %d in their indexes", ErrCorrupt, rb.Stats().KeyN, s.Unreported+s.Reported)

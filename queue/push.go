@@ -524,7 +524,7 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 		if eb, err = tx.CreateBucketIfNotExists(bucketPushEntries); err != nil {
 			return false, err
 		}
-		if err := bumpVersion(tx); err != nil {
+		if err := bumpVersion(tx, formatVersion2); err != nil {
 			return false, err
 		}
 	}
@@ -592,11 +592,26 @@ func (b *Bolt) applyAckOutbox(tx *bolt.Tx, r *request, rc *recorder) (changed, d
 	if upTo <= m.acked {
 		return false, false, nil
 	}
+	// With ranges, the entries acknowledged without an outcome share
+	// one range; the others get records.
+	ranged := rc.reportedAtSettle && rc.keep
+	var ids []protocol.MessageID
 	freed, err := b.deleteUpTo(o.eb, o.prefix, upTo, func(seq uint64, id protocol.MessageID) error {
+		if _, ok := r.outcomes[seq]; ranged && !ok {
+			if id != (protocol.MessageID{}) {
+				ids = append(ids, id)
+			}
+			return nil
+		}
 		return rc.settle(client, seq, id, r.outcomes)
 	})
 	if err != nil {
 		return false, false, err
+	}
+	if len(ids) > 0 {
+		if err := rc.putRange(client, m.acked, upTo, ids); err != nil {
+			return false, false, err
+		}
 	}
 	m.count -= min(upTo-m.acked, m.count)
 	m.acked = upTo

@@ -85,6 +85,180 @@ var (
 	bucketReported   = []byte("settled_reported")
 )
 
+// Bucket names of the acknowledged ranges (Options.SettleReported; file
+// format version 3), created by the first range:
+//
+//	settled_ranges        range value (encodeRange) by outboxPrefix(client)
+//	                      followed by the 8-byte big-endian upTo of the ack
+//	settled_ranges_time   empty value by 8-byte ms time + range key
+//
+// With SettleReported an ack does not rewrite the record of every entry
+// it acknowledges: it writes one range, (from, upTo] acknowledged at a
+// time, listing the IDs of those entries, whose records stay pending.
+// Status reads such a record as settled (code 0, reported) at the
+// range's time; pruning deletes the records a range lists once it is
+// past the retention, then the range. Entries settled otherwise (an
+// outcome, an eviction) get settled records as before.
+var (
+	bucketRanges     = []byte("settled_ranges")
+	bucketRangesTime = []byte("settled_ranges_time")
+)
+
+// rangeVersion is the first byte of a range value; then the time (Unix
+// ms) and from, 8 bytes each, and the 16-byte IDs.
+const (
+	rangeVersion  byte = 1
+	rangeFixedLen      = 1 + 8 + 8
+)
+
+func encodeRange(at int64, from uint64, ids []protocol.MessageID) []byte {
+	v := make([]byte, 0, rangeFixedLen+16*len(ids))
+	v = append(v, rangeVersion)
+	v = binary.BigEndian.AppendUint64(v, uint64(at))
+	v = binary.BigEndian.AppendUint64(v, from)
+	for i := range ids {
+		v = append(v, ids[i][:]...)
+	}
+	return v
+}
+
+// decodeRange decodes a range value without copying the IDs out of v.
+func decodeRange(v []byte) (at int64, from uint64, ids []byte, err error) {
+	if len(v) < rangeFixedLen || v[0] != rangeVersion || (len(v)-rangeFixedLen)%16 != 0 {
+		return 0, 0, nil, fmt.Errorf("%w: acknowledged range %x", ErrCorrupt, v[:min(len(v), 32)])
+	}
+	return int64(binary.BigEndian.Uint64(v[1:])), binary.BigEndian.Uint64(v[9:]), v[rangeFixedLen:], nil
+}
+
+// rangeSettled returns the record r, pending, as settled by the range
+// covering its sequence, if any: acknowledged at the range's time, and
+// reported.
+func rangeSettled(tx *bolt.Tx, r record) (record, bool) {
+	b := tx.Bucket(bucketRanges)
+	if b == nil {
+		return r, false
+	}
+	prefix := outboxPrefix(r.Client)
+	k, v := b.Cursor().Seek(entryKey(prefix, r.Seq))
+	if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+		return r, false
+	}
+	at, from, _, err := decodeRange(v)
+	if err != nil || r.Seq <= from {
+		return r, false
+	}
+	r.Pending, r.reported, r.At = false, true, fromUnixMilli(at)
+	return r, true
+}
+
+// hasRanges reports whether client has acknowledged ranges: its outbox
+// must then outlive idle expiry, or its sequences, started afresh, would
+// fall in the old ranges.
+func hasRanges(tx *bolt.Tx, client string) bool {
+	b := tx.Bucket(bucketRanges)
+	if b == nil {
+		return false
+	}
+	prefix := outboxPrefix(client)
+	k, _ := b.Cursor().Seek(prefix)
+	return k != nil && bytes.HasPrefix(k, prefix)
+}
+
+// putRange records that client's entries (from, upTo], listed by ids
+// (those acknowledged without an outcome), were acknowledged now.
+func (rc *recorder) putRange(client string, from, upTo uint64, ids []protocol.MessageID) error {
+	b, err := rc.tx.CreateBucketIfNotExists(bucketRanges)
+	if err != nil {
+		return err
+	}
+	tb, err := rc.tx.CreateBucketIfNotExists(bucketRangesTime)
+	if err != nil {
+		return err
+	}
+	if err := bumpVersion(rc.tx, formatVersion); err != nil {
+		return err
+	}
+	// Keys grow at the end of each client's run, times at the end.
+	b.FillPercent, tb.FillPercent = 0.9, 0.95
+	key := entryKey(outboxPrefix(client), upTo)
+	if err := b.Put(key, encodeRange(rc.now, from, ids)); err != nil {
+		return err
+	}
+	if err := tb.Put(append(binary.BigEndian.AppendUint64(nil, uint64(rc.now)), key...), nil); err != nil {
+		return err
+	}
+	if rc.reported == 0 || rc.now < rc.reported {
+		rc.reported = rc.now
+	}
+	return nil
+}
+
+// pruneRanges deletes the ranges acknowledged before cutoff (Unix ms),
+// oldest first, with the records they list (pending records: an ID is
+// pushed again only once its record is gone); it stops after pruneChunk
+// records once at least one range went. next and more are as for prune.
+func (rc *recorder) pruneRanges(cutoff int64) (deleted int, next int64, more bool, err error) {
+	tb := rc.tx.Bucket(bucketRangesTime)
+	if tb == nil {
+		return 0, 0, false, nil
+	}
+	b, rb := rc.tx.Bucket(bucketRanges), rc.tx.Bucket(bucketSettled)
+	if b == nil || rb == nil {
+		return 0, 0, false, fmt.Errorf("%w: range index without ranges or records", ErrCorrupt)
+	}
+	var keys [][]byte
+	c := tb.Cursor()
+	k, _ := c.First()
+	for ; k != nil && deleted < pruneChunk; k, _ = c.Next() {
+		if len(k) < 8+2+8 {
+			return 0, 0, false, fmt.Errorf("%w: range index key %x", ErrCorrupt, k)
+		}
+		if int64(binary.BigEndian.Uint64(k)) >= cutoff {
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+		if v := b.Get(k[8:]); v != nil {
+			if _, _, ids, err := decodeRange(v); err == nil {
+				deleted += len(ids) / 16
+			}
+		}
+	}
+	if k != nil {
+		next = int64(binary.BigEndian.Uint64(k))
+		more = next < cutoff
+	}
+	for _, k := range keys {
+		if err := tb.Delete(k); err != nil {
+			return 0, 0, false, err
+		}
+		rk := k[8:]
+		v := b.Get(rk)
+		if v == nil {
+			continue
+		}
+		at, _, ids, err := decodeRange(v)
+		if err != nil || at != int64(binary.BigEndian.Uint64(k)) {
+			continue // a damaged or replaced range is left for Check
+		}
+		ids = bytes.Clone(ids) // the deletes below may move v
+		for len(ids) >= 16 {
+			id := ids[:16]
+			ids = ids[16:]
+			if old := rb.Get(id); old != nil {
+				if r, err := decodeSettled(id, old); err == nil && r.Pending {
+					if err := rb.Delete(id); err != nil {
+						return 0, 0, false, err
+					}
+				}
+			}
+		}
+		if err := b.Delete(rk); err != nil {
+			return 0, 0, false, err
+		}
+	}
+	return deleted, next, more, nil
+}
+
 // settledVersion is the first byte of a record; flag bits follow.
 const (
 	settledVersion byte = 1
@@ -181,7 +355,8 @@ type recorder struct {
 	now int64 // Unix ms: the At of the records it settles
 	// reportedAtSettle writes settled records reported
 	// (Options.SettleReported); keep is false for a negative
-	// StatusRetention, whose reported records are deleted.
+	// StatusRetention, whose reported records are deleted. With both, an
+	// outbox ack writes a range instead of a record per entry.
 	reportedAtSettle, keep bool
 	rb                     *bolt.Bucket
 	ub                     *bolt.Bucket
@@ -208,7 +383,7 @@ func (rc *recorder) buckets() error {
 	// Message IDs are UUIDv7 by default and times only grow: keys
 	// mostly land at the end.
 	rc.rb.FillPercent, rc.ub.FillPercent = 0.9, 0.95
-	return bumpVersion(rc.tx)
+	return bumpVersion(rc.tx, formatVersion2)
 }
 
 // put stores r under its ID, first removing the index key of the record
@@ -238,14 +413,14 @@ func (rc *recorder) putNew(r record) error {
 	} else {
 		r.At = fromUnixMilli(rc.now)
 		index := rc.ub
-		if rc.reportedAtSettle {
-			if !rc.keep {
-				return rc.rb.Delete(r.ID[:])
-			}
+		if rc.reportedAtSettle && rc.keep {
 			r.reported, index = true, rc.tx.Bucket(bucketReported)
 			if rc.reported == 0 || rc.now < rc.reported {
 				rc.reported = rc.now
 			}
+		}
+		if rc.reportedAtSettle && !rc.keep {
+			return rc.rb.Delete(r.ID[:])
 		}
 		if err := index.Put(indexKey(rc.now, r.ID), nil); err != nil {
 			return err
@@ -337,10 +512,27 @@ func (rc *recorder) markReported(ids []protocol.MessageID, keep bool) (bool, err
 const pruneChunk = 1024
 
 // prune deletes up to pruneChunk reported records that settled before
-// cutoff (Unix ms), oldest first. next is the Unix ms settlement time of
-// the oldest reported record left (0: none left); more is true when the
-// chunk ended with records before cutoff still left.
+// cutoff (Unix ms), oldest first, and then a chunk of the acknowledged
+// ranges (pruneRanges). next is the Unix ms settlement time of the
+// oldest reported record or range left (0: none left); more is true when
+// a chunk ended with records before cutoff still left.
 func (rc *recorder) prune(cutoff int64) (deleted int, next int64, more bool, err error) {
+	deleted, next, more, err = rc.pruneRecords(cutoff)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	n, rnext, rmore, err := rc.pruneRanges(cutoff)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if next == 0 || rnext != 0 && rnext < next {
+		next = rnext
+	}
+	return deleted + n, next, more || rmore, nil
+}
+
+// pruneRecords is prune's part for the reported index.
+func (rc *recorder) pruneRecords(cutoff int64) (deleted int, next int64, more bool, err error) {
 	pb := rc.tx.Bucket(bucketReported)
 	if pb == nil {
 		return 0, 0, false, nil
@@ -401,6 +593,9 @@ func (b *Bolt) Status(id protocol.MessageID) (Settled, bool, error) {
 		var err error
 		r, err = decodeSettled(id[:], v)
 		found = err == nil
+		if found && r.Pending {
+			r, _ = rangeSettled(tx, r)
+		}
 		return err
 	})
 	if err != nil {

@@ -390,3 +390,65 @@ func TestBoltSettledCrashBeforeDelete(t *testing.T) {
 	}
 	mustNoStatus(t, b, entry(1).ID)
 }
+
+// TestBoltAckedRanges: with SettleReported an outbox ack writes one range
+// instead of rewriting a record per entry; entries with an outcome get
+// records of their own. Statuses read the same, Inspect counts the
+// ranged records as reported, the file becomes version 3, compaction
+// keeps the ranges, and pruning removes ranges and records together
+// (the cleanup's Check verifies the indexes).
+func TestBoltAckedRanges(t *testing.T) {
+	path := tempPath(t)
+	opts := &queue.Options{SettleReported: true, StatusRetention: 20 * time.Millisecond}
+	b := openBolt(t, path, opts)
+	id := pushN(t, b, "a", 1, 5)
+	mustAckOutbox(t, b, "a", 2)
+	if err := b.AckOutbox(testCtx(t), "a", 4, []queue.Outcome{{Seq: 4, Code: uint16(protocol.RejectHandler), Reason: "no"}}); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		pending bool
+		code    uint16
+	}{{false, 0}, {false, 0}, {false, 0}, {false, uint16(protocol.RejectHandler)}, {true, 0}}
+	for i, w := range want {
+		if got := mustStatus(t, b, id[i]); got.Pending != w.pending || got.Code != w.code || got.Seq != uint64(i+1) || got.Pending == !got.At.IsZero() {
+			t.Errorf("Status of seq %d = %+v, want pending %v code %d", i+1, got, w.pending, w.code)
+		}
+	}
+	if err := b.Compact(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustStatus(t, b, id[0]); got.Pending {
+		t.Fatalf("Status after compaction = %+v, want acknowledged", got)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := queue.InspectFile(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Version != 3 || r.Settled != (queue.SettledCounts{Pending: 1, Reported: 4}) {
+		t.Fatalf("Inspect: version %d, settled %+v; want 3 and 1 pending, 4 reported", r.Version, r.Settled)
+	}
+	b = openBolt(t, path, opts)
+	// Past the retention, a commit prunes.
+	eventually(t, "pruning of the ranged records", func() bool {
+		if err := b.SetWatermark(testCtx(t), "p", protocol.StreamID{1}, 1); err != nil {
+			t.Fatal(err)
+		}
+		_, found, err := b.Status(id[0])
+		return err == nil && !found
+	})
+	eventually(t, "pruning of every settled record", func() bool {
+		for _, x := range id[:4] {
+			if _, found, _ := b.Status(x); found {
+				return false
+			}
+		}
+		return true
+	})
+	if got := mustStatus(t, b, id[4]); !got.Pending {
+		t.Fatalf("Status of the pending entry = %+v", got)
+	}
+}

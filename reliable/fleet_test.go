@@ -249,11 +249,12 @@ func TestFleetNodesDie(t *testing.T) {
 			}
 		})
 		wg.Go(func() {
-			for k := 0; k < perClient; {
-				node := nodes[(i+k)%len(nodes)]
+			for k, skip := 0, 0; k < perClient; {
+				node := nodes[(i+k+skip)%len(nodes)]
 				_, err := node.srv.Send(ctx, c.ID(), []byte(strconv.Itoa(k)))
 				switch {
-				case errors.Is(err, reliable.ErrClosed): // that node is dead: another one
+				case errors.Is(err, reliable.ErrClosed): // that node is dead: the next one
+					skip++
 					continue
 				case err != nil:
 					errs <- fmt.Errorf("push %d to client %d: %w", k, i, err)

@@ -71,6 +71,7 @@ func TestServerStore(t *testing.T, h Harness) {
 		{"PushIdempotentUntilPruned", testPushIdempotentUntilPruned},
 		{"SettleReported", testSettleReported},
 		{"SettleReportedNegativeRetention", testSettleReportedNegativeRetention},
+		{"StatusOutlivesIdleExpiry", testStatusOutlivesIdleExpiry},
 		{"IdleExpires", testIdleExpires},
 		{"IdleKeepsPushes", testIdleKeepsPushes},
 		{"IdleNever", testIdleNever},
@@ -1128,6 +1129,37 @@ func testSettleReported(t *testing.T, h Harness) {
 	mustNoStatus(t, s, id[1])
 	if got := mustStatus(t, s, id[2]); !got.Pending {
 		t.Fatalf("Status of the pending record after the retention = %+v", got)
+	}
+}
+
+// testStatusOutlivesIdleExpiry: a client whose state expired while the
+// statuses of its pushes are still kept (IdleExpiry shorter than
+// StatusRetention) is pushed to again: the old statuses stay as they
+// were, and the new pushes are pending.
+func testStatusOutlivesIdleExpiry(t *testing.T, h Harness) {
+	for _, reported := range []bool{false, true} {
+		t.Run(fmt.Sprint("SettleReported=", reported), func(t *testing.T) {
+			s := h.Open(t, &queue.Options{IdleExpiry: time.Hour, StatusRetention: 24 * time.Hour, SettleReported: reported})
+			clock := useClockAt(t, h, s, time.Now())
+			claim(t, s, "a", "z")
+			mustBind(t, s, "a", "alice")
+			old := pushN(t, s, "a", 1, 3)
+			mustAckOutbox(t, s, "a", 3)
+			clock.Advance(2 * time.Hour)
+			mustTouch(t, s, "z") // a commit: expires a
+			wantBinding(t, s, "a", "")
+			fresh := pushN(t, s, "a", 10, 2)
+			for _, id := range old {
+				if got := mustStatus(t, s, id); got.Pending || got.Code != 0 {
+					t.Errorf("Status of an old push after the client expired = %+v, want acknowledged", got)
+				}
+			}
+			for _, id := range fresh {
+				if got := mustStatus(t, s, id); !got.Pending {
+					t.Errorf("Status of a new push = %+v, want pending", got)
+				}
+			}
+		})
 	}
 }
 
