@@ -25,6 +25,11 @@ import (
 type AttackConfig struct {
 	// Count is the honest client's messages per phase. Zero: 500.
 	Count int
+	// Duration is the least time a phase lasts: the honest client sends
+	// Count messages, then goes on until Duration has passed, so a
+	// phase outlasts the bursts the server's rate limits allow. Zero:
+	// Count decides.
+	Duration time.Duration
 	// Attackers is the connections of each kind of attack. Zero: 2.
 	Attackers int
 	// Durable fsyncs on both sides; false sets NoSync on both.
@@ -93,7 +98,7 @@ var AttackKinds = []string{"churn", "pings", "big"}
 // with cfg.Server (or the defaults) plus Authenticate. The attackers'
 // own progress is reported, not asserted.
 func UnderAttack(ctx context.Context, cfg AttackConfig) (res AttackResult, err error) {
-	if cfg.Count < 0 || cfg.Attackers < 0 {
+	if cfg.Count < 0 || cfg.Attackers < 0 || cfg.Duration < 0 {
 		return res, fmt.Errorf("bench: negative field in %+v", cfg)
 	}
 	if cfg.Count == 0 {
@@ -160,10 +165,10 @@ func UnderAttack(ctx context.Context, cfg AttackConfig) (res AttackResult, err e
 	}
 
 	// Warm up (connect, first commits), then measure alone.
-	if _, err := measure(cfg.Count); err != nil {
+	if _, err := measure(cfg.Count, 0); err != nil {
 		return res, err
 	}
-	un, err := measure(cfg.Count)
+	un, err := measure(cfg.Count, cfg.Duration)
 	if err != nil {
 		return res, err
 	}
@@ -172,7 +177,7 @@ func UnderAttack(ctx context.Context, cfg AttackConfig) (res AttackResult, err e
 	if _, err := atk.call(time.Minute, "start"); err != nil {
 		return res, err
 	}
-	under, merr := measure(cfg.Count)
+	under, merr := measure(cfg.Count, cfg.Duration)
 	st, err := atk.call(time.Minute, "stop")
 	if err := errors.Join(merr, err); err != nil {
 		return res, err
@@ -185,15 +190,16 @@ func UnderAttack(ctx context.Context, cfg AttackConfig) (res AttackResult, err e
 }
 
 // startHonest starts the honest client, in a child or in this process,
-// and returns a function that sends n messages one at a time and reports
-// their latencies, and one that stops the client.
-func startHonest(ctx context.Context, cfg AttackConfig, url, dir string) (measure func(n int) (childStatus, error), stop func() error, err error) {
+// and returns a function that sends n messages one at a time (and more
+// until d has passed) and reports their latencies, and one that stops
+// the client.
+func startHonest(ctx context.Context, cfg AttackConfig, url, dir string) (measure func(n int, d time.Duration) (childStatus, error), stop func() error, err error) {
 	if cfg.HonestInProcess {
 		h, err := newHonest(url, dir, cfg.Durable)
 		if err != nil {
 			return nil, nil, err
 		}
-		return func(n int) (childStatus, error) { return h.measure(ctx, n) }, h.c.Close, nil
+		return func(n int, d time.Duration) (childStatus, error) { return h.measure(ctx, n, d) }, h.c.Close, nil
 	}
 	args := []string{honestMode, "-url", url, "-dir", dir}
 	if cfg.Durable {
@@ -206,8 +212,8 @@ func startHonest(ctx context.Context, cfg AttackConfig, url, dir string) (measur
 	if _, err := c.reply(childReplyTimeout); err != nil {
 		return nil, nil, errors.Join(err, c.stop())
 	}
-	return func(n int) (childStatus, error) {
-		return c.call(childReplyTimeout, "measure", strconv.Itoa(n))
+	return func(n int, d time.Duration) (childStatus, error) {
+		return c.call(childReplyTimeout, "measure", strconv.Itoa(n), d.String())
 	}, c.stop, nil
 }
 
@@ -232,10 +238,11 @@ func newHonest(url, dir string, durable bool) (*honest, error) {
 }
 
 // measure sends n messages one at a time, each after the previous one's
-// receipt settled, and reports the p50 and p99 of send-to-receipt.
-func (h *honest) measure(ctx context.Context, n int) (childStatus, error) {
+// receipt settled, and more until d has passed, and reports the p50 and
+// p99 of send-to-receipt.
+func (h *honest) measure(ctx context.Context, n int, d time.Duration) (childStatus, error) {
 	lats := make([]time.Duration, 0, n)
-	for range n {
+	for start := time.Now(); len(lats) < n || time.Since(start) < d; {
 		t0 := time.Now()
 		rc, err := h.c.Send(ctx, h.p)
 		if err != nil {
@@ -246,10 +253,11 @@ func (h *honest) measure(ctx context.Context, n int) (childStatus, error) {
 		}
 		lats = append(lats, time.Since(t0))
 	}
-	return childStatus{Sent: n, Acked: n, P50: percentile(lats, 0.5), P99: percentile(lats, 0.99)}, nil
+	return childStatus{Sent: len(lats), Acked: len(lats), P50: percentile(lats, 0.5), P99: percentile(lats, 0.99)}, nil
 }
 
-// childHonest is the child side of the honest client: "measure N".
+// childHonest is the child side of the honest client: "measure N
+// DURATION".
 func childHonest(ctx context.Context, url, dir string, durable bool) (map[string]func([]string) (childStatus, error), childStatus, func() error, error) {
 	h, err := newHonest(url, dir, durable)
 	if err != nil {
@@ -257,14 +265,18 @@ func childHonest(ctx context.Context, url, dir string, durable bool) (map[string
 	}
 	cmds := map[string]func([]string) (childStatus, error){
 		"measure": func(args []string) (childStatus, error) {
-			if len(args) != 1 {
-				return childStatus{}, fmt.Errorf("measure wants N, got %q", args)
+			if len(args) != 2 {
+				return childStatus{}, fmt.Errorf("measure wants N DURATION, got %q", args)
 			}
 			n, err := strconv.Atoi(args[0])
 			if err != nil || n <= 0 {
 				return childStatus{}, fmt.Errorf("measure: %q is not a positive number", args[0])
 			}
-			return h.measure(ctx, n)
+			d, err := time.ParseDuration(args[1])
+			if err != nil {
+				return childStatus{}, fmt.Errorf("measure: %w", err)
+			}
+			return h.measure(ctx, n, d)
 		},
 	}
 	return cmds, childStatus{}, h.c.Close, nil

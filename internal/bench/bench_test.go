@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wsreliable/wsreliable/internal/bench"
+	"github.com/wsreliable/wsreliable/reliable"
 )
 
 // TestMain serves the child mode when this test binary is re-executed by
@@ -388,6 +389,23 @@ func TestUnderAttack(t *testing.T) {
 	}
 }
 
+// attackPhase is the least length of each phase of
+// BenchmarkHonestUnderAttack: longer than the bursts the rate limits
+// allow (one second's worth).
+const attackPhase = 5 * time.Second
+
+// attackServerOptions returns the server's options for
+// BenchmarkHonestUnderAttack: the defaults, or with
+// WSRELIABLE_ATTACK_LIMITS=off the limits this benchmark measures
+// (byte rate, handshake rates) switched off, for a before/after in one
+// binary.
+func attackServerOptions() *reliable.ServerOptions {
+	if os.Getenv("WSRELIABLE_ATTACK_LIMITS") != "off" {
+		return nil
+	}
+	return &reliable.ServerOptions{MaxByteRate: -1, MaxHandshakeRatePerIP: -1, MaxHandshakeRatePerIdentity: -1}
+}
+
 // BenchmarkHonestUnderAttack reports the honest client's p50 and p99
 // under each attack (and all at once) against its unloaded figures in
 // the same run (the bound: p99 within 5×). The attackers and the
@@ -395,6 +413,8 @@ func TestUnderAttack(t *testing.T) {
 // benchmark's process, so -cpuprofile profiles the server. E.g.
 //
 //	go test -run '^$' -bench 'HonestUnderAttack/nosync' -benchtime 1x ./internal/bench/
+//
+// Each phase lasts at least attackPhase.
 func BenchmarkHonestUnderAttack(b *testing.B) {
 	for _, durable := range []bool{false, true} {
 		for _, kind := range append(slices.Clone(bench.AttackKinds), "all") {
@@ -405,7 +425,7 @@ func BenchmarkHonestUnderAttack(b *testing.B) {
 			}
 			b.Run(name, func(b *testing.B) {
 				for b.Loop() {
-					r, err := bench.UnderAttack(context.Background(), bench.AttackConfig{Count: 1000, Attackers: 2, Durable: durable, Kinds: kinds, Dir: b.TempDir()})
+					r, err := bench.UnderAttack(context.Background(), bench.AttackConfig{Count: 1000, Duration: attackPhase, Attackers: 2, Durable: durable, Kinds: kinds, Server: attackServerOptions(), Dir: b.TempDir()})
 					if err != nil {
 						b.Fatal(err)
 					}
