@@ -630,7 +630,9 @@ type ServerStats struct {
 	// "connections", "connections per IP", "connections per identity",
 	// "store quota" (hellos refused over MaxStoreBytes), "client
 	// address" (hellos refused for a '/' in the client ID or an address
-	// over protocol.MaxClientIDLen).
+	// over protocol.MaxClientIDLen), "handshakes per IP" and
+	// "handshakes per identity" (requests answered 429 by
+	// MaxHandshakeRatePerIP and MaxHandshakeRatePerIdentity).
 	Refused map[string]uint64
 
 	// StoreFull counts pushes (calls) and hellos refused because the
