@@ -102,6 +102,9 @@
 // nor claim its client ID first. Push to a client by its address
 // ([Message.Address], [ClientInfo.Address]). Browser clients are subject
 // to CheckOrigin. Limits on connections, memory, the store
-// (MaxStoreBytes) and each identity's message rate (MaxMessageRate) are
-// listed with their defaults in SECURITY.md.
+// (MaxStoreBytes), each identity's message and byte rates (MaxMessageRate,
+// MaxByteRate) and the handshake rates per IP and per identity
+// (MaxHandshakeRatePerIP, MaxHandshakeRatePerIdentity; 429 with
+// Retry-After before the upgrade) are listed with their defaults in
+// SECURITY.md.
 package reliable

@@ -1,8 +1,10 @@
 package reliable
 
 import (
+	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -160,10 +162,30 @@ func (s *Server) storeFull() bool {
 	return true
 }
 
-// rateBucket is one identity's token bucket of MaxMessageRate. Tokens
-// may be owed: a reservation larger than the tokens at hand is granted
-// with the wait until they would have accrued, so a batch larger than the
-// burst still goes through, at the rate.
+// rateKind names what a token bucket in Server.rates counts, and for
+// whom.
+type rateKind uint8
+
+const (
+	rateMessages           rateKind = iota // MaxMessageRate, per identity
+	rateBytes                              // MaxByteRate, per identity
+	rateHandshakesIP                       // MaxHandshakeRatePerIP, per remote IP
+	rateHandshakesIdentity                 // MaxHandshakeRatePerIdentity
+)
+
+// rateKey is a bucket's key in Server.rates: its kind and the identity
+// or IP it is for.
+type rateKey struct {
+	kind rateKind
+	who  string
+}
+
+// rateBucket is one token bucket of Server.rates: an identity's
+// MaxMessageRate or MaxByteRate (which sessions reserve from, waiting),
+// or an IP's or identity's handshake rate (which requests take from, or
+// are refused). Tokens may be owed: a reservation larger than the tokens
+// at hand is granted with the wait until they would have accrued, so a
+// batch larger than the burst still goes through, at the rate.
 type rateBucket struct {
 	rate, burst float64
 	refs        int // sessions holding the bucket, guarded by Server.mu; the bucket outlives them until refilled
@@ -177,21 +199,46 @@ func newRateBucket(rate float64, burst int, now time.Time) *rateBucket {
 	return &rateBucket{rate: rate, burst: float64(burst), tokens: float64(burst), at: now}
 }
 
+// refillLocked adds the tokens accrued since the last call. b.mu must be
+// held.
+func (b *rateBucket) refillLocked(now time.Time) {
+	if now.After(b.at) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+		b.at = now
+	}
+}
+
 // reserve takes n tokens at now and returns how long the caller must
 // wait before it uses them (0: at once).
 func (b *rateBucket) reserve(now time.Time, n int) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if now.After(b.at) {
-		b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
-		b.at = now
-	}
+	b.refillLocked(now)
 	b.tokens -= float64(n)
 	if b.tokens >= 0 {
 		return 0
 	}
-	// Capped, so that a tiny rate cannot overflow the duration.
-	return time.Duration(min(-b.tokens/b.rate, maxRateWait.Seconds()) * float64(time.Second))
+	return b.waitLocked(-b.tokens)
+}
+
+// take takes one token at now if there is one, and returns 0; otherwise
+// it takes nothing (a refused caller owes nothing) and returns how long
+// until a token would be there.
+func (b *rateBucket) take(now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refillLocked(now)
+	if b.tokens >= 1 {
+		b.tokens--
+		return 0
+	}
+	return max(b.waitLocked(1-b.tokens), time.Nanosecond)
+}
+
+// waitLocked is how long n tokens take to accrue; capped, so that a tiny
+// rate cannot overflow the duration. b.mu must be held.
+func (b *rateBucket) waitLocked(n float64) time.Duration {
+	return time.Duration(min(n/b.rate, maxRateWait.Seconds()) * float64(time.Second))
 }
 
 // refilled reports whether the bucket is full at now: forgetting it then
@@ -202,5 +249,92 @@ func (b *rateBucket) refilled(now time.Time) bool {
 	return b.tokens+now.Sub(b.at).Seconds()*b.rate >= b.burst
 }
 
-// maxRateWait bounds one wait for MaxMessageRate.
+// maxRateWait bounds one wait for a rate.
 const maxRateWait = time.Hour
+
+// rateBucketLocked returns the bucket of k, creating it (full) with rate
+// and burst if there is none. s.mu must be held.
+func (s *Server) rateBucketLocked(k rateKey, rate float64, burst int, now time.Time) *rateBucket {
+	b := s.rates[k]
+	if b == nil {
+		s.sweepRatesLocked(now) // first: a new bucket is full, and would go
+		b = newRateBucket(rate, burst, now)
+		s.rates[k] = b
+	}
+	return b
+}
+
+// handshakeBurst is the bucket size for a handshake rate: one second's
+// worth, at least 1.
+func handshakeBurst(rate float64) int {
+	return max(1, int(min(rate, 1<<30)))
+}
+
+// takeHandshake takes one handshake from the bucket of k (a handshake
+// rate of rate a second) and returns 0, or how long until the bucket
+// would allow one if it is empty; a refused handshake takes nothing.
+func (s *Server) takeHandshake(k rateKey, rate float64) time.Duration {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rateBucketLocked(k, rate, handshakeBurst(rate), now).take(now)
+}
+
+// The limits named in ServerStats.Refused by the handshake rates.
+const (
+	limitHandshakesIP       = "handshakes per IP"
+	limitHandshakesIdentity = "handshakes per identity"
+)
+
+// Defaults of the rate limits that are on by default.
+const (
+	defaultByteRate      = 16 << 20 // MaxByteRate with Authenticate, bytes a second
+	defaultHandshakeRate = 50       // MaxHandshakeRatePerIP and PerIdentity, a second
+)
+
+// rateDefaults checks and fills in MaxByteRate, ByteBurst and the
+// handshake rates: afterwards zero means no limit.
+func (o *ServerOptions) rateDefaults() error {
+	for _, f := range []struct {
+		name string
+		v    *float64
+		def  float64
+	}{
+		{"MaxByteRate", &o.MaxByteRate, defaultByteRate},
+		{"MaxHandshakeRatePerIP", &o.MaxHandshakeRatePerIP, defaultHandshakeRate},
+		{"MaxHandshakeRatePerIdentity", &o.MaxHandshakeRatePerIdentity, defaultHandshakeRate},
+	} {
+		switch v := *f.v; {
+		case v != v:
+			return fmt.Errorf("reliable: ServerOptions.%s is NaN", f.name)
+		case v < 0:
+			*f.v = 0
+		case v == 0:
+			*f.v = f.def
+		}
+	}
+	if o.Authenticate == nil {
+		// Every client is the empty identity: a default per-identity
+		// limit would be one for the whole server.
+		o.MaxHandshakeRatePerIdentity = 0
+		if o.MaxByteRate == defaultByteRate {
+			o.MaxByteRate = 0
+		}
+	}
+	if o.ByteBurst < 0 {
+		return fmt.Errorf("reliable: ServerOptions.ByteBurst is negative (%d)", o.ByteBurst)
+	}
+	if o.ByteBurst == 0 && o.MaxByteRate > 0 {
+		o.ByteBurst = max(o.MaxMessageSize, int64(min(o.MaxByteRate, 1<<50)))
+	}
+	return nil
+}
+
+// refuseHandshake answers a request refused by a handshake rate: 429
+// with Retry-After, in whole seconds, at least 1.
+func (s *Server) refuseHandshake(w http.ResponseWriter, limit, ip string, retry time.Duration) {
+	s.refusedLog(limit, ip)
+	secs := max(1, int64((retry+time.Second-1)/time.Second))
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	http.Error(w, "wsreliable: too many "+limit+"; try again later", http.StatusTooManyRequests)
+}

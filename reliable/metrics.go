@@ -28,21 +28,23 @@ type Observer interface {
 
 // serverCounters are the cumulative counters behind ServerStats.
 type serverCounters struct {
-	sessions      atomic.Uint64 // sessions started
-	received      atomic.Uint64 // messages handed to the handler and acknowledged
-	receivedBytes atomic.Uint64
-	rejected      atomic.Uint64 // rejected by the handler, or its attempts ran out
-	expired       atomic.Uint64 // arrived past their expiry
-	duplicates    atomic.Uint64 // dropped at or below the watermark
-	pushed        atomic.Uint64 // pushes committed to outboxes
-	pushedBytes   atomic.Uint64
-	pushAcked     atomic.Uint64
-	pushRejected  atomic.Uint64
-	pushExpired   atomic.Uint64
-	pushEvicted   atomic.Uint64
-	storeFull     atomic.Uint64 // pushes and hellos refused over MaxStoreBytes
-	rateWaits     atomic.Uint64 // reads held back by MaxMessageRate
-	rateWaited    atomic.Int64  // their total, in ns
+	sessions       atomic.Uint64 // sessions started
+	received       atomic.Uint64 // messages handed to the handler and acknowledged
+	receivedBytes  atomic.Uint64
+	rejected       atomic.Uint64 // rejected by the handler, or its attempts ran out
+	expired        atomic.Uint64 // arrived past their expiry
+	duplicates     atomic.Uint64 // dropped at or below the watermark
+	pushed         atomic.Uint64 // pushes committed to outboxes
+	pushedBytes    atomic.Uint64
+	pushAcked      atomic.Uint64
+	pushRejected   atomic.Uint64
+	pushExpired    atomic.Uint64
+	pushEvicted    atomic.Uint64
+	storeFull      atomic.Uint64 // pushes and hellos refused over MaxStoreBytes
+	rateWaits      atomic.Uint64 // reads held back by MaxMessageRate
+	rateWaited     atomic.Int64  // their total, in ns
+	byteRateWaits  atomic.Uint64 // reads held back by MaxByteRate
+	byteRateWaited atomic.Int64  // their total, in ns
 
 	mu     sync.Mutex
 	closes map[protocol.CloseCode]uint64 // sessions ended, by close code

@@ -164,6 +164,37 @@ type ServerOptions struct {
 	// MessageBurst is the size of an identity's bucket: the messages it
 	// may send at once after a pause. Zero: MaxMessageRate, at least 1.
 	MessageBurst int
+	// MaxByteRate limits the bytes (of WebSocket messages: data, acks,
+	// everything but control frames) all sessions of one identity
+	// together may send the server, per second, in bursts of ByteBurst:
+	// a token bucket per identity, as MaxMessageRate's. A session whose
+	// identity has used up its bytes stops reading its connection until
+	// they would be available again (TCP slows the client down); nothing
+	// is refused or lost. It bounds the CPU (reads, decoding, copies)
+	// one identity can make the server spend, which a flood of large
+	// messages otherwise takes from every other client. Zero: 16 MiB/s
+	// with Authenticate; without it every client is the empty identity,
+	// whose one bucket would cap the whole server, so zero means no
+	// limit (a positive value then limits all clients together).
+	// Negative: no limit.
+	MaxByteRate float64
+	// ByteBurst is the size of an identity's MaxByteRate bucket in
+	// bytes. Zero: one second of MaxByteRate, at least MaxMessageSize.
+	ByteBurst int64
+	// MaxHandshakeRatePerIP limits the connection attempts (HTTP
+	// requests to upgrade) one remote IP may make per second, in bursts
+	// of one second's worth. Beyond it a request is answered 429 Too
+	// Many Requests with Retry-After (which clients wait at least),
+	// before authentication and the upgrade, so a reconnect loop costs
+	// the server little. A refused attempt takes no token. Loopback
+	// addresses (a local reverse proxy, tests) are not counted. Zero:
+	// 50. Negative: no limit.
+	MaxHandshakeRatePerIP float64
+	// MaxHandshakeRatePerIdentity limits the connection attempts of one
+	// authenticated identity per second, in the same way (429 after
+	// Authenticate, before the upgrade; only with Authenticate). Zero:
+	// 50. Negative: no limit.
+	MaxHandshakeRatePerIdentity float64
 	// MaxSessions limits concurrent sessions; beyond it new connections
 	// are closed with protocol.CloseTryAgainLater and a retry hint.
 	// Zero: no limit.
@@ -273,6 +304,9 @@ func (o *ServerOptions) withDefaults(path string) (ServerOptions, error) {
 	if s.MessageBurst == 0 && s.MaxMessageRate > 0 {
 		s.MessageBurst = max(1, int(min(s.MaxMessageRate, 1<<30)))
 	}
+	if err := s.rateDefaults(); err != nil {
+		return s, err
+	}
 	if s.MaxInFlightBytes < s.MaxMessageSize {
 		return s, fmt.Errorf("reliable: ServerOptions.MaxInFlightBytes (%d) is below MaxMessageSize (%d)", s.MaxInFlightBytes, s.MaxMessageSize)
 	}
@@ -331,10 +365,10 @@ type Server struct {
 	once     sync.Once
 	closeErr error
 
-	rates          map[string]*rateBucket // identity → its MaxMessageRate bucket, while it has sessions or owes tokens; guarded by mu
-	ratesSweepAt   int                    // len(rates) at which unregister sweeps refilled buckets out; guarded by mu
-	lastSeen       map[string]time.Time   // client ID → end of its last session; guarded by mu, bounded by lastSeenMax
-	refusedAt      map[string]time.Time   // guarded by mu
+	rates          map[rateKey]*rateBucket // rate limits' buckets, while sessions hold them or they owe tokens; guarded by mu
+	ratesSweepAt   int                     // len(rates) at which unregister sweeps refilled buckets out; guarded by mu
+	lastSeen       map[string]time.Time    // client ID → end of its last session; guarded by mu, bounded by lastSeenMax
+	refusedAt      map[string]time.Time    // guarded by mu
 	refusedDropped map[string]int
 	refused        map[string]uint64
 
@@ -371,7 +405,7 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 		refusedDropped: make(map[string]int),
 		refused:        make(map[string]uint64),
 		sessions:       make(map[*session]struct{}),
-		rates:          make(map[string]*rateBucket),
+		rates:          make(map[rateKey]*rateBucket),
 	}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{protocol.Subprotocol},
@@ -426,6 +460,17 @@ func NewServer(path string, handler Handler, opts *ServerOptions) (*Server, erro
 // which runs on a goroutine of its own until the connection ends; ServeHTTP
 // returns once the upgrade is done. Shutdown and Close wait for sessions.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ip := remoteIP(r)
+	shareIP := ip
+	if addr := net.ParseIP(ip); addr != nil && addr.IsLoopback() {
+		shareIP = "" // loopback peers share no per-IP slot or rate
+	}
+	if rate := s.opts.MaxHandshakeRatePerIP; rate > 0 && shareIP != "" {
+		if d := s.takeHandshake(rateKey{rateHandshakesIP, shareIP}, rate); d > 0 {
+			s.refuseHandshake(w, limitHandshakesIP, ip, d)
+			return
+		}
+	}
 	identity := ""
 	if s.opts.Authenticate != nil {
 		id, err := s.opts.Authenticate(r)
@@ -439,6 +484,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		identity = id
+		if rate := s.opts.MaxHandshakeRatePerIdentity; rate > 0 {
+			if d := s.takeHandshake(rateKey{rateHandshakesIdentity, identity}, rate); d > 0 {
+				s.refuseHandshake(w, limitHandshakesIdentity, ip, d)
+				return
+			}
+		}
 	}
 	s.mu.Lock()
 	if s.closing {
@@ -450,11 +501,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 
-	ip := remoteIP(r)
-	shareIP := ip
-	if addr := net.ParseIP(ip); addr != nil && addr.IsLoopback() {
-		shareIP = "" // loopback peers share no per-IP slot
-	}
 	if limit := s.conns.take(shareIP, identity); limit != "" {
 		s.wg.Done()
 		s.refusedLog(limit, ip)
@@ -586,7 +632,9 @@ type ServerStats struct {
 	// "connections", "connections per IP", "connections per identity",
 	// "store quota" (hellos refused over MaxStoreBytes), "client
 	// address" (hellos refused for a '/' in the client ID or an address
-	// over protocol.MaxClientIDLen).
+	// over protocol.MaxClientIDLen), "handshakes per IP" and
+	// "handshakes per identity" (requests answered 429 by
+	// MaxHandshakeRatePerIP and MaxHandshakeRatePerIdentity).
 	Refused map[string]uint64
 
 	// StoreFull counts pushes (calls) and hellos refused because the
@@ -600,6 +648,11 @@ type ServerStats struct {
 	// sessions spent stopped so.
 	RateWaits  uint64
 	RateWaited time.Duration
+	// ByteRateWaits counts the times a session stopped reading because
+	// its identity had used up MaxByteRate, and ByteRateWaited the time
+	// sessions spent stopped so.
+	ByteRateWaits  uint64
+	ByteRateWaited time.Duration
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -618,6 +671,7 @@ func (s *Server) Stats() ServerStats {
 		Redelivered: s.nRedelivered.Load(),
 		StoreFull:   c.storeFull.Load(), StoreBytes: s.storeBytes(),
 		RateWaits: c.rateWaits.Load(), RateWaited: time.Duration(c.rateWaited.Load()),
+		ByteRateWaits: c.byteRateWaits.Load(), ByteRateWaited: time.Duration(c.byteRateWaited.Load()),
 		Refused:     make(map[string]uint64, len(s.refused)),
 		Disconnects: make(map[protocol.CloseCode]uint64),
 	}
@@ -665,21 +719,23 @@ func (s *Server) unregister(ss *session) {
 		delete(s.peers, p.id)
 		s.fleet.release(p.id)
 	}
-	if b := ss.rate; b != nil {
-		b.refs--
-		s.sweepRatesLocked(time.Now())
+	for _, b := range []*rateBucket{ss.rate, ss.byteRate} {
+		if b != nil {
+			b.refs--
+		}
 	}
+	s.sweepRatesLocked(time.Now())
 	if len(s.lastSeen) >= lastSeenMax {
 		clear(s.lastSeen) // bounded memory: last-seen times are a convenience
 	}
 	s.lastSeen[p.id] = time.Now()
 }
 
-// sweepRatesLocked forgets the buckets of identities without sessions
-// once they have refilled: until then a reconnect must not hand an
-// identity a fresh burst. It sweeps when the map has doubled since the
-// last sweep, so the buckets kept are at most twice those of identities
-// with sessions or tokens owed, plus 64. s.mu must be held.
+// sweepRatesLocked forgets the buckets no session holds once they have
+// refilled: until then a reconnect must not hand an identity (or an IP)
+// a fresh burst. It sweeps when the map has doubled since the last
+// sweep, so the buckets kept are at most twice those held by sessions or
+// not yet refilled, plus 64. s.mu must be held.
 func (s *Server) sweepRatesLocked(now time.Time) {
 	if len(s.rates) < s.ratesSweepAt {
 		return

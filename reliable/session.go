@@ -48,6 +48,7 @@ type session struct {
 	inbox    *inbox
 	inFlight *budget     // MaxInFlightBytes of this session
 	rate     *rateBucket // its identity's MaxMessageRate; nil: no limit
+	byteRate *rateBucket // its identity's MaxByteRate; nil: no limit
 	// watermark mirrors the committed watermark of the client's stream
 	// for Server.Clients (the delivery worker owns the real one).
 	watermark atomic.Uint64
@@ -253,14 +254,14 @@ func (ss *session) register() bool {
 	p.current = ss
 	p.refs++
 	ss.peer = p
+	now := time.Now()
 	if s.opts.MaxMessageRate > 0 {
-		b := s.rates[ss.identity]
-		if b == nil {
-			b = newRateBucket(s.opts.MaxMessageRate, s.opts.MessageBurst, time.Now())
-			s.rates[ss.identity] = b
-		}
-		b.refs++
-		ss.rate = b
+		ss.rate = s.rateBucketLocked(rateKey{rateMessages, ss.identity}, s.opts.MaxMessageRate, s.opts.MessageBurst, now)
+		ss.rate.refs++
+	}
+	if s.opts.MaxByteRate > 0 {
+		ss.byteRate = s.rateBucketLocked(rateKey{rateBytes, ss.identity}, s.opts.MaxByteRate, int(min(s.opts.ByteBurst, 1<<50)), now)
+		ss.byteRate.refs++
 	}
 	ss.stop = make(chan struct{})
 	s.sessions[ss] = struct{}{}
@@ -549,6 +550,13 @@ func (ss *session) readLoop() error {
 			}
 			return err
 		}
+		// Bytes wait for the identity's byte rate before they cost any
+		// more (decoding, the handler): until then the connection is
+		// not read.
+		c := &ss.srv.counters
+		if ss.byteRate != nil && !ss.waitRate(ss.byteRate, len(msg), &c.byteRateWaits, &c.byteRateWaited) {
+			return ss.conn.Err()
+		}
 		var batch []protocol.Frame
 		data, acked := 0, false
 		err = protocol.Decode(msg, func(f protocol.Frame) error {
@@ -602,7 +610,7 @@ func (ss *session) readLoop() error {
 		// Messages wait for their identity's rate, and bytes for room in
 		// the session's and the server's budgets: until then the
 		// connection is not read.
-		if data > 0 && ss.rate != nil && !ss.waitRate(data) {
+		if data > 0 && ss.rate != nil && !ss.waitRate(ss.rate, data, &c.rateWaits, &c.rateWaited) {
 			return ss.conn.Err()
 		}
 		var n int64
@@ -622,16 +630,16 @@ func (ss *session) readLoop() error {
 	}
 }
 
-// waitRate takes n messages from the identity's rate bucket and waits
-// until they are due, or the connection ends (false).
-func (ss *session) waitRate(n int) bool {
-	d := ss.rate.reserve(time.Now(), n)
+// waitRate takes n tokens (messages or bytes) from one of the
+// identity's rate buckets and waits until they are due, or the
+// connection ends (false); a wait is counted in waits and waited.
+func (ss *session) waitRate(b *rateBucket, n int, waits *atomic.Uint64, waited *atomic.Int64) bool {
+	d := b.reserve(time.Now(), n)
 	if d <= 0 {
 		return true
 	}
-	c := &ss.srv.counters
-	c.rateWaits.Add(1)
-	c.rateWaited.Add(int64(d))
+	waits.Add(1)
+	waited.Add(int64(d))
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

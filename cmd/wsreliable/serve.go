@@ -60,6 +60,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 	maxStoreBytes := fs.Int64("max-store-bytes", 0, "quota on the live data of the server's store file (pushes, their statuses, per-client state): at it, pushes answer HTTP 507 and clients without pushes waiting are closed with 1013 until the store drains; 0 means the library default (1 GiB), negative no quota")
 	maxMessageRate := fs.Float64("max-message-rate", 0, "most messages a second one identity (token or certificate; without them, all clients together) may send; beyond it serve stops reading that identity's connections until its tokens refill (clients are slowed, nothing is lost); 0 means no limit")
 	messageBurst := fs.Int("message-burst", 0, "messages an identity may send at once under -max-message-rate; 0 means one second's worth")
+	maxByteRate := fs.Float64("max-byte-rate", 0, "most bytes a second one identity may send; beyond it serve stops reading that identity's connections until its tokens refill (clients are slowed, nothing is lost); "+
+		"0 means the library default: 16 MiB/s per identity with -tokens-file or -client-ca, none without them (all clients would share one limit); negative no limit")
+	byteBurst := fs.Int64("byte-burst", 0, "bytes an identity may send at once under -max-byte-rate; 0 means one second's worth, at least the message size limit (2 MiB)")
+	maxHandshakeRateIP := fs.Float64("max-handshake-rate-per-ip", 0, "most connection attempts a second from one client IP (loopback not counted; see -trusted-proxies), in bursts of one second's worth; "+
+		"beyond it attempts are answered HTTP 429 with Retry-After before authentication; 0 means the library default (50), negative no limit")
+	maxHandshakeRateIdentity := fs.Float64("max-handshake-rate-per-identity", 0, "most connection attempts a second of one identity (with -tokens-file or -client-ca), in bursts of one second's worth; "+
+		"beyond it attempts are answered HTTP 429 with Retry-After before the upgrade; 0 means the library default (50), negative no limit")
 	outboxEvict := fs.Bool("outbox-evict", false, "when a client's outbox is full, evict its oldest pushes (status evicted) instead of refusing the new one (HTTP 507)")
 	tlsCert := fs.String("tls-cert", "", "serve TLS (wss:// and https://, TLS 1.2 or later) with the certificate (chain) in this PEM `file`; needs -tls-key")
 	tlsKey := fs.String("tls-key", "", "PEM `file` holding the private key of -tls-cert")
@@ -168,8 +175,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, onListe
 		MaxStoreBytes:     *maxStoreBytes,
 		MaxMessageRate:    *maxMessageRate,
 		MessageBurst:      *messageBurst,
-		Logger:            log,
-		Flush:             flush,
+
+		MaxByteRate:                 *maxByteRate,
+		ByteBurst:                   *byteBurst,
+		MaxHandshakeRatePerIP:       *maxHandshakeRateIP,
+		MaxHandshakeRatePerIdentity: *maxHandshakeRateIdentity,
+		Logger:                      log,
+		Flush:                       flush,
 	}
 	if authenticated {
 		opts.Authenticate = authenticatedIdentity

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wsreliable/wsreliable/internal/bench"
+	"github.com/wsreliable/wsreliable/reliable"
 )
 
 // TestMain serves the child mode when this test binary is re-executed by
@@ -368,46 +369,73 @@ func TestPipe(t *testing.T) {
 	}
 }
 
-// TestUnderAttack runs the attack scenario small: the honest client
-// delivers everything (UnderAttack fails otherwise); latencies are
-// reported, never asserted.
+// TestUnderAttack runs the attack scenario small, with the attackers and
+// the honest client in child processes (and once with the honest client
+// in process): the honest client delivers everything (UnderAttack fails
+// otherwise); latencies are reported, never asserted.
 func TestUnderAttack(t *testing.T) {
-	r, err := bench.UnderAttack(testContext(t), bench.AttackConfig{Count: 50, Attackers: 1, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
+	for _, inProcess := range []bool{false, true} {
+		t.Run(fmt.Sprintf("honest-in-process=%v", inProcess), func(t *testing.T) {
+			r, err := bench.UnderAttack(testContext(t), bench.AttackConfig{Count: 50, Attackers: 1, HonestInProcess: inProcess, Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.UnloadedP99 <= 0 || r.AttackP99 <= 0 || r.AttackerSessions == 0 {
+				t.Errorf("result: %+v", r)
+			}
+			t.Logf("honest p99 %v alone, %v under attack (%.1f×); attackers: %d sessions, %d messages handled",
+				r.UnloadedP99, r.AttackP99, r.Ratio, r.AttackerSessions, r.AttackerMessages)
+		})
 	}
-	if r.UnloadedP99 <= 0 || r.AttackP99 <= 0 || r.AttackerSessions == 0 {
-		t.Errorf("result: %+v", r)
-	}
-	t.Logf("honest p99 %v alone, %v under attack (%.1f×); attackers: %d sessions, %d messages handled",
-		r.UnloadedP99, r.AttackP99, r.Ratio, r.AttackerSessions, r.AttackerMessages)
 }
 
-// BenchmarkHonestUnderAttack reports the honest client's p99 under
-// attack against its unloaded p99 (the bound: 5×), e.g.
+// attackPhase is the least length of each phase of
+// BenchmarkHonestUnderAttack: longer than the bursts the rate limits
+// allow (one second's worth).
+const attackPhase = 5 * time.Second
+
+// attackServerOptions returns the server's options for
+// BenchmarkHonestUnderAttack: the defaults, or with
+// WSRELIABLE_ATTACK_LIMITS=off the limits this benchmark measures
+// (byte rate, handshake rates) switched off, for a before/after in one
+// binary.
+func attackServerOptions() *reliable.ServerOptions {
+	if os.Getenv("WSRELIABLE_ATTACK_LIMITS") != "off" {
+		return nil
+	}
+	return &reliable.ServerOptions{MaxByteRate: -1, MaxHandshakeRatePerIP: -1, MaxHandshakeRatePerIdentity: -1}
+}
+
+// BenchmarkHonestUnderAttack reports the honest client's p50 and p99
+// under each attack (and all at once) against its unloaded figures in
+// the same run (the bound: p99 within 5×). The attackers and the
+// honest client run in child processes; the server alone runs in the
+// benchmark's process, so -cpuprofile profiles the server. E.g.
 //
-//	go test -run '^$' -bench HonestUnderAttack -benchtime 1x ./internal/bench/
+//	go test -run '^$' -bench 'HonestUnderAttack/nosync' -benchtime 1x ./internal/bench/
+//
+// Each phase lasts at least attackPhase.
 func BenchmarkHonestUnderAttack(b *testing.B) {
-	for _, sc := range []struct {
-		durable bool
-		rate    float64
-	}{{false, 0}, {true, 0}, {false, 500}, {true, 500}} {
-		name := map[bool]string{false: "nosync", true: "durable"}[sc.durable]
-		if sc.rate > 0 {
-			name += fmt.Sprintf("/rate%.0f", sc.rate)
-		}
-		b.Run(name, func(b *testing.B) {
-			for b.Loop() {
-				r, err := bench.UnderAttack(context.Background(), bench.AttackConfig{Count: 1000, Attackers: 2, Durable: sc.durable, MessageRate: sc.rate, Dir: b.TempDir()})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.ReportMetric(r.Ratio, "p99-ratio")
-				b.ReportMetric(float64(r.UnloadedP99.Microseconds()), "p99-alone-µs")
-				b.ReportMetric(float64(r.AttackP99.Microseconds()), "p99-attack-µs")
-				b.Logf("p99 %v alone, %v under attack (%.1f×), p50 %v; attackers: %d sessions, %d messages; disconnects %v",
-					r.UnloadedP99, r.AttackP99, r.Ratio, r.AttackP50, r.AttackerSessions, r.AttackerMessages, r.Stats.Disconnects)
+	for _, durable := range []bool{false, true} {
+		for _, kind := range append(slices.Clone(bench.AttackKinds), "all") {
+			name := map[bool]string{false: "nosync", true: "durable"}[durable] + "/" + kind
+			kinds := []string{kind}
+			if kind == "all" {
+				kinds = nil
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				for b.Loop() {
+					r, err := bench.UnderAttack(context.Background(), bench.AttackConfig{Count: 1000, Duration: attackPhase, Attackers: 2, Durable: durable, Kinds: kinds, Server: attackServerOptions(), Dir: b.TempDir()})
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.ReportMetric(r.Ratio, "p99-ratio")
+					b.ReportMetric(float64(r.UnloadedP99.Microseconds()), "p99-alone-µs")
+					b.ReportMetric(float64(r.AttackP99.Microseconds()), "p99-attack-µs")
+					b.Logf("p50 %v alone, %v under attack; p99 %v alone, %v under attack (%.1f×); attackers: %d sessions, %d messages; refused %v; disconnects %v",
+						r.UnloadedP50, r.AttackP50, r.UnloadedP99, r.AttackP99, r.Ratio, r.AttackerSessions, r.AttackerMessages, r.Stats.Refused, r.Stats.Disconnects)
+				}
+			})
+		}
 	}
 }

@@ -31,7 +31,7 @@ import (
 )
 
 // ChildArg, as the first argument of [Main], selects the hidden child
-// mode used by the memory, storm, fanout and offline scenarios.
+// mode used by the memory, storm, fanout, offline and attack scenarios.
 const ChildArg = "__bench-child"
 
 // ChildEnv is set to "1" in the environment of every child process, so a
@@ -88,6 +88,9 @@ type childStatus struct {
 	Peers      int            `json:"peers,omitempty"`    // clients that handled a push
 	LastNS     int64          `json:"last_ns,omitempty"`  // wall clock (UnixNano) of the last push handled
 	Detail     string         `json:"detail,omitempty"`   // a description (command "client")
+	P50        time.Duration  `json:"p50,omitempty"`      // latency percentiles (honest "measure")
+	P99        time.Duration  `json:"p99,omitempty"`
+	Sessions   int64          `json:"sessions,omitempty"` // sessions opened (attackers "stop")
 }
 
 // executable returns path, or this program's executable if path is empty.
@@ -209,7 +212,7 @@ func (c *child) stop() error {
 // "quit" or EOF.
 func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "bench child: missing mode (server or clients)")
+		fmt.Fprintln(stderr, "bench child: missing mode (server, clients, attackers or honest)")
 		return 2
 	}
 	switch args[0] {
@@ -224,6 +227,8 @@ func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	n := fs.Int("n", 0, "number of clients")
 	healthy := fs.Duration("healthy", 0, "ClientOptions.HealthyAfter (0: library default)")
 	push := fs.String("push", "", "clients take pushes, named `PREFIX`000000, PREFIX000001, …")
+	kinds := fs.String("kinds", strings.Join(AttackKinds, ","), "attacks, comma-separated (attackers)")
+	durable := fs.Bool("durable", false, "fsync the client's store (honest)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -241,6 +246,10 @@ func runChild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		cmds, st, stop, err = childServer(ctx, *kind, *dir)
 	case args[0] == "clients":
 		cmds, st, stop, err = childClients(ctx, *kind, *url, *n, *healthy, *push)
+	case args[0] == attackersMode:
+		cmds, st, stop, err = childAttackers(*url, *n, strings.Split(*kinds, ","))
+	case args[0] == honestMode:
+		cmds, st, stop, err = childHonest(ctx, *url, *dir, *durable)
 	default:
 		err = fmt.Errorf("unknown mode %q", args[0])
 	}

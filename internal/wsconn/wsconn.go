@@ -13,6 +13,7 @@
 package wsconn
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -188,7 +189,7 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 		_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.PingInterval + c.cfg.Timeout))
 	}
 	c.inMessage.Store(true)
-	msg, err := io.ReadAll(r)
+	msg, err := readAll(r)
 	c.inMessage.Store(false)
 	if err != nil {
 		return nil, err
@@ -198,6 +199,35 @@ func (c *Conn) ReadMessage() ([]byte, error) {
 		return nil, ErrTextMessage
 	}
 	return msg, nil
+}
+
+// readBufs lends readAll its buffers.
+var readBufs sync.Pool
+
+// maxPooledRead is the largest read buffer readAll returns to readBufs.
+const maxPooledRead = 4 << 20
+
+// readAll reads r to its end into a buffer borrowed from readBufs and
+// returns an exact-size copy. io.ReadAll would grow its slice from 512
+// bytes by doubling, allocating and zeroing about twice the message on
+// every read: under a flood of large messages that was most of the
+// server's CPU. The copy is needed anyway, since callers keep parts of
+// the message (payloads) after the next read.
+func readAll(r io.Reader) ([]byte, error) {
+	b, _ := readBufs.Get().(*bytes.Buffer)
+	if b == nil {
+		b = new(bytes.Buffer)
+	}
+	defer func() {
+		if b.Cap() <= maxPooledRead {
+			b.Reset()
+			readBufs.Put(b)
+		}
+	}()
+	if _, err := b.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), b.Bytes()...), nil
 }
 
 // ErrTextMessage reports a text message on a binary-only connection.

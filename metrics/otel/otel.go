@@ -169,6 +169,7 @@ func Register(mp metric.MeterProvider, srv *reliable.Server) (metric.Registratio
 		storeBytes    = gauge("wsreliable.store.size", "By", "Live data in the server's store, as MaxStoreBytes counts it.")
 		storeFull     = counter("wsreliable.store.full", "{refusal}", "Pushes and hellos refused because the store was at MaxStoreBytes.")
 		rateWaits     = counter("wsreliable.rate.waits", "{wait}", "Times a session stopped reading because its identity had used up MaxMessageRate.")
+		byteRateWaits = counter("wsreliable.byte_rate.waits", "{wait}", "Times a session stopped reading because its identity had used up MaxByteRate.")
 	)
 	if err != nil {
 		return nil, err
@@ -206,8 +207,9 @@ func Register(mp metric.MeterProvider, srv *reliable.Server) (metric.Registratio
 		o.ObserveInt64(storeBytes, st.StoreBytes)
 		count(storeFull, st.StoreFull)
 		count(rateWaits, st.RateWaits)
+		count(byteRateWaits, st.ByteRateWaits)
 		return nil
 	}, sessions, clients, inFlight, connects, disconnects, received, receivedBytes, rejected,
 		expired, duplicates, pushed, pushedBytes, pushSettled, redelivered, refused,
-		storeBytes, storeFull, rateWaits)
+		storeBytes, storeFull, rateWaits, byteRateWaits)
 }

@@ -74,6 +74,7 @@ type Collector struct {
 	duplicates, pushed, pushedBytes, pushSettled *prometheus.Desc
 	redelivered, refused                         *prometheus.Desc
 	storeBytes, storeFull, rateWaits, rateWaited *prometheus.Desc
+	byteRateWaits, byteRateWaited                *prometheus.Desc
 }
 
 // NewCollector returns a Collector reading srv.Stats() at each scrape.
@@ -83,26 +84,28 @@ func NewCollector(srv *reliable.Server) *Collector {
 		return prometheus.NewDesc("wsreliable_"+name, help, labels, nil)
 	}
 	return &Collector{
-		srv:           srv,
-		sessions:      d("sessions", "Open sessions."),
-		clients:       d("clients", "Clients with a session (or one ending)."),
-		inFlight:      d("inflight_bytes", "Bytes read from clients and not yet handled."),
-		connects:      d("connects_total", "Sessions started."),
-		disconnects:   d("disconnects_total", "Sessions ended, by WebSocket close code (1006: the link broke without a close frame).", "code"),
-		received:      d("messages_received_total", "Client messages handled and acknowledged."),
-		receivedBytes: d("received_bytes_total", "Payload bytes of the client messages handled and acknowledged."),
-		rejected:      d("messages_rejected_total", "Client messages rejected, by the handler or after MaxAttempts."),
-		expired:       d("messages_expired_total", "Client messages that arrived past their expiry."),
-		duplicates:    d("messages_duplicate_total", "Client messages dropped as already delivered."),
-		pushed:        d("pushes_total", "Pushes committed to client outboxes."),
-		pushedBytes:   d("pushed_bytes_total", "Payload bytes of the pushes committed to client outboxes."),
-		pushSettled:   d("pushes_settled_total", "Pushes settled, by status: acked, rejected, expired or evicted.", "status"),
-		redelivered:   d("pushes_redelivered_total", "Pushes sent again after a reconnect."),
-		refused:       d("refused_total", "Connections refused by a limit, by limit.", "limit"),
-		storeBytes:    d("store_bytes", "Live data in the server's store, as MaxStoreBytes counts it."),
-		storeFull:     d("store_full_total", "Pushes and hellos refused because the store was at MaxStoreBytes."),
-		rateWaits:     d("rate_waits_total", "Times a session stopped reading because its identity had used up MaxMessageRate."),
-		rateWaited:    d("rate_waited_seconds_total", "Time sessions spent stopped so."),
+		srv:            srv,
+		sessions:       d("sessions", "Open sessions."),
+		clients:        d("clients", "Clients with a session (or one ending)."),
+		inFlight:       d("inflight_bytes", "Bytes read from clients and not yet handled."),
+		connects:       d("connects_total", "Sessions started."),
+		disconnects:    d("disconnects_total", "Sessions ended, by WebSocket close code (1006: the link broke without a close frame).", "code"),
+		received:       d("messages_received_total", "Client messages handled and acknowledged."),
+		receivedBytes:  d("received_bytes_total", "Payload bytes of the client messages handled and acknowledged."),
+		rejected:       d("messages_rejected_total", "Client messages rejected, by the handler or after MaxAttempts."),
+		expired:        d("messages_expired_total", "Client messages that arrived past their expiry."),
+		duplicates:     d("messages_duplicate_total", "Client messages dropped as already delivered."),
+		pushed:         d("pushes_total", "Pushes committed to client outboxes."),
+		pushedBytes:    d("pushed_bytes_total", "Payload bytes of the pushes committed to client outboxes."),
+		pushSettled:    d("pushes_settled_total", "Pushes settled, by status: acked, rejected, expired or evicted.", "status"),
+		redelivered:    d("pushes_redelivered_total", "Pushes sent again after a reconnect."),
+		refused:        d("refused_total", "Connections refused by a limit, by limit.", "limit"),
+		storeBytes:     d("store_bytes", "Live data in the server's store, as MaxStoreBytes counts it."),
+		storeFull:      d("store_full_total", "Pushes and hellos refused because the store was at MaxStoreBytes."),
+		rateWaits:      d("rate_waits_total", "Times a session stopped reading because its identity had used up MaxMessageRate."),
+		rateWaited:     d("rate_waited_seconds_total", "Time sessions spent stopped so."),
+		byteRateWaits:  d("byte_rate_waits_total", "Times a session stopped reading because its identity had used up MaxByteRate."),
+		byteRateWaited: d("byte_rate_waited_seconds_total", "Time sessions spent stopped so."),
 	}
 }
 
@@ -113,6 +116,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.received, c.receivedBytes, c.rejected, c.expired, c.duplicates,
 		c.pushed, c.pushedBytes, c.pushSettled, c.redelivered, c.refused,
 		c.storeBytes, c.storeFull, c.rateWaits, c.rateWaited,
+		c.byteRateWaits, c.byteRateWaited,
 	} {
 		ch <- d
 	}
@@ -154,6 +158,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.storeFull, st.StoreFull)
 	counter(c.rateWaits, st.RateWaits)
 	ch <- prometheus.MustNewConstMetric(c.rateWaited, prometheus.CounterValue, st.RateWaited.Seconds())
+	counter(c.byteRateWaits, st.ByteRateWaits)
+	ch <- prometheus.MustNewConstMetric(c.byteRateWaited, prometheus.CounterValue, st.ByteRateWaited.Seconds())
 }
 
 // Observer implements [reliable.Observer] with histograms, and
