@@ -97,6 +97,34 @@ func maxAllowed(rate float64, burst int, elapsed time.Duration) int64 {
 	return int64(math.Floor(float64(burst)+rate*elapsed.Seconds())) + 1
 }
 
+// churnWhileHonest churns handshakes on url with hdr while honest (alice's
+// "device") sends 100 messages, then checks that they all arrived, in
+// order, and that the churn was refused, its accepted handshakes within
+// a bucket of rate a second and a second's burst. It returns the churn.
+func churnWhileHonest(t *testing.T, ctx context.Context, url string, hdr http.Header, honest *reliable.Client, s *sink, rate float64) *churn {
+	t.Helper()
+	var (
+		c    churn
+		wg   sync.WaitGroup
+		stop = make(chan struct{})
+	)
+	wg.Go(func() { c.run(t, url, hdr, 20, 5_000, stop) })
+	want := names("m", 1, 100)
+	sendAll(t, ctx, honest, want...)
+	close(stop)
+	wg.Wait()
+	if got := s.got(reliable.Address("alice", "device")); !slices.Equal(got, want) {
+		t.Errorf("the honest client's messages: got %d, want %d in order", len(got), len(want))
+	}
+	if c.refused.Load() == 0 {
+		t.Fatalf("no handshake refused: %d accepted", c.accepted.Load())
+	}
+	if bound := maxAllowed(rate, int(rate), c.end.Sub(c.start)); c.accepted.Load() > bound {
+		t.Errorf("%d handshakes accepted in %v, over the bucket's %d", c.accepted.Load(), c.end.Sub(c.start), bound)
+	}
+	return &c
+}
+
 // TestHandshakeRatePerIdentity is connection churn by an authenticated
 // identity: fresh client IDs, one message each, as fast as it can. Its
 // handshakes beyond MaxHandshakeRatePerIdentity are answered 429 with
@@ -110,26 +138,7 @@ func TestHandshakeRatePerIdentity(t *testing.T) {
 	srv, url := startServer(t, s.handle, &reliable.ServerOptions{Authenticate: authByHeader, MaxHandshakeRatePerIdentity: rate})
 	honest := newClient(t, url, &reliable.ClientOptions{ClientID: "device", Header: asIdentity("alice")})
 
-	var (
-		c    churn
-		wg   sync.WaitGroup
-		stop = make(chan struct{})
-	)
-	wg.Go(func() { c.run(t, url, http.Header{identityHeader: {"mallory"}}, 20, 5_000, stop) })
-	want := names("m", 1, 100)
-	sendAll(t, ctx, honest, want...)
-	close(stop)
-	wg.Wait()
-
-	if got := s.got(reliable.Address("alice", "device")); !slices.Equal(got, want) {
-		t.Errorf("the honest client's messages: got %d, want %d in order", len(got), len(want))
-	}
-	if c.refused.Load() == 0 {
-		t.Fatalf("no handshake refused: %d accepted", c.accepted.Load())
-	}
-	if bound := maxAllowed(rate, int(rate), c.end.Sub(c.start)); c.accepted.Load() > bound {
-		t.Errorf("%d handshakes accepted in %v, over the bucket's %d", c.accepted.Load(), c.end.Sub(c.start), bound)
-	}
+	c := churnWhileHonest(t, ctx, url, http.Header{identityHeader: {"mallory"}}, honest, &s, rate)
 	st := srv.Stats()
 	if n := st.Refused["handshakes per identity"]; n != uint64(c.refused.Load()) {
 		t.Errorf("Refused[handshakes per identity] = %d, the attacker saw %d refusals", n, c.refused.Load())
@@ -193,28 +202,7 @@ func TestHandshakeRatePerIP(t *testing.T) {
 	honest := newClient(t, url, &reliable.ClientOptions{ClientID: "device", Header: func(context.Context) (http.Header, error) {
 		return http.Header{identityHeader: {"alice"}, "X-Test-IP": {"198.51.100.1"}}, nil
 	}})
-	var (
-		c    churn
-		wg   sync.WaitGroup
-		stop = make(chan struct{})
-	)
-	wg.Go(func() {
-		c.run(t, url, http.Header{identityHeader: {"mallory"}, "X-Test-IP": {attacker}}, 20, 5_000, stop)
-	})
-	want := names("m", 1, 100)
-	sendAll(t, ctx, honest, want...)
-	close(stop)
-	wg.Wait()
-
-	if got := s.got(reliable.Address("alice", "device")); !slices.Equal(got, want) {
-		t.Errorf("the honest client's messages: got %d, want %d in order", len(got), len(want))
-	}
-	if c.refused.Load() == 0 {
-		t.Fatalf("no handshake refused: %d accepted", c.accepted.Load())
-	}
-	if bound := maxAllowed(rate, int(rate), c.end.Sub(c.start)); c.accepted.Load() > bound {
-		t.Errorf("%d handshakes accepted in %v, over the bucket's %d", c.accepted.Load(), c.end.Sub(c.start), bound)
-	}
+	c := churnWhileHonest(t, ctx, url, http.Header{identityHeader: {"mallory"}, "X-Test-IP": {attacker}}, honest, &s, rate)
 	mu.Lock()
 	authCalls := calls[attacker]
 	mu.Unlock()

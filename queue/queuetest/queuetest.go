@@ -998,22 +998,32 @@ func testSettledNegativeRetention(t *testing.T, h Harness) {
 	}
 }
 
+// wantPrunedAfterHour moves clock past an hour's StatusRetention with a
+// commit on either side of it: the records of gone are found before and
+// pruned after (a store may prune later, but Status must no longer find
+// a record due for pruning).
+func wantPrunedAfterHour(t *testing.T, s queue.ServerStore, clock *clock, gone ...protocol.MessageID) {
+	t.Helper()
+	clock.Advance(59 * time.Minute)
+	claim(t, s, "p")
+	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 1)
+	for _, id := range gone {
+		mustStatus(t, s, id)
+	}
+	clock.Advance(2 * time.Minute)
+	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 2)
+	for _, id := range gone {
+		mustNoStatus(t, s, id)
+	}
+}
+
 func testSettledRetention(t *testing.T, h Harness) {
 	s := h.Open(t, &queue.Options{StatusRetention: time.Hour})
 	clock := useClock(t, h, s)
 	id := pushN(t, s, "a", 1, 3)
 	mustAckOutbox(t, s, "a", 3)
 	mustMarkReported(t, s, id[0], id[1])
-	clock.Advance(59 * time.Minute)
-	claim(t, s, "p")
-	// A commit after the retention prunes (a store may prune later,
-	// but Status must no longer find a pruned-due record).
-	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 1)
-	mustStatus(t, s, id[0])
-	clock.Advance(2 * time.Minute)
-	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 2)
-	mustNoStatus(t, s, id[0])
-	mustNoStatus(t, s, id[1])
+	wantPrunedAfterHour(t, s, clock, id[0], id[1])
 	// Unreported records are never pruned.
 	if got := mustStatus(t, s, id[2]); got.Pending {
 		t.Fatalf("Status = %+v", got)
@@ -1119,14 +1129,7 @@ func testSettleReported(t *testing.T, h Harness) {
 		t.Fatalf("Unreported = %+v, want none: records settle reported", got)
 	}
 	mustMarkReported(t, s, id...) // nothing left to mark: a no-op
-	clock.Advance(59 * time.Minute)
-	claim(t, s, "p")
-	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 1)
-	mustStatus(t, s, id[0])
-	clock.Advance(2 * time.Minute)
-	mustSetWatermark(t, s, "p", protocol.StreamID{1}, 2)
-	mustNoStatus(t, s, id[0])
-	mustNoStatus(t, s, id[1])
+	wantPrunedAfterHour(t, s, clock, id[0], id[1])
 	if got := mustStatus(t, s, id[2]); !got.Pending {
 		t.Fatalf("Status of the pending record after the retention = %+v", got)
 	}

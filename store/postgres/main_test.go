@@ -2,12 +2,15 @@ package postgres_test
 
 import (
 	"context"
+	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/wsreliable/wsreliable/reliable"
 	"github.com/wsreliable/wsreliable/store/postgres"
 )
 
@@ -34,4 +37,21 @@ func openStore(t testing.TB, dsn string, opts *postgres.Options) *postgres.Store
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// startServer starts a reliable.Server with opts (its Store set) and a
+// handler that takes every message, serving on 127.0.0.1; it returns
+// the server and its ws:// URL. Both close at the test's end.
+func startServer(t *testing.T, opts *reliable.ServerOptions) (*reliable.Server, string) {
+	t.Helper()
+	srv, err := reliable.NewServer("", func(context.Context, *reliable.Message) error { return nil }, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		hs.Close()
+		_ = srv.Close()
+	})
+	return srv, "ws" + strings.TrimPrefix(hs.URL, "http")
 }

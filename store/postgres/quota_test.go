@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net/http/httptest"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,16 +23,7 @@ func TestStoreQuota(t *testing.T) {
 	c := pgtest.Start(t)
 	st := openStore(t, c.NewSchema(t), nil)
 	const quota = 256 << 10
-	srv, err := reliable.NewServer("", func(context.Context, *reliable.Message) error { return nil },
-		&reliable.ServerOptions{Store: st, MaxStoreBytes: quota})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		hs.Close()
-		_ = srv.Close()
-	})
+	srv, url := startServer(t, &reliable.ServerOptions{Store: st, MaxStoreBytes: quota})
 
 	payload := bytes.Repeat([]byte("p"), 16<<10)
 	pushed := 0
@@ -61,7 +50,7 @@ func TestStoreQuota(t *testing.T) {
 	t.Logf("%d pushes of %d bytes, then ErrStoreFull at %d bytes (quota %d)", pushed, len(payload), stats.StoreBytes, quota)
 
 	var got atomic.Int64
-	cl, err := reliable.NewClient("ws"+strings.TrimPrefix(hs.URL, "http"), filepath.Join(t.TempDir(), "hoarder.db"), &reliable.ClientOptions{
+	cl, err := reliable.NewClient(url, filepath.Join(t.TempDir(), "hoarder.db"), &reliable.ClientOptions{
 		ClientID: "hoarder",
 		Handler: func(context.Context, *reliable.Message) error {
 			got.Add(1)

@@ -3,10 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -60,17 +58,7 @@ func TestReceiptSettledByAnotherNode(t *testing.T) {
 	ctx := testCtx(t)
 	dsn := pgtest.Start(t).NewSchema(t)
 	node := func(name string) (*reliable.Server, string) {
-		st := openStore(t, dsn, &postgres.Options{NodeID: name})
-		srv, err := reliable.NewServer("", func(context.Context, *reliable.Message) error { return nil }, &reliable.ServerOptions{Store: st})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := httptest.NewServer(srv)
-		t.Cleanup(func() {
-			hs.Close()
-			_ = srv.Close()
-		})
-		return srv, "ws" + strings.TrimPrefix(hs.URL, "http")
+		return startServer(t, &reliable.ServerOptions{Store: openStore(t, dsn, &postgres.Options{NodeID: name})})
 	}
 	pusher, _ := node("a")
 	_, urlB := node("b")
