@@ -55,8 +55,16 @@
 // never pruned. Reported ones are kept for Options.StatusRetention (24 h
 // by default) after they settled; the writer prunes them oldest first,
 // at most 1,024 a commit, with the commits that come due or on its own.
-// Records are keyed by message ID: a later record for an ID replaces the
-// earlier one.
+// Records are keyed by message ID, and a push of an ID that has a record
+// is not queued again ([Outboxes.Push] is idempotent).
+//
+// With Options.SettleReported (a sender without OnSettled) records
+// settle already reported, and a [Bolt] outbox ack writes one
+// acknowledged range, (from, upTo] at a time with the IDs it covers,
+// instead of rewriting a record per entry: Status reads a pending record
+// inside a range as acknowledged, and pruning deletes a range with the
+// records it lists. An outbox with ranges keeps its meta through idle
+// expiry, so that its client's sequences never fall in an old range.
 //
 // # Idle expiry
 //

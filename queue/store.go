@@ -304,10 +304,12 @@ type Options struct {
 	// reported, for a sender that nobody reports settlements to (no
 	// OnSettled) and that reads them only through Status: it saves the
 	// unreported index's write at settlement and the later
-	// MarkReported. Records are then pruned StatusRetention after they
-	// settled (at once with a negative retention). Records settled
-	// unreported by an earlier run stay unreported until marked. Zero:
-	// off.
+	// MarkReported, and in a [Bolt] store an outbox ack writes one
+	// acknowledged range for the entries it acknowledges instead of a
+	// record each (format version 3). Records are then pruned
+	// StatusRetention after they settled (at once with a negative
+	// retention). Records settled unreported by an earlier run stay
+	// unreported until marked. Zero: off.
 	SettleReported bool
 	// Logger receives state changes (open, compaction, disk full). Nil:
 	// discard.
