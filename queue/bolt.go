@@ -97,8 +97,9 @@ type Bolt struct {
 	retention time.Duration // StatusRetention, defaulted
 
 	// Writer goroutine only.
-	compactedSize int64 // file size after the last compaction
-	diskFull      bool  // the last commit failed for lack of space
+	compactedSize int64     // file size after the last compaction
+	compactedAt   time.Time // when the last compaction ended; zero: none since Open
+	diskFull      bool      // the last commit failed for lack of space
 	// pruneAt is when (Unix ms) reported records may next be due for
 	// pruning; 0: none known.
 	pruneAt int64

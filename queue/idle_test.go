@@ -290,4 +290,31 @@ func TestBoltCompactAfterPushDrain(t *testing.T) {
 	// The writer compacts after answering the ack.
 	eventually(t, "compaction after the drain", func() bool { return b.Stats().FileSize < 1<<20 })
 	t.Logf("file: %d bytes with the backlog, %d after the drain", full, b.Stats().FileSize)
+
+	// A second drain within compactPause is not compacted: a server
+	// whose outboxes keep draining does not copy its data each time.
+	// The write after the ack is answered only once the writer is done
+	// with the ack's commit, compaction included.
+	for i := n; i < 2*n; i += 32 {
+		msgs := make([]queue.Push, 32)
+		for j := range msgs {
+			e := withID(entry(i+j), "c")
+			e.Payload = make([]byte, size)
+			msgs[j] = queue.Push{Client: "c", Entry: e}
+		}
+		mustPush(t, b, msgs...)
+	}
+	mustAckOutbox(t, b, "c", 2*n)
+	if err := b.SetWatermark(testCtx(t), "p", protocol.StreamID{1}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Stats().FileSize; got < n*size {
+		t.Fatalf("file of %d bytes after a second drain within the pause: compacted again", got)
+	}
+	if err := b.Compact(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Stats().FileSize; got >= 1<<20 {
+		t.Fatalf("file of %d bytes after Compact", got)
+	}
 }

@@ -330,7 +330,7 @@ func (b *Bolt) commit(batch []*request) bool {
 			r.err = cerr
 			close(r.done)
 		}
-	} else if err == nil && (st.acked > before.acked && st.messages() == 0 || out.drained || out.freedRecs) && b.shouldCompact() {
+	} else if err == nil && (st.acked > before.acked && st.messages() == 0 || (out.drained || out.freedRecs) && !b.compactPaused()) && b.shouldCompact() {
 		if cerr := b.compact(); cerr != nil {
 			b.log.Warn("queue: compaction failed", "path", b.path, "err", cerr)
 		}
@@ -611,6 +611,19 @@ func (b *Bolt) shouldCompact() bool {
 	return 2*live <= fi.Size()
 }
 
+// compactPause is the least time between the last compaction and one
+// the writer starts because a push outbox drained or records were
+// pruned: a busy server whose push outboxes keep draining would
+// otherwise copy its live data again and again. A drained client outbox
+// and Compact are not held back.
+const compactPause = time.Minute
+
+// compactPaused reports whether the last compaction was within
+// compactPause.
+func (b *Bolt) compactPaused() bool {
+	return !b.compactedAt.IsZero() && time.Since(b.compactedAt) < compactPause
+}
+
 // compact copies the live data into a temp file next to the store, syncs
 // it, renames it over the store and switches to it. It runs on the writer
 // goroutine, so no write runs meanwhile; readers are excluded only while
@@ -684,6 +697,7 @@ func (b *Bolt) compact() (err error) {
 	if fi, err := os.Stat(b.path); err == nil {
 		b.compactedSize = fi.Size()
 	}
+	b.compactedAt = time.Now()
 	b.log.Info("queue: compacted", "path", b.path, "size_before", sizeBefore,
 		"size_after", b.compactedSize, "duration", time.Since(start))
 	return nil
