@@ -70,6 +70,29 @@ type outbox struct {
 	ackedCh  chan struct{} // closed and replaced when reported advances
 	reported uint64        // acked sequences whose settlements were reported
 	total    uint64        // sequences acknowledged since the outbox was made
+	// unhandled holds the reported settlements with a code (rejected,
+	// expired, …) of the sequences above unhandledFloor; at most
+	// maxUnhandled, then it starts again, the floor raised. A sequence in
+	// (unhandledFloor, reported] that it lacks was acknowledged.
+	unhandled      map[uint64]settlement
+	unhandledFloor uint64
+}
+
+// maxUnhandled bounds outbox.unhandled: a few KiB per loaded outbox.
+const maxUnhandled = 64
+
+// settledAs returns how seq settled, if this outbox reported it and
+// knows: a receipt watched late learns it without a store read.
+func (o *outbox) settledAs(seq uint64) (settlement, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if seq == 0 || seq > o.reported || seq <= o.unhandledFloor {
+		return settlement{}, false
+	}
+	if st, ok := o.unhandled[seq]; ok {
+		return st, true
+	}
+	return settlement{seq: seq}, true
 }
 
 func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle func([]settlement), log *slog.Logger) *outbox {
@@ -83,6 +106,8 @@ func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle fu
 		deleted:  acked,
 		reported: acked,
 		ackedCh:  make(chan struct{}),
+		// What settled before this outbox was made is not known here.
+		unhandledFloor: acked,
 	}
 }
 
@@ -414,6 +439,19 @@ func (o *outbox) deleteAcked() error {
 		o.settle(settled)
 	}
 	o.mu.Lock()
+	for _, st := range settled {
+		if st.code == 0 {
+			continue
+		}
+		if len(o.unhandled) >= maxUnhandled {
+			// Start again: what settled below st is no longer known.
+			o.unhandled, o.unhandledFloor = nil, st.seq-1
+		}
+		if o.unhandled == nil {
+			o.unhandled = make(map[uint64]settlement)
+		}
+		o.unhandled[st.seq] = st
+	}
 	if acked > o.reported {
 		o.reported = acked
 		close(o.ackedCh)

@@ -183,6 +183,7 @@ func (s *Server) push(ctx context.Context, ps []pending) ([]*Receipt, error) {
 		// (watchReceipt): a push to an offline client costs the server
 		// no memory.
 		rs[i] = newReceipt(protocol.MessageID(mid))
+		rs[i].client = p.client
 		rs[i].watch = s.watchReceipt
 		pushes[i] = queue.Push{Client: p.client, Entry: queue.Entry{
 			ID: rs[i].id, Headers: p.msg.Headers, Payload: p.msg.Payload, Expires: expiry(p.msg.TTL)}}
@@ -292,6 +293,18 @@ func (s *Server) newPushOutbox(client string, info queue.OutboxInfo) *outbox {
 // A settlement that comes between the two finds r registered.
 func (s *Server) watchReceipt(r *Receipt) {
 	s.receipts.add([]*Receipt{r})
+	// The recipient's outbox, when loaded, knows without a store read.
+	s.mu.Lock()
+	p := s.peers[r.client]
+	s.mu.Unlock()
+	if p != nil {
+		if o := p.live.Load(); o != nil {
+			if st, ok := o.settledAs(r.seq.Load()); ok {
+				s.receipts.settle(r.id, st.of(r.client).Err())
+				return
+			}
+		}
+	}
 	rec, found, err := s.store.Status(r.id)
 	switch {
 	case errors.Is(err, queue.ErrClosed):

@@ -789,3 +789,36 @@ func TestPushIdempotent(t *testing.T) {
 	checkSequence(t, a.waitFor(t, ctx, 3), []string{"x", "y", "end"})
 	checkSequence(t, b.got(), []string{"y"})
 }
+
+// TestLateReceiptsSettleRight: receipts first looked at after their
+// pushes settled report how each settled, acknowledged or rejected, also
+// past the outbox's in-memory record of rejections (maxUnhandled).
+func TestLateReceiptsSettleRight(t *testing.T) {
+	ctx := testCtx(t)
+	var s sink
+	srv, url := startServer(t, s.handle, nil)
+	const n = 401 // every third rejected: more rejections than an outbox remembers; the last acked
+	newClient(t, url, &reliable.ClientOptions{ClientID: "dev", Handler: func(_ context.Context, m *reliable.Message) error {
+		if k, _ := strconv.Atoi(string(m.Payload)); k%3 == 0 {
+			return reliable.ErrRejected
+		}
+		return nil
+	}})
+	// One batch, so that one ack settles many (and overflows the
+	// outbox's record of rejections within a settlement).
+	msgs, _ := numbered(0, n)
+	rs, err := srv.SendBatch(ctx, "dev", msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Settlements are reported in order: once the last settled, all have.
+	if err := rs[n-1].Wait(ctx); err != nil {
+		t.Fatalf("last receipt: %v", err)
+	}
+	for k, r := range rs[:n-1] {
+		err := r.Wait(ctx)
+		if rejected := errors.Is(err, reliable.ErrRejected); rejected != (k%3 == 0) || !rejected && err != nil {
+			t.Fatalf("receipt of push %d: %v", k, err)
+		}
+	}
+}

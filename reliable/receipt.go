@@ -11,10 +11,11 @@ import (
 // Receipt tracks one sent message until the peer settles it: a client's
 // message to the server, or a server's push to one client.
 type Receipt struct {
-	id   protocol.MessageID
-	seq  atomic.Uint64
-	done chan struct{}
-	err  error
+	id     protocol.MessageID
+	client string // a push's recipient (its address); "" for a client's message
+	seq    atomic.Uint64
+	done   chan struct{}
+	err    error
 
 	// watch, when set, registers the receipt for settlement the first
 	// time anyone looks at it: a server keeps no memory for the receipts

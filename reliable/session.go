@@ -28,6 +28,15 @@ type peer struct {
 	refs    int           // sessions holding the peer, guarded by Server.mu
 	in      streamState   // guarded by turn
 	out     *outbox       // nil until the client has a push stream; guarded by turn
+	// live is out for readers that do not hold the turn (a receipt's
+	// watcher); setOut sets both.
+	live atomic.Pointer[outbox]
+}
+
+// setOut sets the peer's push outbox (nil: none loaded).
+func (p *peer) setOut(o *outbox) {
+	p.out = o
+	p.live.Store(o)
 }
 
 // session is one client connection on the server. Its goroutines: the one
@@ -300,7 +309,7 @@ func (ss *session) start() bool {
 		// this one last served it: read them afresh.
 		p.in = streamState{}
 		ss.mu.Lock()
-		p.out = nil
+		p.setOut(nil)
 		ss.mu.Unlock()
 	}
 	err := p.in.resume(h.Stream, h.StreamLow, func() (uint64, error) { return s.store.Watermark(p.id, h.Stream) })
@@ -377,7 +386,7 @@ func (ss *session) resumeOutbox() (protocol.StreamID, uint64, error) {
 	}
 	ss.mu.Lock()
 	if p.out == nil || p.out.stream != info.Stream {
-		p.out = s.newPushOutbox(p.id, info)
+		p.setOut(s.newPushOutbox(p.id, info))
 	}
 	ss.mu.Unlock()
 	peerAcked := info.Acked
@@ -475,7 +484,7 @@ func (ss *session) openOutboxLocked() bool {
 	if info.Stream.IsZero() {
 		return false
 	}
-	p.out = s.newPushOutbox(p.id, info)
+	p.setOut(s.newPushOutbox(p.id, info))
 	p.out.begin(info.Acked, ss.pushWindow())
 	return true
 }
