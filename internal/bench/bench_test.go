@@ -301,22 +301,27 @@ func BenchmarkSend(b *testing.B) {
 		for _, size := range []int{64, 256, 4096} {
 			for _, sc := range []struct{ senders, batch int }{{1, 1}, {16, 1}, {16, 64}} {
 				cfg := bench.Config{Size: size, Senders: sc.senders, Batch: sc.batch, Durable: durable}
-				name := fmt.Sprintf("%s/%dB/%d", cfg.Mode(), size, sc.senders)
-				if sc.batch > 1 {
-					name += fmt.Sprintf("x%d", sc.batch)
-				}
-				b.Run(name, func(b *testing.B) {
-					cfg.Count, cfg.Dir = b.N, b.TempDir()
-					r, err := bench.Throughput(context.Background(), cfg)
-					if err != nil {
-						b.Fatal(err)
-					}
-					b.SetBytes(int64(size))
-					b.ReportMetric(r.MsgsPerSec(), "msgs/s")
-				})
+				benchThroughput(b, fmt.Sprintf("%s/%dB/%d", cfg.Mode(), size, sc.senders), cfg)
 			}
 		}
 	}
+}
+
+// benchThroughput runs Throughput for cfg with b.N messages as the
+// sub-benchmark name, suffixed xBATCH for SendBatch, reporting msgs/s.
+func benchThroughput(b *testing.B, name string, cfg bench.Config) {
+	if cfg.Batch > 1 {
+		name += fmt.Sprintf("x%d", cfg.Batch)
+	}
+	b.Run(name, func(b *testing.B) {
+		cfg.Count, cfg.Dir = b.N, b.TempDir()
+		r, err := bench.Throughput(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(int64(cfg.Size))
+		b.ReportMetric(r.MsgsPerSec(), "msgs/s")
+	})
 }
 
 // BenchmarkPush runs Throughput with b.N pushes (setup included), for
@@ -327,19 +332,7 @@ func BenchmarkPush(b *testing.B) {
 	for _, durable := range []bool{true, false} {
 		for _, sc := range []struct{ senders, batch int }{{16, 1}, {16, 64}} {
 			cfg := bench.Config{Size: 256, Senders: sc.senders, Batch: sc.batch, Durable: durable, Push: true}
-			name := fmt.Sprintf("%s/%d", cfg.Mode(), sc.senders)
-			if sc.batch > 1 {
-				name += fmt.Sprintf("x%d", sc.batch)
-			}
-			b.Run(name, func(b *testing.B) {
-				cfg.Count, cfg.Dir = b.N, b.TempDir()
-				r, err := bench.Throughput(context.Background(), cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.SetBytes(256)
-				b.ReportMetric(r.MsgsPerSec(), "msgs/s")
-			})
+			benchThroughput(b, fmt.Sprintf("%s/%d", cfg.Mode(), sc.senders), cfg)
 		}
 	}
 }
