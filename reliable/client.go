@@ -329,6 +329,7 @@ func NewClient(rawURL, path string, opts *ClientOptions) (*Client, error) {
 		c.clientID = meta.ClientID
 	}
 	c.out = newOutbox(c.stream, c.store, c.store.Stats().Acked, c.settled, c.log)
+	c.out.settleOnAck = true
 	if o.OnSettled != nil {
 		c.reporter = newReporter(c.store, o.OnSettled, c.clientID, c.log)
 		c.out.onDeleted = c.reporter.kick

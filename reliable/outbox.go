@@ -53,9 +53,15 @@ const (
 type outbox struct {
 	stream    protocol.StreamID
 	store     outStore
-	settle    func([]settlement) // in process (receipts, counters): after the AckWith that records them, without o.mu, in ack order
+	settle    func([]settlement) // in process (receipts, counters): without o.mu, in ack order; see settleOnAck
 	onDeleted func()             // after each AckWith: settlement records were written; may be nil
-	log       *slog.Logger
+	// settleOnAck settles what an ack covers when it arrives: for a
+	// client, whose receipts are registered when made. Without it they
+	// settle after the AckWith that deletes them, so that a receipt
+	// first watched later (a server's push) finds its settlement in the
+	// store or still to come.
+	settleOnAck bool
+	log         *slog.Logger
 
 	wake chan struct{} // capacity 1: appended, acked, or the window opened
 
@@ -120,6 +126,9 @@ func (o *outbox) begin(peerAcked uint64, window int) (replay int) {
 	o.win = ack.NewWindow(window, o.acked)
 	replay = int(o.sentMax - min(o.sentMax, o.acked))
 	o.mu.Unlock()
+	if o.settleOnAck {
+		o.settleAcked()
+	}
 	notify(o.wake)
 	return replay
 }
@@ -180,7 +189,8 @@ func (o *outbox) inFlight() int {
 }
 
 // onAck applies a cumulative ack from the peer. What it acknowledges
-// settles once the sender has deleted it from the store (deleteAcked).
+// settles now with settleOnAck, else once the sender has deleted it from
+// the store (deleteAcked).
 func (o *outbox) onAck(a *protocol.Ack) error {
 	if a.Stream != o.stream {
 		return fmt.Errorf("%w: ack for stream %s, sending %s", protocol.ErrMalformed, a.Stream, o.stream)
@@ -196,6 +206,9 @@ func (o *outbox) onAck(a *protocol.Ack) error {
 	o.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if o.settleOnAck {
+		o.settleAcked()
 	}
 	notify(o.wake)
 	return nil
@@ -405,12 +418,12 @@ func (o *outbox) frame(buf []byte, next uint64, entries []queue.Entry, cfg sendC
 }
 
 // deleteAcked deletes acknowledged entries from the store, recording how
-// those that were not handled settled; once that is committed, their
-// settlements are reported (receipts, counters) and ackedUpTo's waiters
-// wake. Settling only after the commit means that a receipt someone
-// starts waiting on finds its settlement either in the store or still to
-// come from here. One caller at a time: the sender, or its owner once no
-// sender runs.
+// those that were not handled settled; once that is committed, and
+// unless settleOnAck reported them already, their settlements are
+// reported (receipts, counters) and ackedUpTo's waiters wake. Settling
+// only after the commit means that a receipt someone starts waiting on
+// finds its settlement either in the store or still to come from here.
+// One caller at a time: the sender, or its owner once no sender runs.
 func (o *outbox) deleteAcked() error {
 	o.mu.Lock()
 	acked, deleted := o.acked, o.deleted
@@ -435,10 +448,39 @@ func (o *outbox) deleteAcked() error {
 		o.acking = nil
 	}
 	o.mu.Unlock()
+	if !o.settleOnAck {
+		o.report(acked, settled)
+	}
+	if o.onDeleted != nil {
+		o.onDeleted()
+	}
+	return nil
+}
+
+// settleAcked reports, for an outbox with settleOnAck, what the peer
+// acknowledged and was not reported yet.
+func (o *outbox) settleAcked() {
+	o.mu.Lock()
+	acked := o.acked
+	var settled []settlement
+	for _, st := range o.acking {
+		if st.seq > o.reported {
+			settled = append(settled, st)
+		}
+	}
+	o.mu.Unlock()
+	o.report(acked, settled)
+}
+
+// report settles settled in process (receipts, counters), keeps the
+// rejections among them for settledAs, and then wakes ackedUpTo's
+// waiters up to acked. One caller at a time.
+func (o *outbox) report(acked uint64, settled []settlement) {
 	if len(settled) > 0 && o.settle != nil {
 		o.settle(settled)
 	}
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	for _, st := range settled {
 		if st.code == 0 {
 			continue
@@ -457,9 +499,4 @@ func (o *outbox) deleteAcked() error {
 		close(o.ackedCh)
 		o.ackedCh = make(chan struct{})
 	}
-	o.mu.Unlock()
-	if o.onDeleted != nil {
-		o.onDeleted()
-	}
-	return nil
 }
