@@ -122,12 +122,13 @@ func newOutbox(stream protocol.StreamID, store outStore, acked uint64, settle fu
 // messages will be sent again.
 func (o *outbox) begin(peerAcked uint64, window int) (replay int) {
 	o.mu.Lock()
-	o.applyAckLocked(peerAcked)
+	newly := o.applyAckLocked(peerAcked)
+	acked := o.acked
 	o.win = ack.NewWindow(window, o.acked)
 	replay = int(o.sentMax - min(o.sentMax, o.acked))
 	o.mu.Unlock()
 	if o.settleOnAck {
-		o.settleAcked()
+		o.report(acked, newly)
 	}
 	notify(o.wake)
 	return replay
@@ -200,15 +201,17 @@ func (o *outbox) onAck(a *protocol.Ack) error {
 	if o.win != nil {
 		_, err = o.win.Ack(a.Seq)
 	}
+	var newly []settlement
 	if err == nil {
-		o.applyAckLocked(a.Seq)
+		newly = o.applyAckLocked(a.Seq)
 	}
+	acked := o.acked
 	o.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	if o.settleOnAck {
-		o.settleAcked()
+		o.report(acked, newly)
 	}
 	notify(o.wake)
 	return nil
@@ -236,11 +239,12 @@ func (o *outbox) onReject(j *protocol.Reject) error {
 }
 
 // applyAckLocked records that the peer has everything up to seq: what it
-// covers moves from in flight to acking, to settle once deleted. o.mu
-// must be held.
-func (o *outbox) applyAckLocked(seq uint64) {
+// covers moves from in flight to acking, to be deleted (and, without
+// settleOnAck, settled then). It returns a copy of what it moved, for
+// settleOnAck. o.mu must be held.
+func (o *outbox) applyAckLocked(seq uint64) []settlement {
 	if seq <= o.acked {
-		return
+		return nil
 	}
 	o.total += seq - o.acked
 	o.acked = seq
@@ -249,8 +253,10 @@ func (o *outbox) applyAckLocked(seq uint64) {
 	for n < len(o.inflight) && o.inflight[n].seq <= seq {
 		n++
 	}
-	o.acking = append(o.acking, o.inflight[:n]...)
+	newly := slices.Clone(o.inflight[:n])
+	o.acking = append(o.acking, newly...)
 	o.inflight = append(o.inflight[:0], o.inflight[n:]...)
+	return newly
 }
 
 // sendConfig is one connection's sending limits.
@@ -457,24 +463,11 @@ func (o *outbox) deleteAcked() error {
 	return nil
 }
 
-// settleAcked reports, for an outbox with settleOnAck, what the peer
-// acknowledged and was not reported yet.
-func (o *outbox) settleAcked() {
-	o.mu.Lock()
-	acked := o.acked
-	var settled []settlement
-	for _, st := range o.acking {
-		if st.seq > o.reported {
-			settled = append(settled, st)
-		}
-	}
-	o.mu.Unlock()
-	o.report(acked, settled)
-}
-
 // report settles settled in process (receipts, counters), keeps the
 // rejections among them for settledAs, and then wakes ackedUpTo's
-// waiters up to acked. One caller at a time.
+// waiters up to acked. One caller at a time: the connection's reader
+// with settleOnAck (settled being what the ack newly covered), else the
+// deleter.
 func (o *outbox) report(acked uint64, settled []settlement) {
 	if len(settled) > 0 && o.settle != nil {
 		o.settle(settled)
