@@ -413,7 +413,7 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 	}
 	plans := make([]plan, len(groups))
 	for i := range groups {
-		ob := m.outboxes[groups[i].client]
+		ob := m.outboxes[groups[i].Client]
 		var held []memPushed
 		var bytes int64
 		if ob != nil {
@@ -431,27 +431,27 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 	}
 	var evicted []Evicted
 	for i, g := range groups {
-		ob := m.outboxes[g.client]
+		ob := m.outboxes[g.Client]
 		if ob == nil {
 			ob = &memOutbox{stream: protocol.StreamID(uuid.New())}
-			m.outboxes[g.client] = ob
+			m.outboxes[g.Client] = ob
 		}
 		for _, p := range ob.entries[:plans[i].k] {
-			evicted = append(evicted, Evicted{Client: g.client, Seq: p.e.Seq, ID: p.e.ID})
-			m.settle(g.client, p.e.Seq, p.e.ID, evictedOutcome(p.e.Seq), now)
+			evicted = append(evicted, Evicted{Client: g.Client, Seq: p.e.Seq, ID: p.e.ID})
+			m.settle(g.Client, p.e.Seq, p.e.ID, evictedOutcome(p.e.Seq), now)
 		}
 		ob.entries = append([]memPushed(nil), ob.entries[plans[i].k:]...)
 		ob.st.acked += uint64(plans[i].k)
 		ob.st.bytes -= plans[i].freed
-		for _, j := range g.idx {
+		for _, j := range g.Idx {
 			ob.st.last++
 			e := cloneEntry(msgs[j].Entry)
 			e.Seq = ob.st.last
 			ob.entries = append(ob.entries, memPushed{e: e, queued: now})
-			m.records[e.ID] = record{Settled: Settled{ID: e.ID, Client: g.client, Seq: e.Seq, Pending: true}}
+			m.records[e.ID] = record{Settled: Settled{ID: e.ID, Client: g.Client, Seq: e.Seq, Pending: true}}
 			seqs[j] = e.Seq
 		}
-		ob.st.bytes += g.size
+		ob.st.bytes += g.Size
 	}
 	pushid.Fill(seqs, sameAs)
 	return seqs, evicted, nil

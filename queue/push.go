@@ -20,13 +20,6 @@ import (
 // defaultClientsLimit is the page size of Clients for a limit <= 0.
 const defaultClientsLimit = 100
 
-// pushGroup is the messages of one Push call for one client.
-type pushGroup struct {
-	client string
-	idx    []int // their positions in the call, ascending
-	size   int64 // their entrySize sum
-}
-
 // dedupe sorts out the messages of msgs that were pushed before (see
 // pushid.Sort); fresh is nil when that is none of them.
 func dedupe(msgs []Push, lookup pushid.Lookup) (fresh []int, seqs []uint64, sameAs map[int]int, err error) {
@@ -41,32 +34,15 @@ func dedupe(msgs []Push, lookup pushid.Lookup) (fresh []int, seqs []uint64, same
 	return fresh, seqs, sameAs, err
 }
 
+// pushGroup is the messages of one Push call for one client.
+type pushGroup = pushid.Group
+
 // groupPushes groups the messages of msgs at positions fresh (nil: all)
 // by client, in the order each client first appears.
 func groupPushes(msgs []Push, fresh []int) []pushGroup {
-	if fresh == nil {
-		fresh = make([]int, len(msgs))
-		for i := range fresh {
-			fresh[i] = i
-		}
-	}
-	if len(fresh) == 1 {
-		i := fresh[0]
-		return []pushGroup{{client: msgs[i].Client, idx: []int{i}, size: entrySize(&msgs[i].Entry)}}
-	}
-	at := make(map[string]int, len(fresh))
-	groups := make([]pushGroup, 0, len(fresh))
-	for _, i := range fresh {
-		g, ok := at[msgs[i].Client]
-		if !ok {
-			g = len(groups)
-			at[msgs[i].Client] = g
-			groups = append(groups, pushGroup{client: msgs[i].Client})
-		}
-		groups[g].idx = append(groups[g].idx, i)
-		groups[g].size += entrySize(&msgs[i].Entry)
-	}
-	return groups
+	return pushid.GroupBy(len(msgs), fresh,
+		func(i int) string { return msgs[i].Client },
+		func(i int) int64 { return entrySize(&msgs[i].Entry) })
 }
 
 // makeRoom decides how many of the oldest entries of an outbox holding
@@ -74,17 +50,17 @@ func groupPushes(msgs []Push, fresh []int) []pushGroup {
 // the size of the next oldest entry. Without eviction, or when g alone is
 // over the limits, a push that does not fit fails with ErrFull.
 func (l outboxLimits) makeRoom(g *pushGroup, held int, heldBytes int64, next func() (int64, error)) (k int, freed int64, err error) {
-	n := len(g.idx)
-	if l.fits(held+n, heldBytes+g.size) {
+	n := len(g.Idx)
+	if l.fits(held+n, heldBytes+g.Size) {
 		return 0, 0, nil
 	}
-	if !l.evict || !l.fits(n, g.size) {
-		return 0, 0, l.fullError(g.client, held, heldBytes, n, g.size)
+	if !l.evict || !l.fits(n, g.Size) {
+		return 0, 0, l.fullError(g.Client, held, heldBytes, n, g.Size)
 	}
-	for !l.fits(held-k+n, heldBytes-freed+g.size) {
+	for !l.fits(held-k+n, heldBytes-freed+g.Size) {
 		if k >= held {
 			// Only a count that disagrees with the entries gets here.
-			return 0, 0, l.fullError(g.client, held, heldBytes, n, g.size)
+			return 0, 0, l.fullError(g.Client, held, heldBytes, n, g.Size)
 		}
 		size, err := next()
 		if err != nil {
@@ -475,7 +451,7 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 	plans := make([]plan, len(groups))
 	for i := range groups {
 		g, pl := &groups[i], &plans[i]
-		pl.pushOutbox, err = findOutbox(tx, g.client)
+		pl.pushOutbox, err = findOutbox(tx, g.Client)
 		if err != nil {
 			// Nothing is written yet: only this push fails.
 			r.err = fmt.Errorf("queue: push %s: %w", b.path, err)
@@ -493,7 +469,7 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 			}
 			seq, ok, err := entrySeq(pl.prefix, key)
 			if err == nil && !ok {
-				err = fmt.Errorf("%w: outbox of client %q: key %x where an entry was expected", ErrCorrupt, g.client, key)
+				err = fmt.Errorf("%w: outbox of client %q: key %x where an entry was expected", ErrCorrupt, g.Client, key)
 			}
 			if err != nil {
 				return 0, err
@@ -502,7 +478,7 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 			// as deleteUpTo counts it.
 			size, _ := storedSize(v)
 			h, _ := decodeHead(v)
-			pl.evicted = append(pl.evicted, Evicted{Client: g.client, Seq: seq, ID: h.id})
+			pl.evicted = append(pl.evicted, Evicted{Client: g.Client, Seq: seq, ID: h.id})
 			return size, nil
 		})
 		if errors.Is(err, ErrFull) {
@@ -542,7 +518,7 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 		}
 		if k := uint64(len(pl.evicted)); k > 0 {
 			settle := func(seq uint64, id protocol.MessageID) error {
-				return rc.settle(g.client, seq, id, evictedOutcome(seq))
+				return rc.settle(g.Client, seq, id, evictedOutcome(seq))
 			}
 			if _, err := b.deleteUpTo(eb, pl.prefix, pl.m.acked+k, settle); err != nil {
 				return false, err
@@ -552,20 +528,20 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 			pl.m.bytes = max(pl.m.bytes-pl.freed, 0)
 			p.evicted = append(p.evicted, pl.evicted...)
 		}
-		for _, k := range g.idx {
+		for _, k := range g.Idx {
 			pl.m.last++
 			if err := eb.Put(entryKey(pl.prefix, pl.m.last), p.values[k]); err != nil {
 				return false, err
 			}
 			// dedupe found no record of the ID: none to unindex.
-			if err := rc.putNew(record{Settled: Settled{ID: p.msgs[k].Entry.ID, Client: g.client, Seq: pl.m.last, Pending: true}}); err != nil {
+			if err := rc.putNew(record{Settled: Settled{ID: p.msgs[k].Entry.ID, Client: g.Client, Seq: pl.m.last, Pending: true}}); err != nil {
 				return false, err
 			}
 			p.seqs[k] = pl.m.last
 		}
-		pl.m.count += uint64(len(g.idx))
-		pl.m.bytes += g.size
-		if err := mb.Put([]byte(g.client), encodeOutboxMeta(&pl.m)); err != nil {
+		pl.m.count += uint64(len(g.Idx))
+		pl.m.bytes += g.Size
+		if err := mb.Put([]byte(g.Client), encodeOutboxMeta(&pl.m)); err != nil {
 			return false, err
 		}
 	}

@@ -84,3 +84,36 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// Group is the messages of one push for one client.
+type Group struct {
+	Client string
+	Idx    []int // their positions in the push, ascending
+	Size   int64 // their sizes' sum
+}
+
+// GroupBy groups the messages of a push of n at positions fresh (nil:
+// all) by client, in the order each client first appears; client and
+// size describe the message at a position.
+func GroupBy(n int, fresh []int, client func(i int) string, size func(i int) int64) []Group {
+	if fresh == nil {
+		fresh = make([]int, n)
+		for i := range fresh {
+			fresh[i] = i
+		}
+	}
+	at := make(map[string]int, len(fresh))
+	groups := make([]Group, 0, len(fresh))
+	for _, i := range fresh {
+		c := client(i)
+		g, ok := at[c]
+		if !ok {
+			g = len(groups)
+			at[c] = g
+			groups = append(groups, Group{Client: c})
+		}
+		groups[g].Idx = append(groups[g].Idx, i)
+		groups[g].Size += size(i)
+	}
+	return groups
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/wsreliable/wsreliable/internal/pushid"
 	"github.com/wsreliable/wsreliable/protocol"
 	"github.com/wsreliable/wsreliable/queue"
 )
@@ -52,34 +53,14 @@ func (l limits) checkPush(msgs []queue.Push) error {
 }
 
 // pushGroup is the messages of one Push call for one client.
-type pushGroup struct {
-	client string
-	idx    []int // indexes into the call's msgs, in order
-	size   int64
-}
+type pushGroup = pushid.Group
 
 // groupPushes groups the messages of msgs at positions fresh (nil: all)
 // by client, in the order each client first appears.
 func groupPushes(msgs []queue.Push, fresh []int) []pushGroup {
-	if fresh == nil {
-		fresh = make([]int, len(msgs))
-		for i := range fresh {
-			fresh[i] = i
-		}
-	}
-	at := make(map[string]int, len(msgs))
-	var groups []pushGroup
-	for _, i := range fresh {
-		g, ok := at[msgs[i].Client]
-		if !ok {
-			g = len(groups)
-			at[msgs[i].Client] = g
-			groups = append(groups, pushGroup{client: msgs[i].Client})
-		}
-		groups[g].idx = append(groups[g].idx, i)
-		groups[g].size += entrySize(&msgs[i].Entry)
-	}
-	return groups
+	return pushid.GroupBy(len(msgs), fresh,
+		func(i int) string { return msgs[i].Client },
+		func(i int) int64 { return entrySize(&msgs[i].Entry) })
 }
 
 // settleRec is one settlement record to write.
@@ -158,7 +139,7 @@ func (s *Store) Push(ctx context.Context, msgs []queue.Push) ([]uint64, []queue.
 	}
 	o := &op{kind: opPush, msgs: msgs, groups: groupPushes(msgs, nil)}
 	for _, g := range o.groups {
-		o.size += g.size
+		o.size += g.Size
 	}
 	if err := s.submit(ctx, o); err != nil {
 		return nil, nil, err

@@ -201,7 +201,7 @@ func (x *outboxTx) push(o *op) error {
 	for i := range groups {
 		g := &groups[i]
 		p := &plans[i]
-		if r := x.rows[g.client]; r != nil {
+		if r := x.rows[g.Client]; r != nil {
 			p.row = *r
 		} else {
 			id := uuid.New()
@@ -223,33 +223,33 @@ func (x *outboxTx) push(o *op) error {
 		ob := &p.row
 		if k := len(p.evict); k > 0 {
 			x.queueEntries() // an evicted entry may be one pushed earlier in this transaction
-			x.pending.Queue(`DELETE FROM wsr_entries WHERE client = $1 AND seq <= $2`, []byte(g.client), p.evict[k-1].seq)
+			x.pending.Queue(`DELETE FROM wsr_entries WHERE client = $1 AND seq <= $2`, []byte(g.Client), p.evict[k-1].seq)
 			for _, e := range p.evict {
-				o.evicted = append(o.evicted, queue.Evicted{Client: g.client, Seq: uint64(e.seq), ID: e.id})
-				x.recs = append(x.recs, settleRec{id: e.id, client: g.client, seq: e.seq, code: int32(protocol.RejectEvicted), reason: evictedReason})
+				o.evicted = append(o.evicted, queue.Evicted{Client: g.Client, Seq: uint64(e.seq), ID: e.id})
+				x.recs = append(x.recs, settleRec{id: e.id, client: g.Client, seq: e.seq, code: int32(protocol.RejectEvicted), reason: evictedReason})
 				ob.bytes -= e.size
 			}
 			ob.acked += int64(k)
 			ob.messages -= int64(k)
 		}
-		for _, j := range g.idx {
+		for _, j := range g.Idx {
 			e := &o.msgs[j].Entry
 			ob.last++
 			o.seqs[j] = uint64(ob.last)
-			x.eClient, x.eSeq, x.eID = append(x.eClient, []byte(g.client)), append(x.eSeq, ob.last), append(x.eID, e.ID[:])
+			x.eClient, x.eSeq, x.eID = append(x.eClient, []byte(g.Client)), append(x.eSeq, ob.last), append(x.eID, e.ID[:])
 			x.eHeaders, x.ePayload = append(x.eHeaders, encodeHeaders(e.Headers)), append(x.ePayload, nonNil(e.Payload))
 			x.eExpires, x.eSize = append(x.eExpires, e.Expires), append(x.eSize, entrySize(e))
-			x.recs = append(x.recs, settleRec{id: e.ID, client: g.client, seq: ob.last, pending: true})
+			x.recs = append(x.recs, settleRec{id: e.ID, client: g.Client, seq: ob.last, pending: true})
 		}
-		ob.messages += int64(len(g.idx))
-		ob.bytes += g.size
+		ob.messages += int64(len(g.Idx))
+		ob.bytes += g.Size
 		ob.dirty = true
-		x.rows[g.client] = ob
+		x.rows[g.Client] = ob
 	}
 	pushid.Fill(o.seqs, sameAs)
 	o.hints = o.hints[:0]
 	for _, g := range groups {
-		o.hints = append(o.hints, hex.EncodeToString([]byte(g.client)))
+		o.hints = append(o.hints, hex.EncodeToString([]byte(g.Client)))
 	}
 	return nil
 }
@@ -310,12 +310,12 @@ func (x *outboxTx) dedupe(msgs []queue.Push) (fresh []int, seqs []uint64, sameAs
 // eviction, or when g alone is over the limits, a push that does not fit
 // fails with queue.ErrFull.
 func (x *outboxTx) makeRoom(g *pushGroup, ob *outboxRow) ([]heldEntry, error) {
-	l, n := x.s.limits, int64(len(g.idx))
-	if l.fits(ob.messages+n, ob.bytes+g.size) {
+	l, n := x.s.limits, int64(len(g.Idx))
+	if l.fits(ob.messages+n, ob.bytes+g.Size) {
 		return nil, nil
 	}
-	if !l.evict || !l.fits(n, g.size) {
-		return nil, l.fullError(g.client, ob.messages, ob.bytes, len(g.idx), g.size)
+	if !l.evict || !l.fits(n, g.Size) {
+		return nil, l.fullError(g.Client, ob.messages, ob.bytes, len(g.Idx), g.Size)
 	}
 	if err := x.flush(); err != nil {
 		return nil, err
@@ -326,10 +326,10 @@ func (x *outboxTx) makeRoom(g *pushGroup, ob *outboxRow) ([]heldEntry, error) {
 		page  []heldEntry
 		after = ob.acked
 	)
-	for k := int64(0); !l.fits(ob.messages-k+n, ob.bytes-freed+g.size); k++ {
+	for k := int64(0); !l.fits(ob.messages-k+n, ob.bytes-freed+g.Size); k++ {
 		if len(page) == 0 {
 			rows, _ := x.tx.Query(x.ctx, `SELECT seq, id, size FROM wsr_entries WHERE client = $1 AND seq > $2 ORDER BY seq LIMIT 256`,
-				[]byte(g.client), after)
+				[]byte(g.Client), after)
 			var (
 				h  heldEntry
 				id []byte
@@ -343,7 +343,7 @@ func (x *outboxTx) makeRoom(g *pushGroup, ob *outboxRow) ([]heldEntry, error) {
 			}
 			if len(page) == 0 {
 				// Only counts that disagree with the entries get here.
-				return nil, l.fullError(g.client, ob.messages, ob.bytes, len(g.idx), g.size)
+				return nil, l.fullError(g.Client, ob.messages, ob.bytes, len(g.Idx), g.Size)
 			}
 			after = page[len(page)-1].seq
 		}

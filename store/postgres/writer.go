@@ -309,7 +309,7 @@ func (s *Store) applyOutboxes(ctx context.Context, tx pgx.Tx, now int64, acks, p
 	}
 	for _, o := range pushes {
 		for _, g := range o.groups {
-			add(g.client)
+			add(g.Client)
 		}
 	}
 	slices.SortFunc(clients, func(a, b []byte) int { return slices.Compare(a, b) })
