@@ -30,8 +30,17 @@ import (
 // first of them is created, and as version 2 until the first range (see
 // bumpVersion), so a file stays readable by the programs that know the
 // version of what it holds.
+//
+// Version 4 promises that every peer the file names (by a binding, a
+// watermark or a push outbox) has a last-used time, so that Open need
+// not walk them all to give the missing ones a time (see [usage.fill]).
+// A file becomes version 4 in the commit after which the walk has seen
+// every peer and at least one time is recorded; from then on only
+// programs that record a time for every peer they add may write it.
 const (
-	formatVersion  uint64 = 3
+	formatVersion  uint64 = 4
+	formatVersion4 uint64 = 4
+	formatVersion3 uint64 = 3
 	formatVersion2 uint64 = 2
 	formatVersion1 uint64 = 1
 )
@@ -108,6 +117,9 @@ type Bolt struct {
 	// known. fill is how far filling in has come.
 	expireAt int64
 	fill     fillPos
+	// timed is set once the file is version 4: every peer it names has
+	// a last-used time, and Open skips the walk that fills them in.
+	timed bool
 
 	// testNow, when set by a test, replaces time.Now for the times of
 	// settlement records, last-used times, pruning and expiry.
@@ -122,9 +134,10 @@ type Bolt struct {
 
 // state is the outbox state kept in the meta bucket.
 type state struct {
-	last  uint64 // highest sequence assigned
-	acked uint64 // highest sequence acknowledged; entries acked+1..last are queued
-	bytes int64  // entrySize sum of the queued entries
+	version uint64 // the file's format version when opened
+	last    uint64 // highest sequence assigned
+	acked   uint64 // highest sequence acknowledged; entries acked+1..last are queued
+	bytes   int64  // entrySize sum of the queued entries
 }
 
 func (s state) messages() int { return int(s.last - s.acked) }
@@ -184,6 +197,7 @@ func Open(path string, opts *Options) (*Bolt, error) {
 		wake:    make(chan struct{}, 1),
 
 		retention: o.StatusRetention,
+		timed:     st.version >= formatVersion4,
 	}
 	if b.retention > 0 {
 		// Reported records may have come due while the file was closed.
@@ -193,9 +207,11 @@ func Open(path string, opts *Options) (*Bolt, error) {
 		// Peers may have become idle while the file was closed, and
 		// the state of older files needs its last-used times.
 		b.expireAt = time.Now().UnixMilli()
-	} else {
-		b.fill.done = true
 	}
+	// Only the walk of a file whose peers may lack a time is needed:
+	// it reads every peer once, pages a server's whole set of clients
+	// in, and without expiry there is nothing to give the times to.
+	b.fill.done = b.timed || o.IdleExpiry <= 0
 	b.limit = newLimiter(&o, b.closing, st.messages(), st.bytes)
 	b.outLimits = o.outboxLimits()
 	b.ackDelay.Store(int64(defaultAckDelay))
@@ -351,6 +367,7 @@ func readState(tx *bolt.Tx) (meta Meta, st state, found bool, err error) {
 	if version == 0 {
 		return meta, st, true, fmt.Errorf("%w: format version 0", ErrCorrupt)
 	}
+	st.version = version
 	for _, name := range [][]byte{bucketOutbox, bucketWatermarks, bucketBindings} {
 		if tx.Bucket(name) == nil {
 			return meta, st, true, fmt.Errorf("%w: missing bucket %q", ErrCorrupt, name)

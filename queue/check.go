@@ -126,7 +126,7 @@ func checkStore(tx *bolt.Tx, problems []error) []error {
 	checkOutboxes(tx, add)
 	checkSettled(tx, add)
 	checkRanges(tx, add)
-	checkLastUsed(tx, add)
+	checkLastUsed(tx, st.version, add)
 	return problems
 }
 

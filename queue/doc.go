@@ -29,7 +29,10 @@
 // sequence) created by the first push, which also makes the file format
 // version 2 (files written before it open unchanged), and reads a
 // client's outbox from the file when asked, so an offline client costs
-// disk, not memory. An [Outboxes.Push] of one message
+// disk, not memory. Each client named by an outbox, a binding or a
+// watermark has a last-used time from its first write; a file that
+// promises so (format version 4) is not walked at Open, so that opening
+// a store of many offline clients reads none of them. An [Outboxes.Push] of one message
 // to many clients is one transaction and one fsync, all or none; each
 // client's stream ID is created at its first push and its sequences, like
 // the client outbox's, are never reused. Each outbox has its own limits

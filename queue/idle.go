@@ -128,6 +128,21 @@ type fillPos struct {
 // fillBuckets are the buckets whose keys name peers, in walk order.
 var fillBuckets = [][]byte{bucketBindings, bucketWatermarks, bucketPushMeta}
 
+// peerOf is the peer that key k of fillBuckets[bucket] names; ok is
+// false for a key that cannot have a last-used time: a malformed
+// watermark key (Check reports it) or a peer too long for a time's
+// index key.
+func peerOf(bucket int, k []byte) (peer []byte, ok bool) {
+	peer = k
+	if bucket == 1 {
+		if len(k) <= len(protocol.StreamID{}) {
+			return nil, false
+		}
+		peer = k[:len(k)-len(protocol.StreamID{})]
+	}
+	return peer, len(peer)+8 <= bolt.MaxKeySize
+}
+
 // fill gives the peers named in the next idleChunk keys from pos a
 // last-used time of now if they have none, so that the state of files
 // written before last-used times existed (or by programs that do not
@@ -153,14 +168,8 @@ func (u *usage) fill(pos fillPos) (fillPos, bool, error) {
 			for ; k != nil && seen < idleChunk; k, _ = c.Next() {
 				seen++
 				pos.after = bytes.Clone(k)
-				peer := pos.after
-				if pos.bucket == 1 {
-					if len(k) <= len(protocol.StreamID{}) {
-						continue // malformed: Check reports it
-					}
-					peer = peer[:len(k)-len(protocol.StreamID{})]
-				}
-				if len(peer)+8 > bolt.MaxKeySize || (u.lb != nil && u.lb.Get(peer) != nil) {
+				peer, ok := peerOf(pos.bucket, pos.after)
+				if !ok || (u.lb != nil && u.lb.Get(peer) != nil) {
 					continue
 				}
 				if err := u.buckets(); err != nil {
@@ -230,15 +239,22 @@ func (u *usage) expire(cutoff int64) (expired int, next int64, more bool, err er
 		}
 		// An outbox with acknowledged ranges keeps its meta, so that the
 		// client's sequences go on past them (Status reads a record by
-		// its sequence). Only an IdleExpiry shorter than StatusRetention
-		// leaves such a meta behind for good.
-		if o.found && !hasRanges(u.tx, string(peer)) {
+		// its sequence), and with it a time of now: the meta is looked
+		// at again an IdleExpiry later, when pruning has most likely
+		// taken the ranges (StatusRetention is shorter by default).
+		ranged := o.found && hasRanges(u.tx, string(peer))
+		if o.found && !ranged {
 			if err := o.mb.Delete(peer); err != nil {
 				return 0, 0, false, err
 			}
 		}
 		if err := u.forget(peer); err != nil {
 			return 0, 0, false, err
+		}
+		if ranged {
+			if err := u.set(peer, u.now); err != nil {
+				return 0, 0, false, err
+			}
 		}
 		expired++
 	}
@@ -334,13 +350,31 @@ func (b *Bolt) lastUsed(peer string) (time.Time, error) {
 // checkLastUsed checks the last-used records: both buckets or neither,
 // every value 8 bytes with its key in the index, and every index key
 // naming a record of its time.
-func checkLastUsed(tx *bolt.Tx, add func(format string, args ...any) bool) {
+func checkLastUsed(tx *bolt.Tx, version uint64, add func(format string, args ...any) bool) {
 	lb, ib := tx.Bucket(bucketLastUsed), tx.Bucket(bucketLastUsedByTime)
 	if lb == nil || ib == nil {
 		if lb != nil || ib != nil {
 			add("last used records without their index, or the index without them")
 		}
+		if version >= formatVersion4 {
+			add("format version %d without last used records", version)
+		}
 		return
+	}
+	if version >= formatVersion4 {
+		// Version 4 promises a time for every peer.
+		for i, name := range fillBuckets {
+			bkt := tx.Bucket(name)
+			if bkt == nil {
+				continue
+			}
+			c := bkt.Cursor()
+			for k, _ := c.First(); k != nil; k, _ = c.Next() {
+				if peer, ok := peerOf(i, k); ok && lb.Get(peer) == nil && !add("%s names %q, which has no last used time (format version %d)", name, peer, version) {
+					return
+				}
+			}
+		}
 	}
 	c := lb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {

@@ -1,9 +1,12 @@
 package queue_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -167,12 +170,7 @@ func TestBoltIdleReopen(t *testing.T) {
 // written before they existed would lack them.
 func dropBuckets(t *testing.T, path string, names ...string) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
 		for _, name := range names {
 			if err := tx.DeleteBucket([]byte(name)); err != nil {
 				return err
@@ -180,9 +178,45 @@ func dropBuckets(t *testing.T, path string, names ...string) {
 		}
 		return nil
 	})
+}
+
+// rawUpdate runs fn in a bbolt write transaction on the closed store at
+// path, as another program would.
+func rawUpdate(t *testing.T, path string, fn func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer db.Close()
+	if err := db.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setVersion writes v as the format version of the closed store at path.
+func setVersion(t *testing.T, path string, v uint64) {
+	t.Helper()
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("version"), binary.BigEndian.AppendUint64(nil, v))
+	})
+}
+
+// dropPeerTime deletes peer's last-used time and its index key from the
+// closed store at path.
+func dropPeerTime(t *testing.T, path, peer string) {
+	t.Helper()
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		lb, ib := tx.Bucket([]byte("last_used")), tx.Bucket([]byte("last_used_by_time"))
+		v := lb.Get([]byte(peer))
+		if len(v) != 8 {
+			return fmt.Errorf("no last-used time for %q", peer)
+		}
+		if err := ib.Delete(append(bytes.Clone(v), peer...)); err != nil {
+			return err
+		}
+		return lb.Delete([]byte(peer))
+	})
 }
 
 // TestBoltIdleUpgrade: state written without last-used times (an older
@@ -200,6 +234,10 @@ func TestBoltIdleUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	dropBuckets(t, path, "last_used", "last_used_by_time")
+	setVersion(t, path, 3) // as an older program left it
+	if err := queue.Check(path); err != nil {
+		t.Fatalf("Check of a version 3 file without times: %v", err)
+	}
 
 	start := time.Now().Truncate(time.Millisecond)
 	b = openBolt(t, path, &queue.Options{IdleExpiry: time.Hour})
@@ -220,6 +258,62 @@ func TestBoltIdleUpgrade(t *testing.T) {
 	if info := mustInfo(t, b, "pushed"); !info.Stream.IsZero() {
 		t.Errorf("OutboxInfo(pushed) = %+v, want the empty outbox gone", info)
 	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The walk is done: the file promises a time for every peer, and
+	// Check holds it to that promise.
+	if r, err := queue.InspectFile(path, nil); err != nil || r.Version != 4 {
+		t.Fatalf("InspectFile after the walk: version %v, %v; want 4", r.Version, err)
+	}
+	if err := queue.Check(path); err != nil {
+		t.Fatalf("Check after the walk: %v", err)
+	}
+	dropBuckets(t, path, "last_used", "last_used_by_time")
+	if err := queue.Check(path); err == nil || !strings.Contains(err.Error(), "without last used records") {
+		t.Fatalf("Check of a version 4 file without times: %v", err)
+	}
+	setVersion(t, path, 3) // sound again, for the Check after the test
+}
+
+// TestBoltPeersTimed: every peer gets a last-used time when it first
+// appears, a push outbox included, so a file is version 4 after its
+// first Open and a later Open does not walk its peers to find ones
+// without a time: a peer whose time is taken away (by a program that
+// does not keep them, or damage) gets none back, and Check reports it.
+func TestBoltPeersTimed(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, nil)
+	mustPush(t, b, push("pushed", 1))
+	mustWatermark(t, b, "w", protocol.StreamID{1}, 3)
+	mustBind(t, b, "bound", "i")
+	for _, p := range []string{"pushed", "w", "bound"} {
+		if at, err := queue.LastUsed(b, p); err != nil || at.IsZero() {
+			t.Fatalf("LastUsed(%s) = %v, %v; want a time", p, at, err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.Check(path); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := queue.InspectFile(path, nil); err != nil || r.Version != 4 {
+		t.Fatalf("InspectFile: version %v, %v; want 4", r.Version, err)
+	}
+	dropPeerTime(t, path, "pushed")
+	b = openBolt(t, path, &queue.Options{IdleExpiry: time.Hour})
+	mustTouch(t, b, "z") // a commit after Open's first expiry pass
+	if at, err := queue.LastUsed(b, "pushed"); err != nil || !at.IsZero() {
+		t.Fatalf("LastUsed(pushed) = %v, %v after a reopen; want none: a version 4 file is not walked", at, err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.Check(path); err == nil || !strings.Contains(err.Error(), `"pushed", which has no last used time`) {
+		t.Fatalf("Check: %v", err)
+	}
+	setVersion(t, path, 3) // sound again, for the Check after the test
 }
 
 // TestBoltIdleCheck: Check finds a last-used record without its index

@@ -74,7 +74,7 @@ func inspectStore(t *testing.T, path string) queue.Report {
 		return i
 	}
 	want := queue.Report{
-		Version:      2,
+		Version:      4,
 		Meta:         b.Meta(),
 		Outbox:       queue.Stats{Messages: 2, Bytes: b.Stats().Bytes, FirstSeq: 1, LastSeq: 2},
 		Outboxes:     3,
@@ -126,7 +126,7 @@ func TestInspectFile(t *testing.T) {
 		}
 		o.Oldest = time.Time{}
 		c := &got.Clients[i]
-		used := c.Identity != "" || len(c.Watermarks) > 0
+		used := c.Identity != "" || len(c.Watermarks) > 0 || o.LastSeq > 0
 		if used && (c.LastUsed.Before(start) || c.LastUsed.After(end)) {
 			t.Errorf("client %q: LastUsed %v outside [%v, %v]", c.Client, c.LastUsed, start, end)
 		}
@@ -207,7 +207,7 @@ func TestInspectFileClientStore(t *testing.T) {
 		r.Clients[i].LastUsed = time.Time{}
 	}
 	wantClients := []queue.ClientReport{{Client: "server", Outbox: queue.OutboxInfo{Client: "server"}, Watermarks: []queue.Watermark{{streamOf(7), 3}}}}
-	if r.Version != 1 || r.Meta != meta || r.Outbox.Messages != 1 || r.Outboxes != 0 || r.Bindings != 0 || r.Watermarks != 1 ||
+	if r.Version != 4 || r.Meta != meta || r.Outbox.Messages != 1 || r.Outboxes != 0 || r.Bindings != 0 || r.Watermarks != 1 ||
 		!reflect.DeepEqual(r.Clients, wantClients) || r.More {
 		t.Errorf("InspectFile of a client store = %+v", *r)
 	}

@@ -435,6 +435,11 @@ func (m *Memory) Push(ctx context.Context, msgs []Push) ([]uint64, []Evicted, er
 		if ob == nil {
 			ob = &memOutbox{stream: protocol.StreamID(uuid.New())}
 			m.outboxes[g.Client] = ob
+			// A new outbox names a peer, which gets a last-used time so
+			// that sweep removes the outbox once it is empty and idle.
+			if _, ok := m.lastUsed[g.Client]; !ok {
+				m.lastUsed[g.Client] = now
+			}
 		}
 		for _, p := range ob.entries[:plans[i].k] {
 			evicted = append(evicted, Evicted{Client: g.Client, Seq: p.e.Seq, ID: p.e.ID})

@@ -411,7 +411,7 @@ func (b *Bolt) Clients(after string, limit int) ([]OutboxInfo, error) {
 // outbox found damaged, fails alone (r.err wraps ErrFull or ErrCorrupt)
 // and changes nothing; the other requests of the transaction go on. changed reports whether tx was written to; an error
 // fails the whole transaction.
-func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, err error) {
+func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder, u *usage) (changed bool, err error) {
 	p := r.push
 	p.seqs, p.evicted, r.err = nil, nil, nil // a retried transaction starts over
 
@@ -515,6 +515,11 @@ func (b *Bolt) applyPush(tx *bolt.Tx, r *request, rc *recorder) (changed bool, e
 				return false, err
 			}
 			pl.m = outboxMeta{stream: protocol.StreamID(stream)}
+			// A new outbox names a peer: it gets a last-used time like
+			// a binding or a watermark (see formatVersion4).
+			if _, err := u.touch([]byte(g.Client)); err != nil {
+				return false, err
+			}
 		}
 		if k := uint64(len(pl.evicted)); k > 0 {
 			settle := func(seq uint64, id protocol.MessageID) error {

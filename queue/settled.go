@@ -175,7 +175,7 @@ func (rc *recorder) putRange(client string, from, upTo uint64, ids []protocol.Me
 	if err != nil {
 		return err
 	}
-	if err := bumpVersion(rc.tx, formatVersion); err != nil {
+	if err := bumpVersion(rc.tx, formatVersion3); err != nil {
 		return err
 	}
 	// Keys grow at the end of each client's run, times at the end.

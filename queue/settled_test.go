@@ -211,7 +211,8 @@ func fileVersion(t *testing.T, path string) (version uint64, records bool) {
 
 // TestBoltSettledNoCost: without TrackSettled and pushes, a client store
 // writes no records, spends no extra commit, and its file stays format
-// version 1; the first push makes it version 2.
+// version 1; the first push makes it version 4 (2 for the records, 4
+// for the outbox's peer, which has a last-used time).
 func TestBoltSettledNoCost(t *testing.T) {
 	path := tempPath(t)
 	b := openBolt(t, path, nil)
@@ -234,8 +235,8 @@ func TestBoltSettledNoCost(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if v, records := fileVersion(t, path); v != 2 || !records {
-		t.Fatalf("file version %d, records %v after a push; want 2 and some", v, records)
+	if v, records := fileVersion(t, path); v != 4 || !records {
+		t.Fatalf("file version %d, records %v after a push; want 4 and some", v, records)
 	}
 }
 
@@ -433,8 +434,8 @@ func TestBoltAckedRanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Version != 3 || r.Settled != (queue.SettledCounts{Pending: 1, Reported: 4}) {
-		t.Fatalf("Inspect: version %d, settled %+v; want 3 and 1 pending, 4 reported", r.Version, r.Settled)
+	if r.Version != 4 || r.Settled != (queue.SettledCounts{Pending: 1, Reported: 4}) {
+		t.Fatalf("Inspect: version %d, settled %+v; want 4 and 1 pending, 4 reported", r.Version, r.Settled)
 	}
 	b = openBolt(t, path, opts)
 	// Past the retention, a commit prunes.

@@ -202,6 +202,7 @@ type txOut struct {
 	more     bool  // records due for pruning are left
 	drained  bool  // a push outbox was acked to empty
 	recorded bool  // a last-used time was written
+	timed    bool  // the file became version 4 (see Bolt.timed)
 
 	expired   bool    // expiry ran; expNext, expMore and fill are valid
 	expNext   int64   // last-used time of the oldest peer left (0: none)
@@ -301,6 +302,7 @@ func (b *Bolt) commit(batch []*request) bool {
 				b.pruneAt = due
 			}
 		}
+		b.timed = b.timed || out.timed
 		if out.recorded && b.opts.IdleExpiry > 0 && b.expireAt == 0 {
 			b.expireAt = in.now + b.opts.IdleExpiry.Milliseconds()
 		}
@@ -412,7 +414,7 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 		case reqTouch:
 			c, err = u.touch(r.key)
 		case reqPush:
-			c, err = b.applyPush(tx, r, rc)
+			c, err = b.applyPush(tx, r, rc, u)
 		case reqAckOutbox:
 			var drained bool
 			c, drained, err = b.applyAckOutbox(tx, r, rc)
@@ -445,6 +447,14 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 		if err := b.applyExpiry(u, in, &out); err != nil {
 			return out, err
 		}
+	}
+	// The walk has seen every peer: promise it to later Opens.
+	if walked := (out.expired && out.fill.done) || (!in.expire && in.fill.done); walked &&
+		!b.timed && b.opts.IdleExpiry > 0 && tx.Bucket(bucketLastUsed) != nil {
+		if err := bumpVersion(tx, formatVersion4); err != nil {
+			return out, err
+		}
+		out.timed, out.changed = true, true
 	}
 	out.recorded = u.recorded
 	out.reported = rc.reported

@@ -117,7 +117,7 @@ func TestInspectServerJSON(t *testing.T) {
 	}
 	fi, _ := os.Stat(filepath.Join(dir, serveStoreName))
 	if s.Role != roleServer || s.Path != filepath.Join(dir, serveStoreName) || s.ClientID != meta.ClientID ||
-		s.Stream != meta.Stream.String() || s.FormatVersion != 2 || s.FileSize != fi.Size() ||
+		s.Stream != meta.Stream.String() || s.FormatVersion != 4 || s.FileSize != fi.Size() ||
 		s.Outboxes != 2 || s.PushMessages != 3 || s.PushBytes != 15 || s.Bindings != 3 || s.WatermarkN != 3 ||
 		s.Settled != (settledDoc{Pending: 3, Unreported: 1}) || s.NextAfter != "" || s.Watermarks != nil {
 		t.Errorf("store = %+v", s)
@@ -162,7 +162,7 @@ func TestInspectServerTable(t *testing.T) {
 	}
 	t.Logf("\n%s", out)
 	for _, re := range []string{
-		`(?m)^store: +\S+server\.db \(server, format 2\)$`,
+		`(?m)^store: +\S+server\.db \(server, format 4\)$`,
 		`(?m)^clients: +2 pushed to \(3 messages, 15 bytes queued\), 3 bound, 3 watermarks$`,
 		`(?m)^settled: +3 pending, 1 unreported, 0 reported$`,
 		`(?m)^CLIENT +IDENTITY +DEPTH +BYTES +OLDEST +FIRST +LAST +WATERMARKS$`,
@@ -236,7 +236,7 @@ func TestInspectClientStore(t *testing.T) {
 	}
 	got := doc.Stores[0]
 	want := storeDoc{
-		Path: path, Role: roleClient, FormatVersion: 1, FileSize: got.FileSize,
+		Path: path, Role: roleClient, FormatVersion: 4, FileSize: got.FileSize,
 		ClientID: meta.ClientID, Stream: meta.Stream.String(),
 		Outbox:     outboxDoc{Messages: 2, Bytes: 8, FirstSeq: 2, LastSeq: 3, Acked: 1},
 		WatermarkN: 1,

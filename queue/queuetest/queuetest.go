@@ -1244,19 +1244,26 @@ func testIdleExpires(t *testing.T, h Harness) {
 }
 
 // testIdleKeepsPushes: a peer whose push outbox holds messages is never
-// expired; once they are acked it is, with its empty outbox.
+// expired; once they are acked it is, with its empty outbox. A client
+// that was only ever pushed to (no binding, no watermark) is a peer
+// too: its emptied outbox goes the same way.
 func testIdleKeepsPushes(t *testing.T, h Harness) {
 	s := h.Open(t, &queue.Options{IdleExpiry: time.Hour})
 	clock := useClockAt(t, h, s, time.Now())
-	claim(t, s, "p", "q", "z")
+	claim(t, s, "p", "q", "r", "z")
 	for _, p := range []string{"p", "q"} {
 		mustBind(t, s, p, "id-"+p)
 		mustSetWatermark(t, s, p, protocol.StreamID{9}, 1)
 		mustPush(t, s, push(p, 1))
 	}
+	mustPush(t, s, push("r", 1))
 	mustAckOutbox(t, s, "q", 1)
+	mustAckOutbox(t, s, "r", 1)
 	clock.Advance(2 * time.Hour)
 	mustTouch(t, s, "z")
+	if info := mustInfo(t, s, "r"); !info.Stream.IsZero() {
+		t.Errorf("OutboxInfo(r) = %+v, want the empty outbox of a client only pushed to gone", info)
+	}
 
 	wantBinding(t, s, "p", "id-p")
 	wantWatermark(t, s, "p", protocol.StreamID{9}, 1)

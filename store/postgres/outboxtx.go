@@ -402,6 +402,13 @@ WHERE o.client = t.c`, upd, updL, updA, updM, updB)
 INSERT INTO wsr_outboxes (client, stream, last_seq, acked, messages, bytes)
 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])`,
 			newC, newS, newL, newA, newM, newB)
+		// A new outbox names a peer, which gets a last-used time as a
+		// binding or a watermark does, so that sweep removes the outbox
+		// once it is empty and idle. A sweep deleting the peer's row
+		// meanwhile holds its lock: the upsert waits, then inserts.
+		x.pending.Queue(`
+INSERT INTO wsr_peers (peer, last_used) SELECT unnest($1::bytea[]), $2
+ON CONFLICT (peer) DO UPDATE SET last_used = GREATEST(wsr_peers.last_used, EXCLUDED.last_used)`, newC, x.now)
 	}
 	return x.flush()
 }
