@@ -363,6 +363,7 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 	}
 	rc := &recorder{tx: tx, now: in.now, reportedAtSettle: b.opts.SettleReported, keep: b.retention >= 0}
 	u := &usage{tx: tx, now: in.now, skip: touchGranularity(b.opts.IdleExpiry)}
+	runs := make(pushRuns)
 	// Keys only ever grow at the end, so full pages split no further.
 	ob.FillPercent = 0.95
 	old := *st
@@ -414,7 +415,7 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 		case reqTouch:
 			c, err = u.touch(r.key)
 		case reqPush:
-			c, err = b.applyPush(tx, r, rc, u)
+			c, err = b.applyPush(tx, r, rc, u, runs)
 		case reqAckOutbox:
 			var drained bool
 			c, drained, err = b.applyAckOutbox(tx, r, rc)
@@ -427,6 +428,7 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 			return out, err
 		}
 	}
+	runs.fill(tx)
 	if in.prune {
 		n, next, more, err := rc.prune(in.now - b.retention.Milliseconds())
 		switch {
