@@ -15,6 +15,13 @@ func SetFailCommit(b *Bolt, fn func() error) {
 	b.testFailCommit.Store(&fn)
 }
 
+// SetReleaseIdle sets how long b's writer waits without a commit before
+// releasing its mapped pages; Releases counts the releases.
+func SetReleaseIdle(b *Bolt, d time.Duration) { b.releaseIdle.Store(int64(d)) }
+
+// Releases returns how many times b released its mapped pages.
+func Releases(b *Bolt) int64 { return b.releases.Load() }
+
 // SetAckDelay sets how long b's acked entries wait for an append to share
 // their delete commit.
 func SetAckDelay(b *Bolt, d time.Duration) { b.ackDelay.Store(int64(d)) }

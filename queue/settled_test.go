@@ -246,10 +246,15 @@ func TestBoltSettledReopen(t *testing.T) {
 	path := tempPath(t)
 	opts := &queue.Options{TrackSettled: true, OutboxMaxMessages: 3, OutboxEvict: true}
 	b := openBolt(t, path, opts)
+	// Records are reported in the order of their times: each step
+	// settles a millisecond after the one before.
+	clock := useClock(t, b)
 	id := pushN(t, b, "a", 1, 5) // evicts 1 and 2
+	clock.Advance(time.Millisecond)
 	if err := b.AckOutbox(testCtx(t), "a", 4, []queue.Outcome{{Seq: 4, Code: 2, Reason: "expired"}}); err != nil {
 		t.Fatal(err)
 	}
+	clock.Advance(time.Millisecond)
 	mustAppend(t, b, entry(100))
 	if err := b.AckWith(testCtx(t), 1, []queue.Outcome{{Seq: 1, Code: 1, Reason: "no"}}); err != nil {
 		t.Fatal(err)

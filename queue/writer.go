@@ -92,6 +92,20 @@ func (b *Bolt) run() {
 	pruneT.Stop()
 	pruneArmed := false
 	var next *request // taken but left for the next batch (byte budget)
+	// release fires once the writer has been idle for releaseIdle after
+	// a commit: then, and at least every releaseEvery under a steady
+	// load, it releases the pages of the mapping.
+	release := time.NewTimer(time.Hour)
+	release.Stop()
+	lastRelease := time.Now()
+	committed := func() {
+		if time.Since(lastRelease) >= releaseEvery {
+			b.releasePages()
+			lastRelease = time.Now()
+		}
+		release.Reset(time.Duration(b.releaseIdle.Load()))
+	}
+	defer release.Stop()
 	for {
 		first := next
 		next = nil
@@ -108,8 +122,13 @@ func (b *Bolt) run() {
 			case first = <-b.reqs:
 			case <-b.wake:
 				continue
+			case <-release.C:
+				b.releasePages()
+				lastRelease = time.Now()
+				continue
 			case <-idle.C:
 				armed = false
+				committed()
 				switch {
 				case !b.commit(nil):
 					// Retry a failing delete (a full disk) less eagerly.
@@ -123,6 +142,7 @@ func (b *Bolt) run() {
 				continue
 			case <-pruneT.C:
 				pruneArmed = false
+				committed()
 				if !b.commit(nil) {
 					pruneT.Reset(time.Second)
 					pruneArmed = true
@@ -155,12 +175,43 @@ func (b *Bolt) run() {
 			}
 		}
 		b.commit(batch)
+		committed()
 		// The commit may have moved pruneAt or expireAt: arm again.
 		if pruneArmed {
 			pruneT.Stop()
 			pruneArmed = false
 		}
 	}
+}
+
+// Releasing the mapped pages. bbolt reads the file through a shared
+// memory map, and every page a read or a write's search touched stays
+// mapped into the process, counted in its RSS, until the mapping is
+// replaced: a server that queued pushes for 100,000 offline clients held
+// hundreds of MiB of pages it would not read again until those clients
+// came back. A store that is not being written to, and one under load
+// every minute, hands them back to the page cache (see releaseMapping),
+// as a store that read its file with pread would hold them: disk cache
+// the kernel reclaims first, not memory of the process. The pages still
+// in use are mapped in again by the next read, a minor fault each.
+const (
+	defaultReleaseIdle = 5 * time.Second
+	releaseEvery       = time.Minute
+)
+
+// releasePages releases the pages of the mapping. Only the writer calls
+// it, between transactions: the writer is the one that remaps (a write
+// growing the file, a compaction), and the read transaction it runs in
+// keeps the mapping in place besides.
+func (b *Bolt) releasePages() {
+	err := b.view(func(tx *bolt.Tx) error {
+		return releaseMapping(tx.DB().Info().Data, tx.Size())
+	})
+	if err != nil {
+		b.log.Debug("queue: releasing mapped pages", "path", b.path, "err", err)
+		return
+	}
+	b.releases.Add(1)
 }
 
 // dueAt is the earliest of pruneAt and expireAt that is set, 0 if

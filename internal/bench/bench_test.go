@@ -188,14 +188,14 @@ func TestFanout(t *testing.T) {
 
 func TestOffline(t *testing.T) {
 	ctx := testContext(t)
-	o, err := bench.Offline(ctx, bench.OfflineConfig{Clients: 50, Pushes: 3, Chunk: 20, Size: 64, Dir: t.TempDir()})
+	o, err := bench.Offline(ctx, bench.OfflineConfig{Clients: 50, Pushes: 3, Chunk: 20, Size: 64, Idle: time.Millisecond, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err) // includes a push missing from the store or out of place
 	}
 	if o.Checked != 150 {
 		t.Errorf("found %d pushes in the store, want 150", o.Checked)
 	}
-	for name, m := range map[string]bench.MemSample{"empty": o.Empty, "loaded": o.Loaded, "reopened": o.Reopened} {
+	for name, m := range map[string]bench.MemSample{"empty": o.Empty, "loaded": o.Loaded, "idle": o.Idle, "reopened": o.Reopened} {
 		if m.RSS <= 0 || m.Anon <= 0 || m.Heap <= 0 {
 			t.Errorf("%s: memory not measured: %+v", name, m)
 		}

@@ -24,6 +24,9 @@ type OfflineConfig struct {
 	Size int
 	// Chunk is the clients per SendMany call. Zero: 1,000.
 	Chunk int
+	// Idle is how long the server sits idle after queueing the pushes
+	// before its memory is read again. Zero: OfflineIdle.
+	Idle time.Duration
 	// Launcher starts the server processes.
 	Launcher Launcher
 	// Dir holds the server's store. Empty: os.TempDir().
@@ -51,6 +54,9 @@ type OfflineResult struct {
 	Empty MemSample
 	// Loaded is the same process after it queued the pushes.
 	Loaded MemSample
+	// Idle is the same process after it sat idle for Config.Idle: with
+	// the default, its store has released the pages of its memory map.
+	Idle MemSample
 	// Reopened is a fresh server process on the store holding them.
 	Reopened MemSample
 	// Fill is how long queueing the pushes took (fsync on, the default).
@@ -61,6 +67,15 @@ type OfflineResult struct {
 	// place with its payload: Clients × Pushes, or the run failed.
 	Checked int
 }
+
+// OfflineIdle is how long the offline scenario's server sits idle by
+// default after queueing the pushes before its memory is read again:
+// longer than the 5 s after which an idle store releases its mapped
+// pages.
+const OfflineIdle = 8 * time.Second
+
+// IdleRatio is Idle.RSS ÷ Empty.RSS, 0 if unknown.
+func (r OfflineResult) IdleRatio() float64 { return memRatio(r.Idle, r.Empty) }
 
 // LoadedRatio is Loaded.RSS ÷ Empty.RSS, 0 if unknown.
 func (r OfflineResult) LoadedRatio() float64 { return memRatio(r.Loaded, r.Empty) }
@@ -101,8 +116,11 @@ func Offline(ctx context.Context, cfg OfflineConfig) (res OfflineResult, err err
 	if cfg.Chunk == 0 {
 		cfg.Chunk = 1_000
 	}
+	if cfg.Idle == 0 {
+		cfg.Idle = OfflineIdle
+	}
 	res.Config = cfg
-	if cfg.Clients < 0 || cfg.Pushes < 0 || cfg.Size < 0 || cfg.Chunk < 0 {
+	if cfg.Clients < 0 || cfg.Pushes < 0 || cfg.Size < 0 || cfg.Chunk < 0 || cfg.Idle < 0 {
 		return res, fmt.Errorf("bench: negative field in %+v", cfg)
 	}
 	dir, err := os.MkdirTemp(cfg.Dir, "wsreliable-bench-offline-")
@@ -126,7 +144,17 @@ func Offline(ctx context.Context, cfg OfflineConfig) (res OfflineResult, err err
 			return fmt.Errorf("bench: server queued %d pushes, want %d", st.Pushed, want)
 		}
 		res.Fill = st.Took
-		res.Loaded, err = childMem(srv)
+		if res.Loaded, err = childMem(srv); err != nil {
+			return err
+		}
+		// The scenario, not a wait for anything: a gateway whose
+		// clients are offline sits idle.
+		select {
+		case <-time.After(cfg.Idle):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		res.Idle, err = childMem(srv)
 		return err
 	})
 	if err != nil {
