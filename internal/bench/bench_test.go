@@ -284,7 +284,7 @@ func TestMainPushScenarios(t *testing.T) {
 	for _, want := range []string{
 		"## Server → client push", "| 256 B | 16 |",
 		"## Fan-out", "| 10 connected | #1 |", "| 10 connected | #3 |", "| 10 offline | #3 |",
-		"## Offline clients", "| empty store |", "| after queueing the pushes (same process) |", "| fresh process on the full store |",
+		"## Offline clients", "| empty store |", "| right after queueing the pushes (same process) |", "| the same process after 8s idle |", "| fresh process on the full store |",
 	} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, stdout.String())
