@@ -25,7 +25,7 @@ const defaultClientsLimit = 100
 func dedupe(msgs []Push, lookup pushid.Lookup) (fresh []int, seqs []uint64, sameAs map[int]int, err error) {
 	ms := make([]pushid.Msg, len(msgs))
 	for i := range msgs {
-		ms[i] = pushid.Msg{Client: msgs[i].Client, ID: msgs[i].Entry.ID}
+		ms[i] = pushid.Msg{Client: msgs[i].Client, ID: msgs[i].Entry.ID, New: msgs[i].NewID}
 	}
 	fresh, seqs, sameAs, err = pushid.Sort(ms, lookup, ErrIDInUse)
 	if len(fresh) == len(msgs) {

@@ -155,6 +155,12 @@ type Push struct {
 	Client string
 	// Entry is the message; its Seq is ignored and assigned.
 	Entry Entry
+	// NewID promises that Entry.ID was made for this push (a UUIDv7
+	// this process just generated), so that no earlier push can have
+	// it: the store does not look it up. Leave it false for an ID that
+	// came from elsewhere (an application's, or derived from one), which
+	// makes the push idempotent.
+	NewID bool
 }
 
 // OutboxInfo describes one client's outbox.

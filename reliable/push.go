@@ -186,7 +186,8 @@ func (s *Server) push(ctx context.Context, ps []pending) ([]*Receipt, error) {
 		rs[i].client = p.client
 		rs[i].watch = s.watchReceipt
 		pushes[i] = queue.Push{Client: p.client, Entry: queue.Entry{
-			ID: rs[i].id, Headers: p.msg.Headers, Payload: p.msg.Payload, Expires: expiry(p.msg.TTL)}}
+			ID: rs[i].id, Headers: p.msg.Headers, Payload: p.msg.Payload, Expires: expiry(p.msg.TTL)},
+			NewID: p.msg.ID == (protocol.MessageID{})}
 		bytes += uint64(len(p.msg.Payload))
 	}
 	if s.storeFull() {

@@ -10,10 +10,12 @@ import (
 	"github.com/wsreliable/wsreliable/protocol"
 )
 
-// Msg is one message of a push: its client and its message ID.
+// Msg is one message of a push: its client and its message ID. New
+// promises an ID made for this push, which cannot be a repeat.
 type Msg struct {
 	Client string
 	ID     protocol.MessageID
+	New    bool
 }
 
 // Lookup returns the client and sequence a store has recorded for id;
@@ -27,13 +29,14 @@ type Lookup func(id protocol.MessageID) (client string, seq uint64, found bool, 
 // of the repeats; and sameAs, mapping a message that repeats one of the
 // call to that one's position, whose sequence [Fill] gives it once
 // assigned. An ID recorded, or repeated in the call, for another client
-// fails with an error wrapping inUse. A zero ID is never a repeat.
+// fails with an error wrapping inUse. A zero or new ID is never a
+// repeat, and never looked up.
 func Sort(msgs []Msg, lookup Lookup, inUse error) (fresh []int, seqs []uint64, sameAs map[int]int, err error) {
 	seqs = make([]uint64, len(msgs))
 	fresh = make([]int, 0, len(msgs))
 	var first map[protocol.MessageID]int // position of each ID's first fresh message
 	for i, m := range msgs {
-		if m.ID == (protocol.MessageID{}) {
+		if m.ID == (protocol.MessageID{}) || m.New {
 			fresh = append(fresh, i)
 			continue
 		}

@@ -270,8 +270,8 @@ func (x *outboxTx) dedupe(msgs []queue.Push) (fresh []int, seqs []uint64, sameAs
 	ms := make([]pushid.Msg, len(msgs))
 	for i := range msgs {
 		id := msgs[i].Entry.ID
-		ms[i] = pushid.Msg{Client: msgs[i].Client, ID: id}
-		if _, ok := known[id]; !ok && id != (protocol.MessageID{}) {
+		ms[i] = pushid.Msg{Client: msgs[i].Client, ID: id, New: msgs[i].NewID}
+		if _, ok := known[id]; !ok && id != (protocol.MessageID{}) && !msgs[i].NewID {
 			ask = append(ask, id[:])
 		}
 	}
