@@ -123,6 +123,9 @@ type fillPos struct {
 	bucket int
 	after  []byte // nil: from the bucket's start
 	done   bool
+	// stopped is set with done when the walk gave up on a damaged
+	// file: it did not see every peer.
+	stopped bool
 }
 
 // fillBuckets are the buckets whose keys name peers, in walk order.

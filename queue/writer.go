@@ -519,8 +519,11 @@ func (b *Bolt) applyWrites(tx *bolt.Tx, writes []*request, in txIn, st *state) (
 		}
 	}
 	// The walk has seen every peer: promise it to later Opens.
-	if walked := (out.expired && out.fill.done) || (!in.expire && in.fill.done); walked &&
-		!b.timed && b.opts.IdleExpiry > 0 && tx.Bucket(bucketLastUsed) != nil {
+	fill := in.fill
+	if out.expired {
+		fill = out.fill
+	}
+	if fill.done && !fill.stopped && !b.timed && b.opts.IdleExpiry > 0 && tx.Bucket(bucketLastUsed) != nil {
 		if err := bumpVersion(tx, formatVersion4); err != nil {
 			return out, err
 		}
@@ -557,7 +560,7 @@ func (b *Bolt) applyExpiry(u *usage, in txIn, out *txOut) error {
 		// As for pruning: expiry stops until the next Open; Check
 		// reports the damage.
 		b.log.Warn("queue: idle expiry stopped", "path", b.path, "err", err)
-		out.expired, out.expNext, out.expMore, out.fill = true, 0, false, fillPos{done: true}
+		out.expired, out.expNext, out.expMore, out.fill = true, 0, false, fillPos{done: true, stopped: true}
 		return nil
 	case err != nil:
 		return err
