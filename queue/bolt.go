@@ -127,10 +127,13 @@ type Bolt struct {
 
 	commits atomic.Int64 // successful write transactions, for tests
 	// releaseIdle is how long the writer waits without a commit before
-	// releasing the mapped pages (time.Duration; see releasePages), and
-	// releases counts the releases, for tests.
-	releaseIdle atomic.Int64
-	releases    atomic.Int64
+	// releasing the mapped pages (time.Duration; see releasePages),
+	// releaseAfter the bytes of pages its commits write before it
+	// releases them under load, and releases counts the releases, for
+	// tests.
+	releaseIdle  atomic.Int64
+	releaseAfter atomic.Int64
+	releases     atomic.Int64
 
 	// testFailCommit, when set by a test, is called at the end of each
 	// write transaction; an error aborts it, as a failing fsync would.
@@ -221,6 +224,7 @@ func Open(path string, opts *Options) (*Bolt, error) {
 	b.outLimits = o.outboxLimits()
 	b.ackDelay.Store(int64(defaultAckDelay))
 	b.releaseIdle.Store(int64(defaultReleaseIdle))
+	b.releaseAfter.Store(defaultReleaseAfter)
 	go b.run()
 	b.log.Info("queue: opened", "path", path, "client_id", meta.ClientID,
 		"messages", st.messages(), "last_seq", st.last)

@@ -88,3 +88,26 @@ func TestBoltReleasesMappedPages(t *testing.T) {
 	}
 	readAll()
 }
+
+// TestBoltReleasesUnderLoad: a store that is never idle releases its
+// mapped pages once its commits have written enough pages.
+func TestBoltReleasesUnderLoad(t *testing.T) {
+	b := openBolt(t, tempPath(t), &queue.Options{NoSync: true})
+	queue.SetReleaseIdle(b, time.Hour)
+	queue.SetReleaseAfter(b, 1<<20)
+	payload := make([]byte, 1000)
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; queue.Releases(b) == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no release after %d pushes of 64 KB", i)
+		}
+		msgs := make([]queue.Push, 64)
+		for j := range msgs {
+			e := entry(i*64 + j)
+			e.Payload, e.Headers = payload, nil
+			client := fmt.Sprintf("client-%03d", j)
+			msgs[j] = queue.Push{Client: client, Entry: withID(e, client)}
+		}
+		mustPush(t, b, msgs...)
+	}
+}

@@ -95,8 +95,9 @@ func (b *Bolt) run() {
 	pruneArmed := false
 	var next *request // taken but left for the next batch (byte budget)
 	// release fires once the writer has been idle for releaseIdle after
-	// a commit: then, and at least every releaseEvery under a steady
-	// load, it releases the pages of the mapping.
+	// a commit: then, and under a steady load once its commits have
+	// written releaseAfter bytes of pages or releaseEvery has passed, it
+	// releases the pages of the mapping.
 	release := time.NewTimer(time.Hour)
 	release.Stop()
 	defer release.Stop()
@@ -107,10 +108,14 @@ func (b *Bolt) run() {
 		releasing   sync.WaitGroup
 		busy        atomic.Bool
 		lastRelease = time.Now()
+		// Pages the commits allocated (bbolt's count, which restarts
+		// with the DB a compaction opens) at the last release.
+		pagesAt int64
 	)
 	defer releasing.Wait()
+	pages := func() int64 { st := b.db.Stats(); return st.TxStats.GetPageCount() }
 	releaseNow := func() {
-		lastRelease = time.Now()
+		lastRelease, pagesAt = time.Now(), pages()
 		if busy.CompareAndSwap(false, true) {
 			releasing.Go(func() {
 				defer busy.Store(false)
@@ -119,7 +124,9 @@ func (b *Bolt) run() {
 		}
 	}
 	committed := func() {
-		if time.Since(lastRelease) >= releaseEvery {
+		n := pages()
+		pagesAt = min(pagesAt, n)
+		if time.Since(lastRelease) >= releaseEvery || (n-pagesAt)*int64(b.db.Info().PageSize) >= b.releaseAfter.Load() {
 			releaseNow()
 		}
 		release.Reset(time.Duration(b.releaseIdle.Load()))
@@ -207,13 +214,16 @@ func (b *Bolt) run() {
 // replaced: a server that queued pushes for 100,000 offline clients held
 // hundreds of MiB of pages it would not read again until those clients
 // came back. A store that is not being written to, and one under load
-// every minute, hands them back to the page cache (see releaseMapping),
-// as a store that read its file with pread would hold them: disk cache
-// the kernel reclaims first, not memory of the process. The pages still
-// in use are mapped in again by the next read, a minor fault each.
+// every 64 MiB of pages written (a write's search maps about the pages
+// it rewrites) or every minute, hands them back to the page cache (see
+// releaseMapping), as a store that read its file with pread would hold
+// them: disk cache the kernel reclaims first, not memory of the
+// process. The pages still in use are mapped in again by the next read,
+// a minor fault each.
 const (
-	defaultReleaseIdle = 5 * time.Second
-	releaseEvery       = time.Minute
+	defaultReleaseIdle  = 5 * time.Second
+	defaultReleaseAfter = 64 << 20
+	releaseEvery        = time.Minute
 )
 
 // releasePages releases the pages of the mapping. The read transaction
