@@ -122,6 +122,12 @@ func TestAttackClientIDOfAnotherIdentity(t *testing.T) {
 	// Bob, a real client with the same client ID, sends under it.
 	bob := newClient(t, url, &reliable.ClientOptions{ClientID: "shared", Header: asIdentity("bob")})
 	sendAll(t, ctx, bob, "b1", "b2")
+	// Bob's client is done. The injector below is bob too, on the same
+	// address: a client still running would reconnect and take over
+	// from it (4001) before its ack came, on a slow enough machine.
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	// Bob, by hand, injects 6..10 on alice's stream ID.
 	ws, _, err := dialRaw(t, url, []string{protocol.Subprotocol}, http.Header{identityHeader: {"bob"}})
