@@ -138,6 +138,10 @@ type Bolt struct {
 	// testFailCommit, when set by a test, is called at the end of each
 	// write transaction; an error aborts it, as a failing fsync would.
 	testFailCommit atomic.Pointer[func() error]
+	// testAfterCommit, when set by a test, is called after each write
+	// transaction committed and before the writer records its state: a
+	// reader already sees what it wrote.
+	testAfterCommit atomic.Pointer[func()]
 }
 
 // state is the outbox state kept in the meta bucket.
@@ -689,15 +693,23 @@ func (b *Bolt) AckWith(ctx context.Context, upTo uint64, outcomes []Outcome) err
 	b.ackMu.Lock()
 	defer b.ackMu.Unlock()
 	b.stMu.Lock()
-	from, to := b.ackTo, min(upTo, b.state.last)
+	from := b.ackTo
 	b.stMu.Unlock()
-	if to <= from {
+	if upTo <= from {
 		return nil
 	}
 	// The writer deletes only up to ackTo, so these entries stay put.
-	size, err := b.sizeBetween(from, to)
+	// An ack reaches at most the last entry committed, as the file
+	// shows it: the writer records its state only after a commit, and
+	// a sender that read an entry in between may have had its ack
+	// already (clamped to the recorded state, the ack of the newest
+	// entry was lost, and the entry stayed queued until a later ack).
+	size, to, err := b.sizeBetween(from, upTo)
 	if err != nil {
 		return b.wrap("ack", err)
+	}
+	if to <= from {
+		return nil
 	}
 	b.stMu.Lock()
 	b.ackTo = to
@@ -725,10 +737,11 @@ func (b *Bolt) AckWith(ctx context.Context, upTo uint64, outcomes []Outcome) err
 }
 
 // sizeBetween returns the entrySize sum of the entries with
-// from < Seq <= to. An undecodable entry counts 0, as deleteUpTo counts it.
-func (b *Bolt) sizeBetween(from, to uint64) (int64, error) {
-	var total int64
-	err := b.view(func(tx *bolt.Tx) error {
+// from < Seq <= to, and the highest such Seq (from if none). An
+// undecodable entry counts 0, as deleteUpTo counts it.
+func (b *Bolt) sizeBetween(from, to uint64) (total int64, last uint64, err error) {
+	last = from
+	err = b.view(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(bucketOutbox)
 		if ob == nil {
 			return fmt.Errorf("%w: missing bucket %q", ErrCorrupt, bucketOutbox)
@@ -738,16 +751,18 @@ func (b *Bolt) sizeBetween(from, to uint64) (int64, error) {
 			if len(k) != 8 {
 				return fmt.Errorf("%w: outbox key %x", ErrCorrupt, k)
 			}
-			if binary.BigEndian.Uint64(k) > to {
+			seq := binary.BigEndian.Uint64(k)
+			if seq > to {
 				break
 			}
+			last = seq
 			if size, err := storedSize(v); err == nil {
 				total += size
 			}
 		}
 		return nil
 	})
-	return total, err
+	return total, last, err
 }
 
 // Watermark returns the highest sequence of (peer, stream) delivered

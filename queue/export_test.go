@@ -26,6 +26,16 @@ func SetReleaseAfter(b *Bolt, n int64) { b.releaseAfter.Store(n) }
 // Releases returns how many times b released its mapped pages.
 func Releases(b *Bolt) int64 { return b.releases.Load() }
 
+// SetAfterCommit makes b's writer call fn after each write transaction
+// it committed, before it records the new state; nil removes the hook.
+func SetAfterCommit(b *Bolt, fn func()) {
+	if fn == nil {
+		b.testAfterCommit.Store(nil)
+		return
+	}
+	b.testAfterCommit.Store(&fn)
+}
+
 // SetAckDelay sets how long b's acked entries wait for an append to share
 // their delete commit.
 func SetAckDelay(b *Bolt, d time.Duration) { b.ackDelay.Store(int64(d)) }

@@ -335,6 +335,9 @@ func (b *Bolt) commit(batch []*request) bool {
 		if errors.Is(err, errNoChange) {
 			err, ran = nil, false
 		}
+		if h := b.testAfterCommit.Load(); h != nil && err == nil && ran {
+			(*h)()
+		}
 	}
 	if err == nil && out.pruned {
 		// Also when nothing was pruned and the transaction rolled back:
