@@ -247,8 +247,9 @@ func TestBoltSettledReopen(t *testing.T) {
 	opts := &queue.Options{TrackSettled: true, OutboxMaxMessages: 3, OutboxEvict: true}
 	b := openBolt(t, path, opts)
 	// Records are reported in the order of their times: each step
-	// settles a millisecond after the one before.
-	clock := useClock(t, b)
+	// settles a millisecond after the one before. The clock starts now,
+	// so that after the reopen the records are not past their retention.
+	clock := idleClock(t, b)
 	id := pushN(t, b, "a", 1, 5) // evicts 1 and 2
 	clock.Advance(time.Millisecond)
 	if err := b.AckOutbox(testCtx(t), "a", 4, []queue.Outcome{{Seq: 4, Code: 2, Reason: "expired"}}); err != nil {
