@@ -108,6 +108,7 @@ type Bolt struct {
 	// Writer goroutine only.
 	compactedSize int64     // file size after the last compaction
 	compactedAt   time.Time // when the last compaction ended; zero: none since Open
+	compactWanted time.Time // since when a compaction waits for a quiet moment; zero: none
 	diskFull      bool      // the last commit failed for lack of space
 	// pruneAt is when (Unix ms) reported records may next be due for
 	// pruning; 0: none known.
@@ -134,6 +135,10 @@ type Bolt struct {
 	releaseIdle  atomic.Int64
 	releaseAfter atomic.Int64
 	releases     atomic.Int64
+	// compactIdle is how long the writer waits without a commit before
+	// it runs a compaction it held back (time.Duration; see
+	// maybeCompact).
+	compactIdle atomic.Int64
 
 	// testFailCommit, when set by a test, is called at the end of each
 	// write transaction; an error aborts it, as a failing fsync would.
@@ -228,6 +233,7 @@ func Open(path string, opts *Options) (*Bolt, error) {
 	b.outLimits = o.outboxLimits()
 	b.ackDelay.Store(int64(defaultAckDelay))
 	b.releaseIdle.Store(int64(defaultReleaseIdle))
+	b.compactIdle.Store(int64(defaultCompactIdle))
 	b.releaseAfter.Store(defaultReleaseAfter)
 	go b.run()
 	b.log.Info("queue: opened", "path", path, "client_id", meta.ClientID,

@@ -19,6 +19,10 @@ func SetFailCommit(b *Bolt, fn func() error) {
 // releasing its mapped pages; Releases counts the releases.
 func SetReleaseIdle(b *Bolt, d time.Duration) { b.releaseIdle.Store(int64(d)) }
 
+// SetCompactIdle sets how long b's writer waits without a commit before
+// it runs a compaction it held back for copying too much to run at once.
+func SetCompactIdle(b *Bolt, d time.Duration) { b.compactIdle.Store(int64(d)) }
+
 // SetReleaseAfter sets how many bytes of pages b's commits write before
 // its writer releases the mapped pages under load.
 func SetReleaseAfter(b *Bolt, n int64) { b.releaseAfter.Store(n) }

@@ -361,6 +361,60 @@ func TestBoltIdleCheck(t *testing.T) {
 	}
 }
 
+// pushBacklog pushes n messages of size bytes to client, 32 per push,
+// each with an ID of its own.
+func pushBacklog(t *testing.T, b *queue.Bolt, client string, n, size int) {
+	t.Helper()
+	for i := 0; i < n; i += 32 {
+		msgs := make([]queue.Push, min(32, n-i))
+		for j := range msgs {
+			e := withID(entry(i+j), client)
+			e.Payload = make([]byte, size)
+			msgs[j] = queue.Push{Client: client, Entry: e}
+		}
+		mustPush(t, b, msgs...)
+	}
+}
+
+// TestBoltCompactWaitsForQuiet: a drain that leaves more live data than
+// a compaction should copy with every write waiting (another client's
+// backlog) is compacted only once the writer has been idle, not in the
+// middle of the writes that follow it.
+func TestBoltCompactWaitsForQuiet(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, &queue.Options{NoSync: true})
+	queue.SetCompactIdle(b, time.Hour)
+	const size = 64 << 10
+	pushBacklog(t, b, "keep", 96, size)   // 6 MiB that stays
+	pushBacklog(t, b, "drain", 320, size) // 20 MiB acked below
+	full := b.Stats().FileSize
+	mustAckOutbox(t, b, "drain", 320)
+	// Writes go on; each is answered after the commit before it, and
+	// the compaction that commit would start.
+	for i := range 20 {
+		if err := b.SetWatermark(testCtx(t), "p", protocol.StreamID{1}, uint64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := b.Stats().FileSize; got < full {
+		t.Fatalf("file of %d bytes, %d before the drain: compacted while writes went on", got, full)
+	}
+	// A quiet moment: the next commit arms the wait, which now is short.
+	queue.SetCompactIdle(b, 10*time.Millisecond)
+	if err := b.SetWatermark(testCtx(t), "p", protocol.StreamID{1}, 100); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "compaction once idle", func() bool { return b.Stats().FileSize < full/2 })
+	t.Logf("file: %d bytes before the drain, %d once idle", full, b.Stats().FileSize)
+	es, err := b.ReadOutbox("keep", 1, 1000, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 96 || es[0].Seq != 1 || es[95].Seq != 96 || len(es[95].Payload) != size {
+		t.Fatalf("outbox of keep after the compaction: %d entries, want seqs 1–96 of %d bytes", len(es), size)
+	}
+}
+
 // TestBoltCompactAfterPushDrain: a push backlog acked to empty gives its
 // space back to the file system, as a drained client outbox does.
 func TestBoltCompactAfterPushDrain(t *testing.T) {

@@ -123,7 +123,19 @@ func (b *Bolt) run() {
 			})
 		}
 	}
+	// quiet fires once the writer has been idle for b.compactIdle while
+	// a compaction is wanted (see maybeCompact).
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	defer quiet.Stop()
 	committed := func() {
+		if !b.compactWanted.IsZero() {
+			if time.Since(b.compactWanted) >= compactPause {
+				b.maybeCompact(true)
+			} else {
+				quiet.Reset(time.Duration(b.compactIdle.Load()))
+			}
+		}
 		n := pages()
 		pagesAt = min(pagesAt, n)
 		if time.Since(lastRelease) >= releaseEvery || (n-pagesAt)*int64(b.db.Info().PageSize) >= b.releaseAfter.Load() {
@@ -149,6 +161,11 @@ func (b *Bolt) run() {
 				continue
 			case <-release.C:
 				releaseNow()
+				continue
+			case <-quiet.C:
+				if !b.compactWanted.IsZero() {
+					b.maybeCompact(true)
+				}
 				continue
 			case <-idle.C:
 				armed = false
@@ -413,12 +430,45 @@ func (b *Bolt) commit(batch []*request) bool {
 			r.err = cerr
 			close(r.done)
 		}
-	} else if err == nil && (st.acked > before.acked && st.messages() == 0 || (out.drained || out.freedRecs) && !b.compactPaused()) && b.shouldCompact() {
-		if cerr := b.compact(); cerr != nil {
-			b.log.Warn("queue: compaction failed", "path", b.path, "err", cerr)
-		}
+	} else if err == nil && (st.acked > before.acked && st.messages() == 0 || (out.drained || out.freedRecs) && !b.compactPaused()) {
+		b.maybeCompact(false)
 	}
 	return err == nil
+}
+
+// A compaction copies the live data with every write waiting: 42 MiB of
+// a server's pushes and settlement records took 1.3 s, in the middle of
+// a stream whose outbox had just drained. So one that would copy more
+// than compactNowMax is left for a quiet moment: until the writer has
+// been idle for a second, or, under a load that never pauses, until
+// it has waited compactPause. A client's drained queue, the common case,
+// leaves little to copy and is compacted at once.
+const (
+	compactNowMax      = 4 << 20
+	defaultCompactIdle = time.Second
+)
+
+// maybeCompact compacts the file if it is worth it (shouldCompact), at
+// once when the copy is small or quiet is true, else marks it wanted
+// (b.compactWanted) for the run loop to retry. Only the writer calls it.
+func (b *Bolt) maybeCompact(quiet bool) {
+	worth, live := b.shouldCompact()
+	if !worth {
+		b.compactWanted = time.Time{}
+		return
+	}
+	if !quiet && live > compactNowMax {
+		if b.compactWanted.IsZero() {
+			b.compactWanted = time.Now()
+		}
+		if time.Since(b.compactWanted) < compactPause {
+			return
+		}
+	}
+	b.compactWanted = time.Time{}
+	if err := b.compact(); err != nil {
+		b.log.Warn("queue: compaction failed", "path", b.path, "err", err)
+	}
 }
 
 // apply deletes the entries up to in.ackTo, performs writes and prunes
@@ -682,29 +732,30 @@ func (b *Bolt) update(fn func(*bolt.Tx) error) (err error) {
 	return b.db.Update(fn)
 }
 
-// shouldCompact reports whether the file is worth compacting: above
+// shouldCompact reports whether the file is worth compacting, and how
+// many bytes of live data a compaction would copy: above
 // CompactSize, more than twice its size after the last compaction (so a
 // store whose watermarks alone exceed CompactSize is not rewritten after
 // every ack), and at most half of it live data (so one client's outbox
 // draining does not rewrite a file full of other clients' pushes while
 // they stream). Only the writer calls it.
-func (b *Bolt) shouldCompact() bool {
+func (b *Bolt) shouldCompact() (worth bool, live int64) {
 	if b.opts.CompactSize < 0 {
-		return false
+		return false, 0
 	}
 	fi, err := os.Stat(b.path)
 	if err != nil {
-		return false
+		return false, 0
 	}
 	if fi.Size() <= b.opts.CompactSize || fi.Size() <= 2*b.compactedSize {
-		return false
+		return false, 0
 	}
 	var hwm int64
 	if err := b.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
-		return false
+		return false, 0
 	}
-	live := hwm - int64(b.db.Stats().FreeAlloc)
-	return 2*live <= fi.Size()
+	live = hwm - int64(b.db.Stats().FreeAlloc)
+	return 2*live <= fi.Size(), live
 }
 
 // compactPause is the least time between the last compaction and one
