@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -289,6 +290,11 @@ func TestMainPushScenarios(t *testing.T) {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, stdout.String())
 		}
+	}
+	// The offline text's figures, each in its place.
+	offline := regexp.MustCompile(`fsync on\) in [0-9.]+ ms \([0-9,]+ pushes/s\); the store file then held [0-9.]+ [KM]?i?B\. .* again after it sat idle for 8s, and in a fresh`)
+	if !offline.MatchString(stdout.String()) {
+		t.Errorf("offline text does not match %s:\n%s", offline, stdout.String())
 	}
 }
 
