@@ -76,6 +76,9 @@ type Bolt struct {
 	// without the lock.
 	dbMu sync.RWMutex
 	db   *bolt.DB
+	// file is the file db holds open and locked (writer goroutine only,
+	// like swapping db): a reopen shares its lock (see reopenDB).
+	file *os.File
 
 	limit     *limiter
 	outLimits outboxLimits
@@ -135,6 +138,11 @@ type Bolt struct {
 	releaseIdle  atomic.Int64
 	releaseAfter atomic.Int64
 	releases     atomic.Int64
+	// reopenAfter is the bytes of pages the commits on one bbolt handle
+	// write before the writer, once idle, opens the file again (see
+	// reopen); reopens counts them, for tests.
+	reopenAfter atomic.Int64
+	reopens     atomic.Int64
 	// compactIdle is how long the writer waits without a commit before
 	// it runs a compaction it held back (time.Duration; see
 	// maybeCompact).
@@ -189,7 +197,7 @@ func Open(path string, opts *Options) (*Bolt, error) {
 	if err := preflight(path, &o); err != nil {
 		return nil, err
 	}
-	db, err := openDB(path, &o, false)
+	db, file, err := openBolt(path, &o, false, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -206,6 +214,7 @@ func Open(path string, opts *Options) (*Bolt, error) {
 		log:     o.Logger,
 		meta:    meta,
 		db:      db,
+		file:    file,
 		reqs:    make(chan *request),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -235,6 +244,7 @@ func Open(path string, opts *Options) (*Bolt, error) {
 	b.releaseIdle.Store(int64(defaultReleaseIdle))
 	b.compactIdle.Store(int64(defaultCompactIdle))
 	b.releaseAfter.Store(defaultReleaseAfter)
+	b.reopenAfter.Store(defaultReopenAfter)
 	go b.run()
 	b.log.Info("queue: opened", "path", path, "client_id", meta.ClientID,
 		"messages", st.messages(), "last_seq", st.last)
@@ -275,23 +285,34 @@ func preflight(path string, o *Options) error {
 }
 
 // openDB opens the bbolt file with our settings and maps its errors.
-func openDB(path string, o *Options, readOnly bool) (db *bolt.DB, err error) {
+func openDB(path string, o *Options, readOnly bool) (*bolt.DB, error) {
+	db, _, err := openBolt(path, o, readOnly, nil)
+	return db, err
+}
+
+// openBolt is openDB returning also the file bbolt holds open (and
+// locked, unless readOnly). With given set, bbolt takes that file instead
+// of opening path (see reopenDB).
+func openBolt(path string, o *Options, readOnly bool, given *os.File) (db *bolt.DB, file *os.File, err error) {
 	// bbolt panics on some damaged files (a bad freelist page) while it
 	// opens them, with the file open and locked. Keep the file so a
 	// recovered panic can at least close it and release the lock; the
 	// mapping bbolt made is lost until the process exits.
-	var file *os.File
 	defer func() {
 		if r := recover(); r != nil {
 			if file != nil {
 				_ = file.Close()
 			}
-			db, err = nil, fmt.Errorf("%w: %s: bbolt: %v", ErrCorrupt, path, r)
+			db, file, err = nil, nil, fmt.Errorf("%w: %s: bbolt: %v", ErrCorrupt, path, r)
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			if given != nil {
+				file = given
+				return given, nil
+			}
 			f, err := os.OpenFile(name, flag, perm)
 			file = f
 			return f, err
@@ -308,9 +329,9 @@ func openDB(path string, o *Options, readOnly bool) (db *bolt.DB, err error) {
 		FreelistType: bolt.FreelistMapType,
 	})
 	if err != nil {
-		return nil, openError(path, o.LockTimeout.String(), err)
+		return nil, nil, openError(path, o.LockTimeout.String(), err)
 	}
-	return db, nil
+	return db, file, nil
 }
 
 func openError(path, timeout string, err error) error {

@@ -23,6 +23,14 @@ func SetReleaseIdle(b *Bolt, d time.Duration) { b.releaseIdle.Store(int64(d)) }
 // it runs a compaction it held back for copying too much to run at once.
 func SetCompactIdle(b *Bolt, d time.Duration) { b.compactIdle.Store(int64(d)) }
 
+// SetReopenAfter sets how many bytes of pages the commits on one bbolt
+// handle of b write before its writer, once idle, reopens the file;
+// Reopens counts the reopens.
+func SetReopenAfter(b *Bolt, n int64) { b.reopenAfter.Store(n) }
+
+// Reopens returns how many times b reopened its file.
+func Reopens(b *Bolt) int64 { return b.reopens.Load() }
+
 // SetReleaseAfter sets how many bytes of pages b's commits write before
 // its writer releases the mapped pages under load.
 func SetReleaseAfter(b *Bolt, n int64) { b.releaseAfter.Store(n) }

@@ -160,6 +160,11 @@ func (b *Bolt) run() {
 			case <-b.wake:
 				continue
 			case <-release.C:
+				if pages()*int64(b.db.Info().PageSize) >= b.reopenAfter.Load() {
+					releasing.Wait() // its read transaction is on the old handle
+					b.reopen()
+					pagesAt = 0
+				}
 				releaseNow()
 				continue
 			case <-quiet.C:
@@ -242,6 +247,45 @@ const (
 	defaultReleaseAfter = 64 << 20
 	releaseEvery        = time.Minute
 )
+
+// Reopening the file. For every page it reused from its freelist, a
+// bbolt handle remembers which transaction did (its allocs map), until
+// the page is freed again: an entry for each such page still in use,
+// which only closing the handle gives back. A server that queued 10
+// pushes for each of 100,000 offline clients held 3.6 MiB of it, and a
+// bigger store holds more: memory that grows with what the store keeps.
+// Once a handle's commits have written defaultReopenAfter of pages, the
+// writer, when next idle for releaseIdle, replaces it with a new handle on
+// the same file (reopenDB, which keeps the file locked throughout).
+const defaultReopenAfter = 64 << 20
+
+// errReopenUnsupported: this platform does not reopen the file.
+var errReopenUnsupported = errors.New("queue: reopen unsupported here")
+
+// reopen replaces b.db with a new handle on the same file. Only the
+// writer calls it, between commits; readers wait only for the swap.
+func (b *Bolt) reopen() {
+	db, file, err := reopenDB(b.path, &b.opts, b.file)
+	switch {
+	case errors.Is(err, errReopenUnsupported):
+		return
+	case errors.Is(err, ErrLocked):
+		b.log.Error("queue: reopen failed and lost the file lock; another process may open the file", "path", b.path, "err", err)
+		return
+	case err != nil:
+		b.log.Warn("queue: reopen failed; the current handle stays", "path", b.path, "err", err)
+		return
+	}
+	b.dbMu.Lock()
+	old := b.db
+	b.db, b.file = db, file
+	b.dbMu.Unlock()
+	if err := old.Close(); err != nil {
+		b.log.Warn("queue: close the handle replaced by a reopen", "path", b.path, "err", err)
+	}
+	b.reopens.Add(1)
+	b.log.Debug("queue: reopened", "path", b.path)
+}
 
 // releasePages releases the pages of the mapping. The read transaction
 // it runs in keeps the mapping in place: bbolt remaps (a write growing
@@ -807,7 +851,13 @@ func (b *Bolt) compact() (err error) {
 	defer recoverCorrupt(b.path, &err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 
+	var dstFile *os.File
 	dst, err = bolt.Open(tmp, 0o600, &bolt.Options{
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			dstFile = f
+			return f, err
+		},
 		Timeout:      b.opts.LockTimeout,
 		NoSync:       true, // synced once below
 		FreelistType: bolt.FreelistMapType,
@@ -835,7 +885,7 @@ func (b *Bolt) compact() (err error) {
 
 	b.dbMu.Lock()
 	old := b.db
-	b.db = dst
+	b.db, b.file = dst, dstFile
 	b.dbMu.Unlock()
 	if err := old.Close(); err != nil {
 		b.log.Warn("queue: close pre-compaction file", "path", b.path, "err", err)
