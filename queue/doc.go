@@ -144,11 +144,20 @@
 // been idle for a second, or, under a load that never pauses, for a
 // minute.
 //
+// # Memory
+//
+// A store that has not committed for 5 s (and one under load every 64
+// MiB of pages written, or every minute) hands the pages of bbolt's
+// memory map back to the page cache (Linux), and, once its bbolt handle
+// has written 64 MiB of pages, opens the file again with a fresh handle,
+// which drops bbolt's record of the pages it reused. The new handle takes
+// over the old one's locked file description, so the file stays locked.
+//
 // # Concurrency
 //
 // Both stores are safe for concurrent use. Reads (Read, Watermark,
 // Binding, Stats) run in parallel with the writer in read transactions and
-// wait only while compaction swaps the file. Only one [Bolt] can have a
+// wait only while compaction or a reopen swaps the handle. Only one [Bolt] can have a
 // file open: bbolt locks it with flock, so a second Open, from another
 // process or this one, fails with [ErrLocked] after Options.LockTimeout.
 // Close stops the writer after its current batch, makes waiting calls
