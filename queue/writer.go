@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,7 @@ func (b *Bolt) run() {
 	pruneT.Stop()
 	pruneArmed := false
 	var next *request // taken but left for the next batch (byte budget)
+	shared := false   // the last batch held more than one request
 	// release fires once the writer has been idle for releaseIdle after
 	// a commit: then, and under a steady load once its commits have
 	// written releaseAfter bytes of pages or releaseEvery has passed, it
@@ -206,6 +208,16 @@ func (b *Bolt) run() {
 		}
 		batch := []*request{first}
 		bytes := first.size
+		if shared {
+			// The last commit answered several callers, who are
+			// likely back with their next writes but may not have
+			// run yet: the writer, woken by the first, would take it
+			// alone. Let them queue first (a yield, not a wait: with
+			// nothing else runnable it returns at once). Measured
+			// with 16 blocking senders: 45% more commits' worth per
+			// fsync.
+			runtime.Gosched()
+		}
 	drain:
 		for len(batch) < b.opts.MaxBatch {
 			select {
@@ -221,6 +233,7 @@ func (b *Bolt) run() {
 			}
 		}
 		b.commit(batch)
+		shared = len(batch) > 1
 		committed()
 		// The commit may have moved pruneAt or expireAt: arm again.
 		if pruneArmed {
