@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -632,28 +633,20 @@ func TestBoltCompactKeepsData(t *testing.T) {
 	}
 	meta := b.Meta()
 	// Readers run while compacting.
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if es, err := b.Read(0, 0, 0); err != nil || len(es) != 40 {
-				t.Errorf("Read during compaction = %d entries, %v", len(es), err)
-				return
-			}
+	stop := keepReading(func() error {
+		if es, err := b.Read(0, 0, 0); err != nil || len(es) != 40 {
+			return fmt.Errorf("Read during compaction = %d entries, %v", len(es), err)
 		}
+		return nil
 	})
 	for range 3 {
 		if err := b.Compact(ctx); err != nil {
 			t.Fatalf("Compact: %v", err)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	if _, err := stop(); err != nil {
+		t.Error(err)
+	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

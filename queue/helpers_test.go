@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,4 +115,32 @@ func seqs(es []queue.Entry) []uint64 {
 
 func entryWithPayload(n int) queue.Entry {
 	return queue.Entry{Payload: make([]byte, n)}
+}
+
+// keepReading runs read in a loop on another goroutine until the
+// returned stop is called, or until read fails; stop waits for it and
+// returns the reads that succeeded and the first error.
+func keepReading(read func() error) (stop func() (int, error)) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var n int
+	var err error
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err = read(); err != nil {
+				return
+			}
+			n++
+		}
+	})
+	return func() (int, error) {
+		close(done)
+		wg.Wait()
+		return n, err
+	}
 }

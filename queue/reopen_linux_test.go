@@ -2,7 +2,6 @@ package queue_test
 
 import (
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,35 +35,19 @@ func TestBoltReopensAfterWrites(t *testing.T) {
 	locked("before the reopen")
 
 	// Readers keep reading while the writer goes idle and reopens.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var readErr error
-	var reads int
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			es, err := b.ReadOutbox("c", 1, 1000, 1<<30)
-			if err == nil && len(es) != 64 {
-				err = errors.New("outbox of c does not hold its 64 entries")
-			}
-			if err != nil {
-				readErr = err
-				return
-			}
-			reads++
+	stop := keepReading(func() error {
+		es, err := b.ReadOutbox("c", 1, 1000, 1<<30)
+		if err == nil && len(es) != 64 {
+			err = errors.New("outbox of c does not hold its 64 entries")
 		}
+		return err
 	})
 	queue.SetReleaseIdle(b, 10*time.Millisecond)
 	mustPush(t, b, queue.Push{Client: "d", Entry: withID(entry(1000), "d")}) // arms the idle timer anew
 	eventually(t, "a reopen once idle", func() bool { return queue.Reopens(b) >= 1 })
-	close(stop)
-	wg.Wait()
-	if readErr != nil {
-		t.Fatalf("read during the reopen: %v", readErr)
+	reads, err := stop()
+	if err != nil {
+		t.Fatalf("read during the reopen: %v", err)
 	}
 	t.Logf("%d reads ran across the reopen", reads)
 	locked("after the reopen")

@@ -289,15 +289,22 @@ func (b *Bolt) reopen() {
 		b.log.Warn("queue: reopen failed; the current handle stays", "path", b.path, "err", err)
 		return
 	}
+	b.swapDB(db, file, "reopen")
+	b.reopens.Add(1)
+	b.log.Debug("queue: reopened", "path", b.path)
+}
+
+// swapDB makes db, which holds file, the store's handle, and closes the
+// one it replaces (after a compaction or a reopen, named by why). Readers
+// wait only for the swap. Only the writer calls it.
+func (b *Bolt) swapDB(db *bolt.DB, file *os.File, why string) {
 	b.dbMu.Lock()
 	old := b.db
 	b.db, b.file = db, file
 	b.dbMu.Unlock()
 	if err := old.Close(); err != nil {
-		b.log.Warn("queue: close the handle replaced by a reopen", "path", b.path, "err", err)
+		b.log.Warn("queue: close the handle replaced by a "+why, "path", b.path, "err", err)
 	}
-	b.reopens.Add(1)
-	b.log.Debug("queue: reopened", "path", b.path)
 }
 
 // releasePages releases the pages of the mapping. The read transaction
@@ -896,13 +903,7 @@ func (b *Bolt) compact() (err error) {
 	}
 	dst.NoSync = b.opts.NoSync
 
-	b.dbMu.Lock()
-	old := b.db
-	b.db, b.file = dst, dstFile
-	b.dbMu.Unlock()
-	if err := old.Close(); err != nil {
-		b.log.Warn("queue: close pre-compaction file", "path", b.path, "err", err)
-	}
+	b.swapDB(dst, dstFile, "compaction")
 
 	if fi, err := os.Stat(b.path); err == nil {
 		b.compactedSize = fi.Size()
