@@ -415,6 +415,30 @@ func TestBoltCompactWaitsForQuiet(t *testing.T) {
 	}
 }
 
+// TestBoltCompactWaitsForQuietAfterIdleCommit: a compaction held back by
+// a drain that the writer committed on its own (acks committed after
+// their delay, with no write to ride on) still runs once the writer has
+// been idle, though no commit follows.
+func TestBoltCompactWaitsForQuietAfterIdleCommit(t *testing.T) {
+	path := tempPath(t)
+	b := openBolt(t, path, &queue.Options{NoSync: true})
+	queue.SetCompactIdle(b, 10*time.Millisecond)
+	queue.SetAckDelay(b, time.Millisecond)
+	const size = 64 << 10
+	pushBacklog(t, b, "keep", 96, size) // 6 MiB that stays
+	for i := 1; i <= 320; i++ {         // 20 MiB acked below
+		e := entry(i)
+		e.Payload = make([]byte, size)
+		mustAppend(t, b, e)
+	}
+	full := b.Stats().FileSize
+	if err := b.Ack(testCtx(t), 320); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "compaction once idle", func() bool { return b.Stats().FileSize < full/2 })
+	t.Logf("file: %d bytes before the acks, %d once idle", full, b.Stats().FileSize)
+}
+
 // TestBoltCompactAfterPushDrain: a push backlog acked to empty gives its
 // space back to the file system, as a drained client outbox does.
 func TestBoltCompactAfterPushDrain(t *testing.T) {
