@@ -138,11 +138,12 @@
 // same directory, syncs it and renames it over the store; [Bolt.Compact] forces this. The original stays intact
 // until the rename, which is atomic, so a crash at any point leaves one
 // complete store (and perhaps a temp file, removed by the next Open).
-// Every write waits while the copy runs, about a second per 40 MiB of
+// Every write waits while the copy runs, about a second per 90 MiB of
 // live data, so a compaction that would copy more than 4 MiB (a server's
 // other outboxes and its settlement records) waits until the writer has
 // been idle for a second, or, under a load that never pauses, for a
-// minute.
+// minute. The copy commits every 256 KiB, so its memory does not grow
+// with the data it copies.
 //
 // # Memory
 //

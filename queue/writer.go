@@ -836,6 +836,15 @@ func (b *Bolt) compactPaused() bool {
 	return !b.compactedAt.IsZero() && time.Since(b.compactedAt) < compactPause
 }
 
+// compactTxBytes is how many bytes of keys and values one transaction of
+// a compaction's copy carries. bbolt keeps a transaction's copied values
+// and its dirty pages in memory until it commits (unsynced: the copy is
+// synced once at the end), so this bounds the memory a compaction takes.
+// With 64 MiB transactions, compacting 185 MiB of live data (a server's
+// pushes and settlement records) mapped 400 MiB of heap and took 4.1 s;
+// with 256 KiB it took 2.0 s and the heap did not grow.
+const compactTxBytes = 256 << 10
+
 // compact copies the live data into a temp file next to the store, syncs
 // it, renames it over the store and switches to it. It runs on the writer
 // goroutine, so no write runs meanwhile; readers are excluded only while
@@ -887,7 +896,7 @@ func (b *Bolt) compact() (err error) {
 		dst = nil
 		return b.compactError(err)
 	}
-	if err := bolt.Compact(dst, b.db, 64<<20); err != nil {
+	if err := bolt.Compact(dst, b.db, compactTxBytes); err != nil {
 		return b.compactError(err)
 	}
 	if err := dst.Sync(); err != nil {
