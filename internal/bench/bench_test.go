@@ -196,7 +196,11 @@ func TestOffline(t *testing.T) {
 	if o.Checked != 150 {
 		t.Errorf("found %d pushes in the store, want 150", o.Checked)
 	}
-	for name, m := range map[string]bench.MemSample{"empty": o.Empty, "loaded": o.Loaded, "idle": o.Idle, "reopened": o.Reopened} {
+	if o.Drain <= 0 {
+		t.Errorf("drain took %v", o.Drain)
+	}
+	for name, m := range map[string]bench.MemSample{"empty": o.Empty, "loaded": o.Loaded, "idle": o.Idle, "reopened": o.Reopened,
+		"drained empty": o.DrainedEmpty, "drained": o.Drained} {
 		if m.RSS <= 0 || m.Anon <= 0 || m.Heap <= 0 {
 			t.Errorf("%s: memory not measured: %+v", name, m)
 		}
@@ -286,6 +290,7 @@ func TestMainPushScenarios(t *testing.T) {
 		"## Server → client push", "| 256 B | 16 |",
 		"## Fan-out", "| 10 connected | #1 |", "| 10 connected | #3 |", "| 10 offline | #3 |",
 		"## Offline clients", "| empty store |", "| right after queueing the pushes (same process) |", "| the same process after 8s idle |", "| fresh process on the full store |",
+		"| control after 8s idle |", "| control: empty store |", "| control: pushes queued, all acknowledged, after 8s idle |",
 	} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, stdout.String())
@@ -295,6 +300,10 @@ func TestMainPushScenarios(t *testing.T) {
 	offline := regexp.MustCompile(`fsync on\) in [0-9.]+ ms \([0-9,]+ pushes/s\); the store file then held [0-9.]+ [KM]?i?B\. .* again after it sat idle for 8s, and in a fresh`)
 	if !offline.MatchString(stdout.String()) {
 		t.Errorf("offline text does not match %s:\n%s", offline, stdout.String())
+	}
+	control := regexp.MustCompile("as their sessions would on coming back: [0-9.]+ ms\\), and sat idle as long")
+	if !control.MatchString(stdout.String()) {
+		t.Errorf("offline control text does not match %s:\n%s", control, stdout.String())
 	}
 }
 

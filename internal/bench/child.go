@@ -301,6 +301,7 @@ func childServer(ctx context.Context, kind, dir string) (map[string]func([]strin
 		conns func() int
 		stop  func() error
 		srv   *reliable.Server
+		store *queue.Bolt
 	)
 	switch kind {
 	case "gorilla":
@@ -314,12 +315,20 @@ func childServer(ctx context.Context, kind, dir string) (map[string]func([]strin
 		if dir == "" {
 			return nil, childStatus{}, nil, errors.New("-dir is required")
 		}
-		var t tally
-		s, err := startReliableServer(ctx, "127.0.0.1:0", filepath.Join(dir, "server.db"), t.handle, nil)
+		// The store is opened here, with the options NewServer would
+		// give it (a server without OnSettled), so that "drain" can
+		// acknowledge pushes without clients.
+		b, err := queue.Open(filepath.Join(dir, "server.db"), &queue.Options{SettleReported: true})
 		if err != nil {
 			return nil, childStatus{}, nil, err
 		}
-		url, stop, srv = s.url, s.close, s.srv
+		var t tally
+		s, err := startReliableServer(ctx, "127.0.0.1:0", "", t.handle, &reliable.ServerOptions{Store: b})
+		if err != nil {
+			return nil, childStatus{}, nil, errors.Join(err, b.Close())
+		}
+		url, srv, store = s.url, s.srv, b
+		stop = func() error { return errors.Join(s.close(), b.Close()) }
 		conns = func() int { return s.srv.Stats().Sessions }
 	default:
 		return nil, childStatus{}, nil, fmt.Errorf("unknown kind %q", kind)
@@ -359,6 +368,19 @@ func childServer(ctx context.Context, kind, dir string) (map[string]func([]strin
 			start := time.Now()
 			pushed, err := pushRounds(ctx, srv, clientNames(args[4], n[0]), n[1], n[2], payload(n[3]))
 			return childStatus{Pushed: pushed, Took: time.Since(start)}, err
+		}
+		// drain CLIENTS PREFIX: see ackOutboxes.
+		cmds["drain"] = func(args []string) (childStatus, error) {
+			if len(args) != 2 {
+				return childStatus{}, fmt.Errorf("drain wants CLIENTS PREFIX, got %q", args)
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n <= 0 {
+				return childStatus{}, fmt.Errorf("drain: %q is not a positive number", args[0])
+			}
+			start := time.Now()
+			acked, err := ackOutboxes(ctx, store, clientNames(args[1], n))
+			return childStatus{Acked: acked, Took: time.Since(start)}, err
 		}
 	}
 	return cmds, childStatus{URL: url}, stop, nil

@@ -454,9 +454,9 @@ func (rn *runner) offline(n int) {
 		return
 	}
 	rn.report.Offline = &o
-	fmt.Fprintf(rn.log, "  %d pushes each: RSS empty %s, with the pushes %s (%.2f×), after %s idle %s (%.2f×), reopened %s (%.2f×); queued in %s; file %s\n",
+	fmt.Fprintf(rn.log, "  %d pushes each: RSS empty %s, with the pushes %s (%.2f×), after %s idle %s (%.2f×), reopened %s (%.2f×); queued in %s; file %s; control (all acknowledged, idle) %s (%.2f× its empty, held ÷ control %.2f×)\n",
 		o.Config.Pushes, bytesName(o.Empty.RSS), bytesName(o.Loaded.RSS), o.LoadedRatio(), o.Config.Idle, bytesName(o.Idle.RSS), o.IdleRatio(),
-		bytesName(o.Reopened.RSS), o.ReopenedRatio(), ms(o.Fill), bytesName(o.FileSize))
+		bytesName(o.Reopened.RSS), o.ReopenedRatio(), ms(o.Fill), bytesName(o.FileSize), bytesName(o.Drained.RSS), o.DrainedRatio(), o.HeldRatio())
 }
 
 func (rn *runner) pipe(lines int, cli string) {

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsreliable/wsreliable/queue"
@@ -59,6 +62,14 @@ type OfflineResult struct {
 	Idle MemSample
 	// Reopened is a fresh server process on the store holding them.
 	Reopened MemSample
+	// Drained is the control: a second server process, on a store of
+	// its own, that queued the same pushes and then had every outbox
+	// acknowledged (as the clients' sessions would), read after it sat
+	// idle for Config.Idle: the history of Idle with nothing held.
+	// DrainedEmpty is that process on its empty store.
+	DrainedEmpty, Drained MemSample
+	// Drain is how long acknowledging every outbox took.
+	Drain time.Duration
 	// Fill is how long queueing the pushes took (fsync on, the default).
 	Fill time.Duration
 	// FileSize is the store file with the pushes queued.
@@ -83,6 +94,13 @@ func (r OfflineResult) LoadedRatio() float64 { return memRatio(r.Loaded, r.Empty
 // ReopenedRatio is Reopened.RSS ÷ Empty.RSS, 0 if unknown.
 func (r OfflineResult) ReopenedRatio() float64 { return memRatio(r.Reopened, r.Empty) }
 
+// DrainedRatio is Drained.RSS ÷ DrainedEmpty.RSS, 0 if unknown.
+func (r OfflineResult) DrainedRatio() float64 { return memRatio(r.Drained, r.DrainedEmpty) }
+
+// HeldRatio is Idle.RSS ÷ Drained.RSS: the server holding the pushes
+// against the same history holding none. 0 if unknown.
+func (r OfflineResult) HeldRatio() float64 { return memRatio(r.Idle, r.Drained) }
+
 func memRatio(a, b MemSample) float64 {
 	if b.RSS == 0 {
 		return 0
@@ -102,7 +120,10 @@ const (
 // each of cfg.Clients clients that never connect (SendMany to cfg.Chunk
 // clients at a time), and once more in a fresh server process opened on
 // that store. It fails unless every outbox holds exactly its pushes, in
-// order, with their payloads.
+// order, with their payloads. Then, for control, a second server process
+// on a new store queues the same pushes and acknowledges them all (the
+// store's AckOutbox, as the clients' sessions would), and its memory is
+// read after the same idle time: the same history, nothing held.
 func Offline(ctx context.Context, cfg OfflineConfig) (res OfflineResult, err error) {
 	if cfg.Clients == 0 {
 		cfg.Clients = 100_000
@@ -130,31 +151,42 @@ func Offline(ctx context.Context, cfg OfflineConfig) (res OfflineResult, err err
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "server.db")
 
-	err = withChildServer(ctx, cfg.Launcher, dir, func(srv *child) error {
+	// fill reads the child's memory on its empty store, then has it
+	// queue the pushes.
+	fill := func(srv *child, empty *MemSample) (time.Duration, error) {
 		var err error
-		if res.Empty, err = childMem(srv); err != nil {
-			return err
+		if *empty, err = childMem(srv); err != nil {
+			return 0, err
 		}
 		st, err := srv.call(childReplyTimeout, "push", strconv.Itoa(cfg.Clients), strconv.Itoa(cfg.Pushes),
 			strconv.Itoa(cfg.Chunk), strconv.Itoa(cfg.Size), offlinePrefix)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if want := cfg.Clients * cfg.Pushes; st.Pushed != want {
-			return fmt.Errorf("bench: server queued %d pushes, want %d", st.Pushed, want)
+			return 0, fmt.Errorf("bench: server queued %d pushes, want %d", st.Pushed, want)
 		}
-		res.Fill = st.Took
-		if res.Loaded, err = childMem(srv); err != nil {
-			return err
-		}
-		// The scenario, not a wait for anything: a gateway whose
-		// clients are offline sits idle.
+		return st.Took, nil
+	}
+	// idle is the scenario, not a wait for anything: a gateway whose
+	// clients are offline sits idle.
+	idle := func(srv *child) (MemSample, error) {
 		select {
 		case <-time.After(cfg.Idle):
 		case <-ctx.Done():
-			return ctx.Err()
+			return MemSample{}, ctx.Err()
 		}
-		res.Idle, err = childMem(srv)
+		return childMem(srv)
+	}
+	err = withChildServer(ctx, cfg.Launcher, dir, func(srv *child) error {
+		var err error
+		if res.Fill, err = fill(srv, &res.Empty); err != nil {
+			return err
+		}
+		if res.Loaded, err = childMem(srv); err != nil {
+			return err
+		}
+		res.Idle, err = idle(srv)
 		return err
 	})
 	if err != nil {
@@ -172,6 +204,27 @@ func Offline(ctx context.Context, cfg OfflineConfig) (res OfflineResult, err err
 		return res, err
 	}
 	res.Checked, err = checkOutboxes(path, clientNames(offlinePrefix, cfg.Clients), cfg.Pushes, cfg.Pushes, payload(cfg.Size))
+	if err != nil {
+		return res, err
+	}
+	if err := os.Remove(path); err != nil {
+		return res, fmt.Errorf("bench: %w", err)
+	}
+	err = withChildServer(ctx, cfg.Launcher, dir, func(srv *child) error {
+		if _, err := fill(srv, &res.DrainedEmpty); err != nil {
+			return err
+		}
+		st, err := srv.call(childReplyTimeout, "drain", strconv.Itoa(cfg.Clients), offlinePrefix)
+		if err != nil {
+			return err
+		}
+		if st.Acked != cfg.Clients {
+			return fmt.Errorf("bench: server emptied %d outboxes, want %d", st.Acked, cfg.Clients)
+		}
+		res.Drain = st.Took
+		res.Drained, err = idle(srv)
+		return err
+	})
 	return res, err
 }
 
@@ -230,6 +283,46 @@ func pushRounds(ctx context.Context, srv *reliable.Server, ids []string, rounds,
 		}
 	}
 	return pushed, nil
+}
+
+// drainWorkers is how many AckOutbox calls ackOutboxes keeps waiting on
+// the store's writer, so that they share commits.
+const drainWorkers = 64
+
+// ackOutboxes acknowledges everything queued for the clients in ids, as
+// their sessions would once they came back (the store's AckOutbox, from
+// drainWorkers goroutines), and checks that their outboxes are then
+// empty. It returns how many outboxes it emptied.
+func ackOutboxes(ctx context.Context, st queue.Outboxes, ids []string) (int, error) {
+	var (
+		next    atomic.Int64
+		errs    = make([]error, drainWorkers)
+		emptied atomic.Int64
+		wg      sync.WaitGroup
+	)
+	for w := range drainWorkers {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(ids)); i = next.Add(1) - 1 {
+				id := ids[i]
+				if err := st.AckOutbox(ctx, id, math.MaxUint64, nil); err != nil {
+					errs[w] = fmt.Errorf("bench: ack the outbox of %s: %w", id, err)
+					return
+				}
+				info, err := st.OutboxInfo(id)
+				if err != nil {
+					errs[w] = fmt.Errorf("bench: outbox of %s: %w", id, err)
+					return
+				}
+				if info.Messages != 0 {
+					errs[w] = fmt.Errorf("bench: outbox of %s holds %d messages after its ack", id, info.Messages)
+					return
+				}
+				emptied.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(emptied.Load()), errors.Join(errs...)
 }
 
 // checkSeqs checks that every receipt of a fan-out got sequence seq.
