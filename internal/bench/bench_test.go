@@ -301,7 +301,7 @@ func TestMainPushScenarios(t *testing.T) {
 	if !offline.MatchString(stdout.String()) {
 		t.Errorf("offline text does not match %s:\n%s", offline, stdout.String())
 	}
-	control := regexp.MustCompile("as their sessions would on coming back: [0-9.]+ ms\\), and sat idle as long")
+	control := regexp.MustCompile(`as their sessions would on coming back: [0-9.]+ ms\), and sat idle as long`)
 	if !control.MatchString(stdout.String()) {
 		t.Errorf("offline control text does not match %s:\n%s", control, stdout.String())
 	}
